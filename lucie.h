@@ -1,0 +1,257 @@
+/* lucie.h - the whole public API of lucie.c, a single-file C99 library that runs
+ * Lucie-7B (and any Llama-architecture model exported by export.py) on a CPU.
+ *
+ * Usage: compile lucie.c with your program (optionally with -fopenmp), include
+ * this header. Nothing else is needed: no other C dependency.
+ *
+ * Conventions for every function below
+ *   - Functions that can fail return an int status: LUCIE_OK (0) or a negative
+ *     LUCIE_E* code. A human readable one-line message is then available from
+ *     lucie_model_error() / lucie_session_error(), or written to the caller's
+ *     `err` buffer for functions that have no object yet.
+ *   - The library never prints, never calls exit(), and has no global state.
+ *   - A lucie_model is read-only once opened: any number of threads may use it
+ *     at once (tokenize, detokenize, create sessions). A lucie_session belongs
+ *     to one thread at a time.
+ *   - Whoever creates an object frees it with the matching *_free/_close call.
+ *
+ * ========================================================================
+ * FILE FORMAT (version 1). The one definition; export.py follows it.
+ * ========================================================================
+ * All integers little-endian. u32/i32/u64 = unsigned/signed 32/64-bit ints,
+ * f32/f64 = IEEE-754 binary32/binary64.
+ *
+ *   offset  size  field
+ *   0       8     magic "LUCIEBIN"
+ *   8       4     u32 version (= 1)
+ *   12      4     u32 header_size (= 256; the entry table starts here)
+ *   16      8     u64 file_size (must equal the real file size)
+ *   24      4     u32 n_entries
+ *   28      4     u32 weight_type: the dtype of the big matrices (see dtypes)
+ *   32      4     u32 dim              (hidden_size)
+ *   36      4     u32 hidden_dim       (intermediate_size)
+ *   40      4     u32 n_layers         (num_hidden_layers)
+ *   44      4     u32 n_heads          (num_attention_heads)
+ *   48      4     u32 n_kv_heads       (num_key_value_heads)
+ *   52      4     u32 head_dim         (head_dim, or hidden_size / n_heads)
+ *   56      4     u32 vocab_size
+ *   60      4     u32 max_seq_len      (max_position_embeddings)
+ *   64      8     f64 rope_theta
+ *   72      4     f32 rms_norm_eps
+ *   76      4     u32 tie_word_embeddings (0/1: lm_head is the embedding table)
+ *   80      4     i32 bos_id           (-1 if none)
+ *   84      4     u32 n_eos            (0..8)
+ *   88      32    i32 eos_ids[8]
+ *   120     4     i32 pad_id           (-1 if none)
+ *   124     4     f32 temperature      (generation_config defaults ...)
+ *   128     4     f32 top_p
+ *   132     4     i32 top_k            (0 = off)
+ *   136     4     f32 repetition_penalty (1 = off)
+ *   140     4     u32 do_sample        (0 = greedy by default)
+ *   144     4     u32 group_size       (quantization group size; 0 for f32/bf16)
+ *   148     108   reserved, zero
+ *   256     128*n_entries  the entry table
+ *   ...           the sections, each starting at a multiple of 64 bytes
+ *
+ * Entry (128 bytes): a named, typed byte range of the file.
+ *   0   96  name, NUL-padded UTF-8 (at least one NUL): the Hugging Face tensor
+ *           name ("model.layers.0.self_attn.q_proj.weight") or a section name
+ *           ("tokenizer", "chat_template")
+ *   96  4   u32 dtype
+ *   100 4   u32 rows   (tensor shape [rows, cols] as in PyTorch; a 1-D tensor
+ *   104 4   u32 cols    has rows = 1; byte sections have rows = cols = 0)
+ *   108 4   u32 reserved (0)
+ *   112 8   u64 offset (multiple of 64, inside the file)
+ *   120 8   u64 size   (bytes; must equal what dtype and shape imply)
+ * Sections never overlap. The loader checks all of this before use.
+ *
+ * dtypes: 0 = bytes (untyped section), 1 = f32, 2 = bf16, 3 = q8, 4 = q4.
+ * The block layouts of q8/q4 are defined next to their kernels in lucie.c.
+ *
+ * Tensors, for every layer l: model.layers.l.{input_layernorm,
+ * post_attention_layernorm}.weight (f32, always), .self_attn.{q,k,v,o}_proj
+ * .weight, .mlp.{gate,up,down}_proj.weight; then model.embed_tokens.weight,
+ * model.norm.weight (f32) and lm_head.weight (absent when tied).
+ *
+ * The "tokenizer" section (all integers u32 unless said; strings are a u32
+ * byte length followed by that many bytes, no NUL):
+ *   magic "LTOK", u32 version (= 1)
+ *   vocab_size, n_merges, n_added, n_normalizer_ops, n_decoder_ops
+ *   i32 unk_id (-1 none), i32 bos_id, i32 eos_id: the post-processor adds
+ *       bos_id in front / eos_id at the end when add_special_tokens (-1 none)
+ *   flags: bit0 byte_fallback, bit1 fuse_unk
+ *   vocab_size x { u32 kind (0 normal, 1 byte token <0xNN>, 2 added), string }
+ *   n_merges x { u32 left_id, u32 right_id, u32 merged_id }, in rank order
+ *   n_added x { u32 id, u32 flags: bit0 special, bit1 normalized, bit2 lstrip,
+ *               bit3 rstrip, bit4 single_word }
+ *   n_normalizer_ops x op, then n_decoder_ops x op, where an op is
+ *     { u32 type, string a, string b, i32 p1, i32 p2 }
+ *   normalizer op types:
+ *     1 NFC
+ *     2 REPLACE_STRING   every occurrence of string a -> string b
+ *     3 REPLACE_CHARSET  every code point listed in a (UTF-8) -> string b
+ *     4 SPACE_AFTER      a = one code point c; regex "c(?=[ \w])" -> "c" + b
+ *     5 PREPEND          a is prepended to non-empty text
+ *   decoder op types:
+ *     16 REPLACE_STRING  a -> b in each token piece
+ *     17 BYTE_FALLBACK   runs of <0xNN> pieces -> bytes (invalid UTF-8 -> U+FFFD)
+ *     18 METASPACE       a = replacement char; p1 = prepend scheme
+ *                        (0 always, 1 first, 2 never): strips it off the first piece
+ *     19 FUSE            concatenate all pieces
+ *     20 STRIP           a = char, p1 = n from start, p2 = n from end
+ * The "chat_template" section holds tokenizer_config.json's chat_template
+ * (Jinja source) verbatim, when present.
+ */
+#ifndef LUCIE_H
+#define LUCIE_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LUCIE_VERSION "0.1.0"
+
+/* Status codes (negative = error). */
+enum {
+    LUCIE_OK = 0,
+    LUCIE_EIO = -1,        /* file cannot be opened / read / mapped */
+    LUCIE_EFORMAT = -2,    /* file is not a valid lucie model / corrupt */
+    LUCIE_ENOMEM = -3,     /* out of memory */
+    LUCIE_EINVAL = -4,     /* bad argument (NULL, out of range, NaN...) */
+    LUCIE_ECONTEXT = -5,   /* the tokens do not fit in the session's context */
+    LUCIE_ECANCELLED = -6, /* a callback asked to stop */
+    LUCIE_ESMALL = -7      /* caller's output buffer too small (size reported) */
+};
+
+/* Weight types (file dtypes). */
+enum { LUCIE_DT_BYTES = 0, LUCIE_DT_F32 = 1, LUCIE_DT_BF16 = 2, LUCIE_DT_Q8 = 3, LUCIE_DT_Q4 = 4 };
+
+#define LUCIE_MAX_EOS 8
+
+/* The model's hyperparameters, as read from the file (hence from config.json). */
+typedef struct {
+    int dim, hidden_dim, n_layers, n_heads, n_kv_heads, head_dim;
+    int vocab_size, max_seq_len;
+    double rope_theta;
+    float rms_norm_eps;
+    int tie_word_embeddings;
+    int bos_id, pad_id, n_eos, eos_ids[LUCIE_MAX_EOS];
+    int weight_type, group_size;
+    /* generation_config.json defaults */
+    float temperature, top_p, repetition_penalty;
+    int top_k, do_sample;
+} lucie_config;
+
+typedef struct lucie_model lucie_model;
+typedef struct lucie_session lucie_session;
+
+/* ---- models --------------------------------------------------------- */
+
+/* Load options; pass NULL for defaults. */
+typedef struct {
+    int no_mmap; /* 1: read the file into private memory instead of mapping it */
+} lucie_open_options;
+
+/* Opens and validates a model file. On success *out owns the mapping.
+ * On failure *out is NULL and err (if not NULL) holds a one-line message. */
+int lucie_open(const char *path, const lucie_open_options *opts, lucie_model **out,
+               char *err, size_t err_size);
+void lucie_close(lucie_model *model);
+const lucie_config *lucie_model_config(const lucie_model *model);
+/* The chat template stored at export (NUL-terminated copy owned by the model),
+ * or NULL when the model has none. */
+const char *lucie_chat_template(const lucie_model *model);
+
+/* ---- tokenizer (needs only a model; no session) ---------------------- */
+
+#define LUCIE_TOK_ADD_SPECIAL 1   /* HF add_special_tokens=True (BOS etc.) */
+#define LUCIE_TOK_PARSE_SPECIAL 2 /* recognise special-token strings in text */
+
+/* Encodes `len` bytes of UTF-8 text as HF tokenizers' encode() does.
+ * Writes at most max_ids ids and sets *n_ids to the number the text needs;
+ * returns LUCIE_ESMALL when max_ids was too small (call again), LUCIE_EINVAL on
+ * invalid UTF-8 (err gets the message). Thread-safe. */
+int lucie_tokenize(const lucie_model *model, const char *text, size_t len, int flags,
+                   int *ids, int max_ids, int *n_ids, char *err, size_t err_size);
+
+#define LUCIE_DETOK_SKIP_SPECIAL 1 /* HF skip_special_tokens=True */
+
+/* Decodes ids as HF decode() does. Writes at most buf_size - 1 bytes and a
+ * NUL; *len gets the full length of the text (which may contain NUL bytes). Returns LUCIE_ESMALL when buf_size <=
+ * *len, LUCIE_EINVAL on an id out of range. Thread-safe. */
+int lucie_detokenize(const lucie_model *model, const int *ids, int n_ids, int flags,
+                     char *buf, size_t buf_size, size_t *len);
+
+/* Streaming decode for generation: push one token at a time, get back the new
+ * text it completes (only whole UTF-8 characters). The concatenation of all
+ * outputs equals lucie_detokenize() of all pushed ids. */
+typedef struct lucie_detok_stream lucie_detok_stream;
+lucie_detok_stream *lucie_detok_stream_new(const lucie_model *model, int flags);
+/* Returns a pointer to the new text (valid until the next call) and its length
+ * in *len, or NULL on error (bad id / no memory). */
+const char *lucie_detok_stream_push(lucie_detok_stream *stream, int token, size_t *len);
+void lucie_detok_stream_free(lucie_detok_stream *stream);
+
+/* ---- sessions: a KV cache, a sampler and its RNG --------------------- */
+
+typedef struct {
+    int context;      /* KV cache length in tokens; 0 = min(model max, 4096) */
+    int n_threads;    /* OpenMP threads; 0 = library default */
+    float temperature; /* < 0 means: use the model file's defaults for all below */
+    int top_k;        /* 0 = off */
+    float top_p;      /* 1 = off */
+    float min_p;      /* 0 = off */
+    float repetition_penalty; /* 1 = off */
+    int repetition_window;    /* last N tokens penalised; 0 = whole context */
+    unsigned long long seed;
+} lucie_session_options;
+
+/* Fills *opts with the defaults (model file's generation settings when model
+ * is not NULL). */
+void lucie_session_defaults(const lucie_model *model, lucie_session_options *opts);
+int lucie_session_new(const lucie_model *model, const lucie_session_options *opts,
+                      lucie_session **out, char *err, size_t err_size);
+void lucie_session_free(lucie_session *session);
+const char *lucie_session_error(const lucie_session *session);
+int lucie_session_position(const lucie_session *session); /* tokens in the cache */
+int lucie_session_context(const lucie_session *session);
+/* Forgets the cache from position pos on (0 = start over). */
+int lucie_session_rewind(lucie_session *session, int pos);
+
+#define LUCIE_EVAL_ALL_LOGITS 1 /* logits for every evaluated token, not just the last */
+
+/* Runs the transformer over n tokens at the session's position (batched
+ * prefill when n > 1), appending them to the KV cache. logits, if not NULL,
+ * receives vocab_size floats (or n * vocab_size with LUCIE_EVAL_ALL_LOGITS).
+ * LUCIE_ECONTEXT (nothing changed) when the tokens do not fit. */
+int lucie_eval(lucie_session *session, const int *tokens, int n, float *logits, int flags);
+
+/* Samples a token from logits with the session's sampler settings (greedy at
+ * temperature 0). The session remembers sampled/evaluated tokens for the
+ * repetition penalty. */
+int lucie_sample(lucie_session *session, const float *logits);
+
+/* Per-token callback for generation: the newly decoded text (whole UTF-8
+ * characters; may be empty) and the token id. Return non-zero to stop. */
+typedef int (*lucie_token_callback)(const char *text, size_t len, int token, void *user);
+
+typedef struct {
+    int n_prompt, n_generated;
+    double load_seconds, prompt_seconds, generate_seconds;
+    int stop_reason; /* 0 max tokens, 1 eos, 2 callback, 3 context full */
+} lucie_stats;
+
+/* Encodes prompt (HF way, BOS added), evaluates it, then samples up to
+ * max_tokens new tokens, calling cb for each; stops early at an eos id, when the
+ * callback returns non-zero, or when the context is full. stats may be NULL. */
+int lucie_generate(lucie_session *session, const char *prompt, int max_tokens,
+                   lucie_token_callback cb, void *user, lucie_stats *stats);
+
+const char *lucie_status_string(int status);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LUCIE_H */
