@@ -1,0 +1,1401 @@
+/* lucie.c - run Lucie-7B (a Llama-architecture language model) on a CPU.
+ *
+ * One file, C99 and its standard library (plus POSIX mmap or the Windows
+ * equivalent), OpenMP optional. Read it top to bottom:
+ *
+ *   1. Plumbing: errors, clocks, little-endian reads.
+ *   2. The model file: mapping it and checking every byte range before use.
+ *   3. The tokenizer: text <-> token ids, exactly like Hugging Face tokenizers.
+ *   4. Math kernels: matrix products for each weight type (f32, bf16, q8, q4).
+ *   5. The transformer forward pass, mirroring Hugging Face LlamaForCausalLM.
+ *   6. Sampling: temperature, top-k, top-p, min-p, repetition penalty.
+ *   7. Generation: prompt in, streamed text out.
+ *
+ * The file format itself is specified in lucie.h; export.py writes it.
+ */
+#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include "lucie.h"
+
+#include <errno.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifdef _WIN32
+#include <windows.h>
+#else
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* ========================================================================
+ * 1. Plumbing
+ *
+ * Every failure is reported as a status code plus a one-line message in a
+ * buffer the caller owns (or the session's own buffer). Multi-byte values in
+ * the file are little-endian; we read them byte by byte so the header parses
+ * on any host, and refuse big-endian hosts where the raw tensors are used.
+ * ======================================================================== */
+
+static void set_error(char *err, size_t err_size, const char *fmt, ...) {
+    va_list ap;
+    if (!err || err_size == 0) return;
+    va_start(ap, fmt);
+    vsnprintf(err, err_size, fmt, ap);
+    va_end(ap);
+}
+
+const char *lucie_status_string(int status) {
+    switch (status) {
+    case LUCIE_OK: return "ok";
+    case LUCIE_EIO: return "i/o error";
+    case LUCIE_EFORMAT: return "invalid model file";
+    case LUCIE_ENOMEM: return "out of memory";
+    case LUCIE_EINVAL: return "invalid argument";
+    case LUCIE_ECONTEXT: return "context is full";
+    case LUCIE_ECANCELLED: return "cancelled";
+    case LUCIE_ESMALL: return "buffer too small";
+    default: return "unknown error";
+    }
+}
+
+static double now_seconds(void) {
+#ifdef _WIN32
+    LARGE_INTEGER f, c;
+    QueryPerformanceFrequency(&f);
+    QueryPerformanceCounter(&c);
+    return (double)c.QuadPart / (double)f.QuadPart;
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#endif
+}
+
+static uint32_t read_u32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t read_u64(const unsigned char *p) { return read_u32(p) | (uint64_t)read_u32(p + 4) << 32; }
+static int32_t read_i32(const unsigned char *p) {
+    uint32_t u = read_u32(p);
+    int32_t i;
+    memcpy(&i, &u, 4);
+    return i;
+}
+static float read_f32(const unsigned char *p) {
+    uint32_t u = read_u32(p);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static double read_f64(const unsigned char *p) {
+    uint64_t u = read_u64(p);
+    double d;
+    memcpy(&d, &u, 8);
+    return d;
+}
+
+static int host_is_little_endian(void) {
+    const uint32_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+
+/* a * b without overflow: returns 0 when it would not fit in size_t. */
+static int mul_size(size_t a, size_t b, size_t *out) {
+    if (a != 0 && b > SIZE_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+static void *aligned_alloc64(size_t size) {
+    /* C99 has no aligned allocator: over-allocate and keep the original pointer
+     * just before the aligned block. */
+    unsigned char *raw, *aligned;
+    if (size > SIZE_MAX - 64 - sizeof(void *)) return NULL;
+    raw = (unsigned char *)calloc(1, size + 64 + sizeof(void *));
+    if (!raw) return NULL;
+    aligned = raw + sizeof(void *);
+    aligned += (64 - ((uintptr_t)aligned & 63)) & 63;
+    memcpy(aligned - sizeof(void *), &raw, sizeof(void *));
+    return aligned;
+}
+static void aligned_free64(void *p) {
+    unsigned char *raw;
+    if (!p) return;
+    memcpy(&raw, (unsigned char *)p - sizeof(void *), sizeof(void *));
+    free(raw);
+}
+
+static float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* ========================================================================
+ * 2. The model file
+ *
+ * The file (layout in lucie.h) is memory-mapped read-only and the weights are
+ * used in place: loading costs no copy, and the OS shares the pages between
+ * processes. Because a mapped file is trusted memory as soon as we index into
+ * it, everything is validated first: magic, version, the size, every entry's
+ * range (aligned, inside the file, not overlapping another) and that each
+ * tensor has exactly the shape and byte size the config implies.
+ * ======================================================================== */
+
+#define FILE_MAGIC "LUCIEBIN"
+#define FILE_VERSION 1
+#define HEADER_SIZE 256
+#define ENTRY_SIZE 128
+#define ENTRY_NAME_SIZE 96
+#define SECTION_ALIGN 64
+
+typedef struct {
+    const unsigned char *data; /* the whole file */
+    size_t size;
+    int is_mapped; /* 1: mmap/MapViewOfFile, 0: malloc'ed copy */
+} file_view;
+
+typedef struct {
+    char name[ENTRY_NAME_SIZE];
+    int dtype;
+    uint32_t rows, cols;
+    uint64_t offset, size;
+} file_entry;
+
+/* A weight matrix [rows, cols] as stored: the kernels know how to read dtype. */
+typedef struct {
+    const void *data;
+    int dtype;
+    int rows, cols;
+} tensor;
+
+typedef struct {
+    const float *attn_norm, *ffn_norm; /* input_layernorm, post_attention_layernorm */
+    tensor wq, wk, wv, wo;             /* self_attn.{q,k,v,o}_proj */
+    tensor w_gate, w_up, w_down;       /* mlp.{gate,up,down}_proj */
+} layer_weights;
+
+typedef struct tokenizer tokenizer;
+
+struct lucie_model {
+    lucie_config config;
+    file_view file;
+    layer_weights *layers;
+    tensor embed;             /* model.embed_tokens */
+    const float *final_norm;  /* model.norm */
+    tensor lm_head;           /* lm_head, or the embedding when tied */
+    tokenizer *tok;
+    char *chat_template;      /* NUL-terminated copy, or NULL */
+};
+
+static const tokenizer *model_tokenizer(const lucie_model *m) { return m->tok; }
+
+static int map_file(const char *path, int no_mmap, file_view *view, char *err, size_t err_size) {
+#ifdef _WIN32
+    HANDLE file, mapping;
+    LARGE_INTEGER size;
+    memset(view, 0, sizeof *view);
+    file = CreateFileA(path, GENERIC_READ, FILE_SHARE_READ, NULL, OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, NULL);
+    if (file == INVALID_HANDLE_VALUE) {
+        set_error(err, err_size, "cannot open '%s'", path);
+        return LUCIE_EIO;
+    }
+    if (!GetFileSizeEx(file, &size) || size.QuadPart <= 0 || (unsigned long long)size.QuadPart > SIZE_MAX) {
+        CloseHandle(file);
+        set_error(err, err_size, "'%s': empty or unreadable file", path);
+        return LUCIE_EFORMAT;
+    }
+    view->size = (size_t)size.QuadPart;
+    if (no_mmap) {
+        unsigned char *buf = (unsigned char *)aligned_alloc64(view->size);
+        size_t done = 0;
+        if (!buf) {
+            CloseHandle(file);
+            set_error(err, err_size, "out of memory reading '%s'", path);
+            return LUCIE_ENOMEM;
+        }
+        while (done < view->size) {
+            DWORD want = (DWORD)((view->size - done) > (1u << 30) ? (1u << 30) : (view->size - done)), got = 0;
+            if (!ReadFile(file, buf + done, want, &got, NULL) || got == 0) {
+                aligned_free64(buf);
+                CloseHandle(file);
+                set_error(err, err_size, "read error on '%s'", path);
+                return LUCIE_EIO;
+            }
+            done += got;
+        }
+        CloseHandle(file);
+        view->data = buf;
+        return LUCIE_OK;
+    }
+    mapping = CreateFileMappingA(file, NULL, PAGE_READONLY, 0, 0, NULL);
+    CloseHandle(file);
+    if (!mapping) {
+        set_error(err, err_size, "cannot map '%s'", path);
+        return LUCIE_EIO;
+    }
+    view->data = (const unsigned char *)MapViewOfFile(mapping, FILE_MAP_READ, 0, 0, 0);
+    CloseHandle(mapping);
+    if (!view->data) {
+        set_error(err, err_size, "cannot map '%s'", path);
+        return LUCIE_EIO;
+    }
+    view->is_mapped = 1;
+    return LUCIE_OK;
+#else
+    struct stat st;
+    int fd;
+    memset(view, 0, sizeof *view);
+    fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        set_error(err, err_size, "cannot open '%s': %s", path, strerror(errno));
+        return LUCIE_EIO;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
+        (unsigned long long)st.st_size > (unsigned long long)SIZE_MAX) {
+        close(fd);
+        set_error(err, err_size, "'%s' is not a regular, non-empty file", path);
+        return LUCIE_EFORMAT;
+    }
+    view->size = (size_t)st.st_size;
+    if (no_mmap) {
+        unsigned char *buf = (unsigned char *)aligned_alloc64(view->size);
+        size_t done = 0;
+        if (!buf) {
+            close(fd);
+            set_error(err, err_size, "out of memory reading '%s'", path);
+            return LUCIE_ENOMEM;
+        }
+        while (done < view->size) {
+            size_t want = view->size - done;
+            ssize_t got = read(fd, buf + done, want > ((size_t)1 << 30) ? ((size_t)1 << 30) : want);
+            if (got < 0 && errno == EINTR) continue;
+            if (got <= 0) {
+                aligned_free64(buf);
+                close(fd);
+                set_error(err, err_size, "read error on '%s'", path);
+                return LUCIE_EIO;
+            }
+            done += (size_t)got;
+        }
+        close(fd);
+        view->data = buf;
+        return LUCIE_OK;
+    }
+    view->data = (const unsigned char *)mmap(NULL, view->size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (view->data == (const unsigned char *)MAP_FAILED) {
+        view->data = NULL;
+        set_error(err, err_size, "cannot map '%s': %s", path, strerror(errno));
+        return LUCIE_EIO;
+    }
+    view->is_mapped = 1;
+    return LUCIE_OK;
+#endif
+}
+
+static void unmap_file(file_view *view) {
+    if (!view->data) return;
+    if (!view->is_mapped) {
+        aligned_free64((void *)view->data);
+    } else {
+#ifdef _WIN32
+        UnmapViewOfFile(view->data);
+#else
+        munmap((void *)view->data, view->size);
+#endif
+    }
+    view->data = NULL;
+}
+
+/* The sanity limits below are far above any Llama but low enough that every
+ * product of two of them fits in 64 bits; the real protection is the
+ * overflow-checked arithmetic and the comparison with the file's size. */
+#define MAX_DIM (1 << 20)
+#define MAX_LAYERS 4096
+#define MAX_VOCAB (1 << 24)
+#define MAX_CONTEXT (1 << 24)
+
+static int parse_header(const unsigned char *h, size_t file_size, lucie_config *c, uint32_t *n_entries,
+                        char *err, size_t err_size) {
+    uint32_t version, header_size, i;
+    uint64_t declared_size;
+    if (file_size < HEADER_SIZE || memcmp(h, FILE_MAGIC, 8) != 0) {
+        set_error(err, err_size, "not a lucie model file (bad magic)");
+        return LUCIE_EFORMAT;
+    }
+    version = read_u32(h + 8);
+    header_size = read_u32(h + 12);
+    declared_size = read_u64(h + 16);
+    if (version != FILE_VERSION) {
+        set_error(err, err_size, "unsupported file format version %u (this build reads %d)", version, FILE_VERSION);
+        return LUCIE_EFORMAT;
+    }
+    if (header_size != HEADER_SIZE) {
+        set_error(err, err_size, "bad header size %u", header_size);
+        return LUCIE_EFORMAT;
+    }
+    if (declared_size != file_size) {
+        set_error(err, err_size, "file is %llu bytes but its header says %llu (truncated or corrupt)",
+                  (unsigned long long)file_size, (unsigned long long)declared_size);
+        return LUCIE_EFORMAT;
+    }
+    *n_entries = read_u32(h + 24);
+    memset(c, 0, sizeof *c);
+    c->weight_type = (int)read_u32(h + 28);
+    {
+        const uint32_t dims[8] = {read_u32(h + 32), read_u32(h + 36), read_u32(h + 40), read_u32(h + 44),
+                                  read_u32(h + 48), read_u32(h + 52), read_u32(h + 56), read_u32(h + 60)};
+        const char *names[8] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "vocab_size",
+                                "max_seq_len"};
+        const uint32_t limits[8] = {MAX_DIM, MAX_DIM, MAX_LAYERS, MAX_DIM, MAX_DIM, MAX_DIM, MAX_VOCAB, MAX_CONTEXT};
+        for (i = 0; i < 8; i++) {
+            if (dims[i] == 0 || dims[i] > limits[i]) {
+                set_error(err, err_size, "header: %s = %u is out of range", names[i], dims[i]);
+                return LUCIE_EFORMAT;
+            }
+        }
+        c->dim = (int)dims[0];
+        c->hidden_dim = (int)dims[1];
+        c->n_layers = (int)dims[2];
+        c->n_heads = (int)dims[3];
+        c->n_kv_heads = (int)dims[4];
+        c->head_dim = (int)dims[5];
+        c->vocab_size = (int)dims[6];
+        c->max_seq_len = (int)dims[7];
+    }
+    if (c->n_heads % c->n_kv_heads != 0) {
+        set_error(err, err_size, "header: n_kv_heads (%d) does not divide n_heads (%d)", c->n_kv_heads, c->n_heads);
+        return LUCIE_EFORMAT;
+    }
+    if (c->head_dim % 2 != 0 || (uint64_t)c->n_heads * (uint64_t)c->head_dim > MAX_DIM) {
+        set_error(err, err_size, "header: head_dim %d with %d heads is not usable", c->head_dim, c->n_heads);
+        return LUCIE_EFORMAT;
+    }
+    c->rope_theta = read_f64(h + 64);
+    c->rms_norm_eps = read_f32(h + 72);
+    if (!(c->rope_theta > 1.0 && c->rope_theta < 1e300) || !(c->rms_norm_eps > 0.0f && c->rms_norm_eps < 1.0f)) {
+        set_error(err, err_size, "header: rope_theta or rms_norm_eps out of range");
+        return LUCIE_EFORMAT;
+    }
+    c->tie_word_embeddings = read_u32(h + 76) != 0;
+    c->bos_id = read_i32(h + 80);
+    c->n_eos = (int)read_u32(h + 84);
+    if (c->n_eos < 0 || c->n_eos > LUCIE_MAX_EOS) {
+        set_error(err, err_size, "header: %d eos ids (at most %d)", c->n_eos, LUCIE_MAX_EOS);
+        return LUCIE_EFORMAT;
+    }
+    for (i = 0; i < (uint32_t)c->n_eos; i++) {
+        c->eos_ids[i] = read_i32(h + 88 + 4 * i);
+        if (c->eos_ids[i] < 0 || c->eos_ids[i] >= c->vocab_size) {
+            set_error(err, err_size, "header: eos id %d outside the vocabulary", c->eos_ids[i]);
+            return LUCIE_EFORMAT;
+        }
+    }
+    c->pad_id = read_i32(h + 120);
+    if (c->bos_id < -1 || c->bos_id >= c->vocab_size || c->pad_id < -1 || c->pad_id >= c->vocab_size) {
+        set_error(err, err_size, "header: bos/pad id outside the vocabulary");
+        return LUCIE_EFORMAT;
+    }
+    c->temperature = read_f32(h + 124);
+    c->top_p = read_f32(h + 128);
+    c->top_k = read_i32(h + 132);
+    c->repetition_penalty = read_f32(h + 136);
+    c->do_sample = read_u32(h + 140) != 0;
+    c->group_size = (int)read_u32(h + 144);
+    if (!(c->temperature >= 0.0f && c->temperature <= 100.0f) || !(c->top_p > 0.0f && c->top_p <= 1.0f) ||
+        c->top_k < 0 || !(c->repetition_penalty > 0.0f && c->repetition_penalty <= 100.0f)) {
+        set_error(err, err_size, "header: generation defaults out of range");
+        return LUCIE_EFORMAT;
+    }
+    if (*n_entries == 0 || *n_entries > 100000 ||
+        (uint64_t)HEADER_SIZE + (uint64_t)*n_entries * ENTRY_SIZE > (uint64_t)file_size) {
+        set_error(err, err_size, "header: entry table (%u entries) does not fit in the file", *n_entries);
+        return LUCIE_EFORMAT;
+    }
+    return LUCIE_OK;
+}
+
+/* ========================================================================
+ * 3. The tokenizer
+ * ======================================================================== */
+
+#include "tokenizer.inc.c"
+
+/* ========================================================================
+ * 4. Math kernels
+ *
+ * Almost all the time goes into multiplying a weight matrix W [rows, cols]
+ * by a batch of n activation vectors. Each weight type provides the same small
+ * table of kernels, so the forward pass is written once:
+ *   input_bytes/prepare: quantize the activations once per input (int8 types)
+ *                        so q, k and v (or gate and up) reuse them;
+ *   matmul:   out[t][r] = sum_c W[r][c] * x[t][c], f32 accumulation;
+ *   embed_row: one row of W as f32 (the embedding lookup).
+ * Threads split the output rows; every output element is computed by the
+ * same code whatever the thread count, so results do not depend on it.
+ * ======================================================================== */
+
+typedef struct {
+    int n_threads;
+} kernel_ctx;
+
+typedef struct {
+    size_t (*input_bytes)(int n, int cols, int group_size);
+    void (*prepare)(const kernel_ctx *c, const float *x, int n, int cols, int group_size, void *xq);
+    void (*matmul)(const kernel_ctx *c, float *out, const float *x, const void *xq, const void *w, int n, int rows,
+                   int cols, int group_size);
+    void (*embed_row)(float *out, const void *w, int row, int cols, int group_size);
+} weight_kernels;
+
+/* Dot products with 16 independent partial sums: the compiler maps them onto
+ * SIMD lanes without needing -ffast-math, and the summation order is fixed. */
+#define DOT_LANES 16
+
+static float dot_f32(const float *w, const float *x, int n) {
+    float acc[DOT_LANES] = {0};
+    float sum = 0.0f;
+    int i = 0, j;
+    for (; i + DOT_LANES <= n; i += DOT_LANES)
+        for (j = 0; j < DOT_LANES; j++) acc[j] += w[i + j] * x[i + j];
+    for (; i < n; i++) acc[i % DOT_LANES] += w[i] * x[i];
+    for (j = 0; j < DOT_LANES; j++) sum += acc[j];
+    return sum;
+}
+
+static float dot_bf16(const uint16_t *w, const float *x, int n) {
+    float acc[DOT_LANES] = {0};
+    float sum = 0.0f;
+    int i = 0, j;
+    for (; i + DOT_LANES <= n; i += DOT_LANES)
+        for (j = 0; j < DOT_LANES; j++) {
+            uint32_t bits = (uint32_t)w[i + j] << 16;
+            float wf;
+            memcpy(&wf, &bits, 4);
+            acc[j] += wf * x[i + j];
+        }
+    for (; i < n; i++) acc[i % DOT_LANES] += bf16_to_f32(w[i]) * x[i];
+    for (j = 0; j < DOT_LANES; j++) sum += acc[j];
+    return sum;
+}
+
+static size_t no_input_bytes(int n, int cols, int group_size) {
+    (void)n;
+    (void)cols;
+    (void)group_size;
+    return 0;
+}
+
+/* Rows outer, tokens inner: a weight row is read from memory once and reused
+ * from cache for every token of the batch. */
+static void matmul_f32(const kernel_ctx *c, float *out, const float *x, const void *xq, const void *w, int n,
+                       int rows, int cols, int group_size) {
+    const float *wf = (const float *)w;
+    int r;
+    (void)xq;
+    (void)group_size;
+    (void)c;
+#pragma omp parallel for schedule(static) num_threads(c->n_threads)
+    for (r = 0; r < rows; r++) {
+        const float *row = wf + (size_t)r * cols;
+        int t;
+        for (t = 0; t < n; t++) out[(size_t)t * rows + r] = dot_f32(row, x + (size_t)t * cols, cols);
+    }
+}
+
+static void matmul_bf16(const kernel_ctx *c, float *out, const float *x, const void *xq, const void *w, int n,
+                        int rows, int cols, int group_size) {
+    const uint16_t *wb = (const uint16_t *)w;
+    int r;
+    (void)xq;
+    (void)group_size;
+    (void)c;
+#pragma omp parallel for schedule(static) num_threads(c->n_threads)
+    for (r = 0; r < rows; r++) {
+        const uint16_t *row = wb + (size_t)r * cols;
+        int t;
+        for (t = 0; t < n; t++) out[(size_t)t * rows + r] = dot_bf16(row, x + (size_t)t * cols, cols);
+    }
+}
+
+static void embed_f32(float *out, const void *w, int row, int cols, int group_size) {
+    (void)group_size;
+    memcpy(out, (const float *)w + (size_t)row * cols, (size_t)cols * sizeof(float));
+}
+
+static void embed_bf16(float *out, const void *w, int row, int cols, int group_size) {
+    const uint16_t *src = (const uint16_t *)w + (size_t)row * cols;
+    int i;
+    (void)group_size;
+    for (i = 0; i < cols; i++) out[i] = bf16_to_f32(src[i]);
+}
+
+static const weight_kernels f32_kernels = {no_input_bytes, NULL, matmul_f32, embed_f32};
+static const weight_kernels bf16_kernels = {no_input_bytes, NULL, matmul_bf16, embed_bf16};
+
+#include "quant.inc.c"
+
+static const weight_kernels *kernels_for(int dtype) {
+    switch (dtype) {
+    case LUCIE_DT_F32: return &f32_kernels;
+    case LUCIE_DT_BF16: return &bf16_kernels;
+    case LUCIE_DT_Q8: return &q8_kernels;
+    case LUCIE_DT_Q4: return &q4_kernels;
+    default: return NULL;
+    }
+}
+
+/* ---- loading, now that the tokenizer and the tensor sizes are known ---- */
+
+static int read_entries(const file_view *f, uint32_t n_entries, const lucie_config *c, file_entry **out, char *err,
+                        size_t err_size) {
+    file_entry *e = (file_entry *)calloc(n_entries, sizeof *e);
+    uint64_t table_end = HEADER_SIZE + (uint64_t)n_entries * ENTRY_SIZE;
+    uint32_t i, j;
+    if (!e) {
+        set_error(err, err_size, "out of memory");
+        return LUCIE_ENOMEM;
+    }
+    for (i = 0; i < n_entries; i++) {
+        const unsigned char *p = f->data + HEADER_SIZE + (size_t)i * ENTRY_SIZE;
+        size_t expect;
+        if (memchr(p, 0, ENTRY_NAME_SIZE) == NULL) {
+            set_error(err, err_size, "entry %u: name is not NUL-terminated", i);
+            goto fail;
+        }
+        memcpy(e[i].name, p, ENTRY_NAME_SIZE);
+        e[i].dtype = (int)read_u32(p + 96);
+        e[i].rows = read_u32(p + 100);
+        e[i].cols = read_u32(p + 104);
+        e[i].offset = read_u64(p + 112);
+        e[i].size = read_u64(p + 120);
+        if (e[i].offset % SECTION_ALIGN != 0 || e[i].offset < table_end || e[i].offset > f->size ||
+            e[i].size > f->size - e[i].offset) {
+            set_error(err, err_size, "entry '%s': range %llu+%llu is misaligned or outside the file", e[i].name,
+                      (unsigned long long)e[i].offset, (unsigned long long)e[i].size);
+            goto fail;
+        }
+        if (e[i].dtype == LUCIE_DT_BYTES) {
+            if (e[i].rows != 0 || e[i].cols != 0) {
+                set_error(err, err_size, "entry '%s': byte section with a shape", e[i].name);
+                goto fail;
+            }
+            continue;
+        }
+        if (!kernels_for(e[i].dtype) || e[i].rows == 0 || e[i].cols == 0 || e[i].rows > MAX_VOCAB ||
+            e[i].cols > MAX_DIM ||
+            !tensor_bytes(e[i].dtype, e[i].rows, e[i].cols, c->group_size, &expect) || expect != e[i].size) {
+            set_error(err, err_size, "entry '%s': dtype %d, shape [%u, %u] and size %llu do not agree", e[i].name,
+                      e[i].dtype, e[i].rows, e[i].cols, (unsigned long long)e[i].size);
+            goto fail;
+        }
+    }
+    /* No two sections may share bytes (quadratic, but n is a few hundred). */
+    for (i = 0; i < n_entries; i++)
+        for (j = i + 1; j < n_entries; j++) {
+            if (strcmp(e[i].name, e[j].name) == 0) {
+                set_error(err, err_size, "entry '%s' appears twice", e[i].name);
+                goto fail;
+            }
+            if (e[i].size && e[j].size && e[i].offset < e[j].offset + e[j].size &&
+                e[j].offset < e[i].offset + e[i].size) {
+                set_error(err, err_size, "entries '%s' and '%s' overlap", e[i].name, e[j].name);
+                goto fail;
+            }
+        }
+    *out = e;
+    return LUCIE_OK;
+fail:
+    free(e);
+    return LUCIE_EFORMAT;
+}
+
+static const file_entry *find_entry(const file_entry *e, uint32_t n, const char *name) {
+    uint32_t i;
+    for (i = 0; i < n; i++)
+        if (strcmp(e[i].name, name) == 0) return &e[i];
+    return NULL;
+}
+
+/* Binds a named tensor of the expected shape; norms must be f32. */
+static int bind_tensor(const lucie_model *m, const file_entry *e, uint32_t n, const char *name, int rows, int cols,
+                       int want_f32, tensor *t, char *err, size_t err_size) {
+    const file_entry *x = find_entry(e, n, name);
+    if (!x) {
+        set_error(err, err_size, "missing tensor '%s'", name);
+        return LUCIE_EFORMAT;
+    }
+    if (x->dtype == LUCIE_DT_BYTES || x->rows != (uint32_t)rows || x->cols != (uint32_t)cols) {
+        set_error(err, err_size, "tensor '%s' has shape [%u, %u], expected [%d, %d]", name, x->rows, x->cols, rows,
+                  cols);
+        return LUCIE_EFORMAT;
+    }
+    if (want_f32 && x->dtype != LUCIE_DT_F32) {
+        set_error(err, err_size, "tensor '%s' must be f32", name);
+        return LUCIE_EFORMAT;
+    }
+    t->data = m->file.data + x->offset;
+    t->dtype = x->dtype;
+    t->rows = rows;
+    t->cols = cols;
+    return LUCIE_OK;
+}
+
+static int bind_weights(lucie_model *m, const file_entry *e, uint32_t n, char *err, size_t err_size) {
+    const lucie_config *c = &m->config;
+    int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim, l, rc;
+    char name[ENTRY_NAME_SIZE];
+    tensor t;
+    m->layers = (layer_weights *)calloc((size_t)c->n_layers, sizeof *m->layers);
+    if (!m->layers) {
+        set_error(err, err_size, "out of memory");
+        return LUCIE_ENOMEM;
+    }
+#define BIND(field, suffix, rows, cols, want_f32)                                                                  \
+    do {                                                                                                           \
+        snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix);                                              \
+        if ((rc = bind_tensor(m, e, n, name, rows, cols, want_f32, &field, err, err_size)) != LUCIE_OK) return rc; \
+    } while (0)
+    for (l = 0; l < c->n_layers; l++) {
+        layer_weights *w = &m->layers[l];
+        BIND(t, "input_layernorm.weight", 1, c->dim, 1);
+        w->attn_norm = (const float *)t.data;
+        BIND(t, "post_attention_layernorm.weight", 1, c->dim, 1);
+        w->ffn_norm = (const float *)t.data;
+        BIND(w->wq, "self_attn.q_proj.weight", q_dim, c->dim, 0);
+        BIND(w->wk, "self_attn.k_proj.weight", kv_dim, c->dim, 0);
+        BIND(w->wv, "self_attn.v_proj.weight", kv_dim, c->dim, 0);
+        BIND(w->wo, "self_attn.o_proj.weight", c->dim, q_dim, 0);
+        BIND(w->w_gate, "mlp.gate_proj.weight", c->hidden_dim, c->dim, 0);
+        BIND(w->w_up, "mlp.up_proj.weight", c->hidden_dim, c->dim, 0);
+        BIND(w->w_down, "mlp.down_proj.weight", c->dim, c->hidden_dim, 0);
+    }
+#undef BIND
+    if ((rc = bind_tensor(m, e, n, "model.embed_tokens.weight", c->vocab_size, c->dim, 0, &m->embed, err,
+                          err_size)) != LUCIE_OK)
+        return rc;
+    if ((rc = bind_tensor(m, e, n, "model.norm.weight", 1, c->dim, 1, &t, err, err_size)) != LUCIE_OK) return rc;
+    m->final_norm = (const float *)t.data;
+    if (c->tie_word_embeddings) {
+        if (find_entry(e, n, "lm_head.weight")) {
+            set_error(err, err_size, "tied embeddings but the file has an lm_head.weight");
+            return LUCIE_EFORMAT;
+        }
+        m->lm_head = m->embed;
+    } else if ((rc = bind_tensor(m, e, n, "lm_head.weight", c->vocab_size, c->dim, 0, &m->lm_head, err,
+                                 err_size)) != LUCIE_OK) {
+        return rc;
+    }
+    return LUCIE_OK;
+}
+
+int lucie_open(const char *path, const lucie_open_options *opts, lucie_model **out, char *err, size_t err_size) {
+    lucie_model *m;
+    file_entry *entries = NULL;
+    const file_entry *section;
+    uint32_t n_entries;
+    int rc;
+    if (out) *out = NULL;
+    if (!path || !out) {
+        set_error(err, err_size, "lucie_open: NULL argument");
+        return LUCIE_EINVAL;
+    }
+    if (!host_is_little_endian()) {
+        set_error(err, err_size, "big-endian hosts are not supported (the model file is little-endian)");
+        return LUCIE_EFORMAT;
+    }
+    m = (lucie_model *)calloc(1, sizeof *m);
+    if (!m) {
+        set_error(err, err_size, "out of memory");
+        return LUCIE_ENOMEM;
+    }
+    rc = map_file(path, opts ? opts->no_mmap : 0, &m->file, err, err_size);
+    if (rc == LUCIE_OK) rc = parse_header(m->file.data, m->file.size, &m->config, &n_entries, err, err_size);
+    if (rc == LUCIE_OK) rc = read_entries(&m->file, n_entries, &m->config, &entries, err, err_size);
+    if (rc == LUCIE_OK) rc = bind_weights(m, entries, n_entries, err, err_size);
+    if (rc == LUCIE_OK) {
+        section = find_entry(entries, n_entries, "tokenizer");
+        if (!section || section->dtype != LUCIE_DT_BYTES) {
+            set_error(err, err_size, "the file has no tokenizer section");
+            rc = LUCIE_EFORMAT;
+        } else {
+            rc = tokenizer_load(&m->tok, m->file.data + section->offset, (size_t)section->size, err, err_size);
+        }
+    }
+    if (rc == LUCIE_OK && (section = find_entry(entries, n_entries, "chat_template")) != NULL &&
+        section->dtype == LUCIE_DT_BYTES) {
+        m->chat_template = (char *)malloc((size_t)section->size + 1);
+        if (!m->chat_template) {
+            set_error(err, err_size, "out of memory");
+            rc = LUCIE_ENOMEM;
+        } else {
+            memcpy(m->chat_template, m->file.data + section->offset, (size_t)section->size);
+            m->chat_template[section->size] = '\0';
+        }
+    }
+    free(entries);
+    if (rc != LUCIE_OK) {
+        lucie_close(m);
+        return rc;
+    }
+    *out = m;
+    return LUCIE_OK;
+}
+
+void lucie_close(lucie_model *m) {
+    if (!m) return;
+    if (m->tok) tokenizer_free(m->tok);
+    free(m->chat_template);
+    free(m->layers);
+    unmap_file(&m->file);
+    free(m);
+}
+
+const lucie_config *lucie_model_config(const lucie_model *m) { return m ? &m->config : NULL; }
+const char *lucie_chat_template(const lucie_model *m) { return m ? m->chat_template : NULL; }
+
+/* ========================================================================
+ * 5. The transformer forward pass
+ *
+ * Mirrors transformers' LlamaForCausalLM (modeling_llama.py) step by step:
+ *   h = embed_tokens(ids)
+ *   for each layer:  h = h + o_proj(attention(rope(q_proj(n)), rope(k_proj(n)), v_proj(n)))
+ *                        where n = input_layernorm(h)
+ *                    h = h + down_proj(silu(gate_proj(m)) * up_proj(m)),  m = post_attention_layernorm(h)
+ *   logits = lm_head(norm(h))
+ * A batch of tokens goes through each layer together so that every weight
+ * is read once per batch (prefill); decoding is the batch of one. Keys and
+ * values of past positions live in the session's KV cache.
+ * ======================================================================== */
+
+#define MAX_BATCH 64 /* tokens per forward chunk: bounds the activation buffers */
+
+typedef struct {
+    float temperature, top_p, min_p, repetition_penalty;
+    int top_k, repetition_window;
+    uint64_t rng;
+} sampler;
+
+typedef struct {
+    float prob;
+    int id;
+} prob_index;
+
+struct lucie_session {
+    const lucie_model *model;
+    int context, pos, n_threads;
+    /* activations for a batch of up to MAX_BATCH tokens */
+    float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *scores, *logits;
+    void *xq;          /* prepared (quantized) activations */
+    float *key_cache;  /* [n_layers][context][kv_dim] */
+    float *value_cache;
+    float *rope_cos, *rope_sin; /* [context][head_dim / 2] */
+    int *history;      /* every token in the cache, for the repetition penalty */
+    prob_index *candidates;
+    sampler samp;
+    char error[256];
+};
+
+/* HF LlamaRMSNorm: x / sqrt(mean(x^2) + eps), in f32, then times the weight. */
+static void rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {
+    double ss = 0.0;
+    float scale;
+    int i;
+    for (i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    scale = 1.0f / sqrtf((float)(ss / n) + eps);
+    for (i = 0; i < n; i++) out[i] = weight[i] * (x[i] * scale);
+}
+
+/* HF rotate_half layout: dimension i pairs with i + head_dim/2 (not i+1 as in
+ * the original Meta checkpoints; HF permutes q/k weights at conversion). */
+static void apply_rope(float *vec, int n_heads, int head_dim, const float *cos_row, const float *sin_row) {
+    int h, i, half = head_dim / 2;
+    for (h = 0; h < n_heads; h++) {
+        float *v = vec + (size_t)h * head_dim;
+        for (i = 0; i < half; i++) {
+            float a = v[i], b = v[i + half];
+            v[i] = a * cos_row[i] - b * sin_row[i];
+            v[i + half] = b * cos_row[i] + a * sin_row[i];
+        }
+    }
+}
+
+/* inv_freq and angles in f32 like LlamaRotaryEmbedding, so long positions
+ * round the same way as the reference. */
+static void rope_tables(float *cos_t, float *sin_t, int context, int head_dim, double theta) {
+    int half = head_dim / 2, p, i;
+    for (i = 0; i < half; i++) {
+        float inv_freq = (float)(1.0 / pow(theta, (double)(2 * i) / (double)head_dim));
+        for (p = 0; p < context; p++) {
+            float angle = (float)p * inv_freq;
+            cos_t[(size_t)p * half + i] = (float)cos((double)angle);
+            sin_t[(size_t)p * half + i] = (float)sin((double)angle);
+        }
+    }
+}
+
+static void softmax(float *x, int n) {
+    float max = x[0], sum = 0.0f;
+    int i;
+    for (i = 1; i < n; i++)
+        if (x[i] > max) max = x[i];
+    for (i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    for (i = 0; i < n; i++) x[i] /= sum;
+}
+
+static float silu(float x) { return x / (1.0f + expf(-x)); }
+
+static int thread_index(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* W x for a batch: prepares the input for quantized weights if needed. */
+static void linear(const lucie_session *s, float *out, const float *x, const tensor *w, int n) {
+    const weight_kernels *k = kernels_for(w->dtype);
+    kernel_ctx ctx;
+    ctx.n_threads = s->n_threads;
+    if (k->prepare) k->prepare(&ctx, x, n, w->cols, s->model->config.group_size, s->xq);
+    k->matmul(&ctx, out, x, s->xq, w->data, n, w->rows, w->cols, s->model->config.group_size);
+}
+
+/* Causal grouped-query attention for n new tokens at positions pos..pos+n-1:
+ * query head h reads key/value head h / (n_heads / n_kv_heads), as HF's
+ * repeat_kv does. */
+static void attention(lucie_session *s, int layer, int n) {
+    const lucie_config *c = &s->model->config;
+    int kv_dim = c->n_kv_heads * c->head_dim, group = c->n_heads / c->n_kv_heads, hd = c->head_dim;
+    float scale = 1.0f / sqrtf((float)hd);
+    const float *kc = s->key_cache + (size_t)layer * s->context * kv_dim;
+    const float *vc = s->value_cache + (size_t)layer * s->context * kv_dim;
+    int work, total = n * c->n_heads;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(s->n_threads)
+    for (work = 0; work < total; work++) {
+        int t = work / c->n_heads, h = work % c->n_heads, len = s->pos + t + 1, p, i;
+        const float *q = s->q + (size_t)t * c->n_heads * hd + (size_t)h * hd;
+        float *att = s->scores + (size_t)thread_index() * s->context;
+        float *out = s->att_out + (size_t)t * c->n_heads * hd + (size_t)h * hd;
+        size_t kv_off = (size_t)(h / group) * hd;
+        for (p = 0; p < len; p++) att[p] = dot_f32(q, kc + (size_t)p * kv_dim + kv_off, hd) * scale;
+        softmax(att, len);
+        for (i = 0; i < hd; i++) out[i] = 0.0f;
+        for (p = 0; p < len; p++) {
+            const float *v = vc + (size_t)p * kv_dim + kv_off;
+            float a = att[p];
+            for (i = 0; i < hd; i++) out[i] += a * v[i];
+        }
+    }
+}
+
+/* Runs n (<= MAX_BATCH) tokens through the model. logits receives vocab_size
+ * floats per token when all_logits, else for the last token only. */
+static void forward_batch(lucie_session *s, const int *tokens, int n, float *logits, int all_logits) {
+    const lucie_model *m = s->model;
+    const lucie_config *c = &m->config;
+    int dim = c->dim, hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
+    int hidden = c->hidden_dim, half = hd / 2, l, t, i;
+    const weight_kernels *ek = kernels_for(m->embed.dtype);
+    for (t = 0; t < n; t++) ek->embed_row(s->x + (size_t)t * dim, m->embed.data, tokens[t], dim, c->group_size);
+    for (l = 0; l < c->n_layers; l++) {
+        const layer_weights *w = &m->layers[l];
+        float *kc = s->key_cache + (size_t)l * s->context * kv_dim;
+        float *vc = s->value_cache + (size_t)l * s->context * kv_dim;
+        /* attention block */
+        for (t = 0; t < n; t++) rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, w->attn_norm, dim, c->rms_norm_eps);
+        linear(s, s->q, s->xb, &w->wq, n);
+        linear(s, s->k, s->xb, &w->wk, n);
+        linear(s, s->v, s->xb, &w->wv, n);
+        for (t = 0; t < n; t++) {
+            int p = s->pos + t;
+            const float *cr = s->rope_cos + (size_t)p * half, *sr = s->rope_sin + (size_t)p * half;
+            apply_rope(s->q + (size_t)t * q_dim, c->n_heads, hd, cr, sr);
+            apply_rope(s->k + (size_t)t * kv_dim, c->n_kv_heads, hd, cr, sr);
+            memcpy(kc + (size_t)p * kv_dim, s->k + (size_t)t * kv_dim, (size_t)kv_dim * sizeof(float));
+            memcpy(vc + (size_t)p * kv_dim, s->v + (size_t)t * kv_dim, (size_t)kv_dim * sizeof(float));
+        }
+        attention(s, l, n);
+        linear(s, s->xb, s->att_out, &w->wo, n);
+        for (i = 0; i < n * dim; i++) s->x[i] += s->xb[i];
+        /* MLP block */
+        for (t = 0; t < n; t++) rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, w->ffn_norm, dim, c->rms_norm_eps);
+        linear(s, s->hb, s->xb, &w->w_gate, n);
+        linear(s, s->hb2, s->xb, &w->w_up, n);
+        for (i = 0; i < n * hidden; i++) s->hb[i] = silu(s->hb[i]) * s->hb2[i];
+        linear(s, s->xb, s->hb, &w->w_down, n);
+        for (i = 0; i < n * dim; i++) s->x[i] += s->xb[i];
+    }
+    s->pos += n;
+    if (!logits) return;
+    if (all_logits) {
+        for (t = 0; t < n; t++) rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, m->final_norm, dim, c->rms_norm_eps);
+        linear(s, logits, s->xb, &m->lm_head, n);
+    } else {
+        rmsnorm(s->xb, s->x + (size_t)(n - 1) * dim, m->final_norm, dim, c->rms_norm_eps);
+        linear(s, logits, s->xb, &m->lm_head, 1);
+    }
+}
+
+int lucie_eval(lucie_session *s, const int *tokens, int n, float *logits, int flags) {
+    const lucie_config *c;
+    int done = 0, i, all = (flags & LUCIE_EVAL_ALL_LOGITS) != 0;
+    if (!s || (!tokens && n > 0) || n < 0) return LUCIE_EINVAL;
+    c = &s->model->config;
+    if (n == 0) {
+        snprintf(s->error, sizeof s->error, "no tokens to evaluate");
+        return LUCIE_EINVAL;
+    }
+    for (i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size) {
+            snprintf(s->error, sizeof s->error, "token id %d is outside the vocabulary (0..%d)", tokens[i],
+                     c->vocab_size - 1);
+            return LUCIE_EINVAL;
+        }
+    if (n > s->context - s->pos) {
+        snprintf(s->error, sizeof s->error, "%d tokens do not fit: %d of the context's %d are used", n, s->pos,
+                 s->context);
+        return LUCIE_ECONTEXT;
+    }
+    while (done < n) {
+        int chunk = n - done < MAX_BATCH ? n - done : MAX_BATCH;
+        float *out = NULL;
+        if (logits) out = all ? logits + (size_t)done * c->vocab_size : (done + chunk == n ? logits : NULL);
+        forward_batch(s, tokens + done, chunk, out, all);
+        for (i = 0; i < chunk; i++) s->history[s->pos - chunk + i] = tokens[done + i];
+        done += chunk;
+    }
+    return LUCIE_OK;
+}
+
+/* ---- sessions ---- */
+
+void lucie_session_defaults(const lucie_model *m, lucie_session_options *o) {
+    memset(o, 0, sizeof *o);
+    o->temperature = 1.0f;
+    o->top_p = 1.0f;
+    o->repetition_penalty = 1.0f;
+    o->seed = 0;
+    if (m) {
+        const lucie_config *c = &m->config;
+        o->temperature = c->do_sample ? c->temperature : 0.0f;
+        o->top_p = c->top_p;
+        o->top_k = c->top_k;
+        o->repetition_penalty = c->repetition_penalty;
+    }
+}
+
+void lucie_session_free(lucie_session *s) {
+    if (!s) return;
+    aligned_free64(s->x);
+    aligned_free64(s->xb);
+    aligned_free64(s->q);
+    aligned_free64(s->k);
+    aligned_free64(s->v);
+    aligned_free64(s->att_out);
+    aligned_free64(s->hb);
+    aligned_free64(s->hb2);
+    aligned_free64(s->scores);
+    aligned_free64(s->logits);
+    aligned_free64(s->xq);
+    aligned_free64(s->key_cache);
+    aligned_free64(s->value_cache);
+    aligned_free64(s->rope_cos);
+    aligned_free64(s->rope_sin);
+    free(s->history);
+    free(s->candidates);
+    free(s);
+}
+
+static int valid_sampler_options(const lucie_session_options *o, char *err, size_t err_size) {
+    if (!(o->temperature >= 0.0f && o->temperature <= 100.0f)) {
+        set_error(err, err_size, "temperature must be in [0, 100]");
+        return 0;
+    }
+    if (!(o->top_p > 0.0f && o->top_p <= 1.0f)) {
+        set_error(err, err_size, "top_p must be in (0, 1]");
+        return 0;
+    }
+    if (!(o->min_p >= 0.0f && o->min_p <= 1.0f)) {
+        set_error(err, err_size, "min_p must be in [0, 1]");
+        return 0;
+    }
+    if (!(o->repetition_penalty > 0.0f && o->repetition_penalty <= 100.0f)) {
+        set_error(err, err_size, "repetition penalty must be in (0, 100]");
+        return 0;
+    }
+    if (o->top_k < 0 || o->repetition_window < 0) {
+        set_error(err, err_size, "top_k and repetition window must be >= 0");
+        return 0;
+    }
+    return 1;
+}
+
+static void seed_sampler(sampler *sp, const lucie_session_options *o) {
+    sp->temperature = o->temperature;
+    sp->top_k = o->top_k;
+    sp->top_p = o->top_p;
+    sp->min_p = o->min_p;
+    sp->repetition_penalty = o->repetition_penalty;
+    sp->repetition_window = o->repetition_window;
+    sp->rng = o->seed ^ 0x9E3779B97F4A7C15ull;
+    if (sp->rng == 0) sp->rng = 1;
+}
+
+int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, lucie_session **out, char *err,
+                      size_t err_size) {
+    lucie_session_options defaults;
+    lucie_session *s;
+    const lucie_config *c;
+    size_t kv_elems, xq_bytes = 0;
+    int context, q_dim, kv_dim, n_threads, widest, dt;
+    if (out) *out = NULL;
+    if (!m || !out) {
+        set_error(err, err_size, "lucie_session_new: NULL argument");
+        return LUCIE_EINVAL;
+    }
+    c = &m->config;
+    if (!opts) {
+        lucie_session_defaults(m, &defaults);
+        opts = &defaults;
+    }
+    if (!valid_sampler_options(opts, err, err_size)) return LUCIE_EINVAL;
+    context = opts->context;
+    if (context < 0 || context > c->max_seq_len) {
+        set_error(err, err_size, "context %d is outside 1..%d (the model's maximum)", context, c->max_seq_len);
+        return LUCIE_EINVAL;
+    }
+    if (context == 0) context = c->max_seq_len < 4096 ? c->max_seq_len : 4096;
+#ifdef _OPENMP
+    n_threads = opts->n_threads > 0 ? opts->n_threads : omp_get_num_procs();
+#else
+    n_threads = 1;
+#endif
+    if (opts->n_threads < 0 || n_threads > 1024) {
+        set_error(err, err_size, "thread count %d is out of range", opts->n_threads);
+        return LUCIE_EINVAL;
+    }
+    q_dim = c->n_heads * c->head_dim;
+    kv_dim = c->n_kv_heads * c->head_dim;
+    widest = c->dim;
+    if (c->hidden_dim > widest) widest = c->hidden_dim;
+    if (q_dim > widest) widest = q_dim;
+    for (dt = LUCIE_DT_F32; dt <= LUCIE_DT_Q4; dt++) {
+        size_t b = kernels_for(dt)->input_bytes(MAX_BATCH, widest, c->group_size);
+        if (b > xq_bytes) xq_bytes = b;
+    }
+    if (!mul_size((size_t)c->n_layers * (size_t)context, (size_t)kv_dim, &kv_elems) ||
+        kv_elems > SIZE_MAX / sizeof(float)) {
+        set_error(err, err_size, "KV cache for context %d does not fit in memory", context);
+        return LUCIE_ENOMEM;
+    }
+    s = (lucie_session *)calloc(1, sizeof *s);
+    if (!s) {
+        set_error(err, err_size, "out of memory");
+        return LUCIE_ENOMEM;
+    }
+    s->model = m;
+    s->context = context;
+    s->n_threads = n_threads;
+    s->x = (float *)aligned_alloc64((size_t)MAX_BATCH * c->dim * sizeof(float));
+    s->xb = (float *)aligned_alloc64((size_t)MAX_BATCH * widest * sizeof(float));
+    s->q = (float *)aligned_alloc64((size_t)MAX_BATCH * q_dim * sizeof(float));
+    s->k = (float *)aligned_alloc64((size_t)MAX_BATCH * kv_dim * sizeof(float));
+    s->v = (float *)aligned_alloc64((size_t)MAX_BATCH * kv_dim * sizeof(float));
+    s->att_out = (float *)aligned_alloc64((size_t)MAX_BATCH * q_dim * sizeof(float));
+    s->hb = (float *)aligned_alloc64((size_t)MAX_BATCH * c->hidden_dim * sizeof(float));
+    s->hb2 = (float *)aligned_alloc64((size_t)MAX_BATCH * c->hidden_dim * sizeof(float));
+    s->scores = (float *)aligned_alloc64((size_t)n_threads * context * sizeof(float));
+    s->logits = (float *)aligned_alloc64((size_t)c->vocab_size * sizeof(float));
+    s->xq = aligned_alloc64(xq_bytes ? xq_bytes : 64);
+    s->key_cache = (float *)aligned_alloc64(kv_elems * sizeof(float));
+    s->value_cache = (float *)aligned_alloc64(kv_elems * sizeof(float));
+    s->rope_cos = (float *)aligned_alloc64((size_t)context * (c->head_dim / 2) * sizeof(float));
+    s->rope_sin = (float *)aligned_alloc64((size_t)context * (c->head_dim / 2) * sizeof(float));
+    s->history = (int *)calloc((size_t)context, sizeof(int));
+    s->candidates = (prob_index *)calloc((size_t)c->vocab_size, sizeof(prob_index));
+    if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att_out || !s->hb || !s->hb2 || !s->scores || !s->logits ||
+        !s->xq || !s->key_cache || !s->value_cache || !s->rope_cos || !s->rope_sin || !s->history || !s->candidates) {
+        lucie_session_free(s);
+        set_error(err, err_size, "out of memory for a session with context %d", context);
+        return LUCIE_ENOMEM;
+    }
+    rope_tables(s->rope_cos, s->rope_sin, context, c->head_dim, c->rope_theta);
+    seed_sampler(&s->samp, opts);
+    *out = s;
+    return LUCIE_OK;
+}
+
+const char *lucie_session_error(const lucie_session *s) { return s ? s->error : "no session"; }
+int lucie_session_position(const lucie_session *s) { return s ? s->pos : 0; }
+int lucie_session_context(const lucie_session *s) { return s ? s->context : 0; }
+
+int lucie_session_rewind(lucie_session *s, int pos) {
+    if (!s || pos < 0 || pos > s->pos) return LUCIE_EINVAL;
+    s->pos = pos; /* the cache beyond pos is simply overwritten later */
+    return LUCIE_OK;
+}
+
+/* ========================================================================
+ * 6. Sampling
+ *
+ * The order follows transformers' generate(): repetition penalty on the raw
+ * logits, then temperature, top-k, top-p and min-p, then a draw. The full
+ * vocabulary is never sorted: top-k keeps a small heap-free selection and
+ * top-p only sorts the tokens that can possibly be inside the nucleus.
+ * ======================================================================== */
+
+static uint32_t random_u32(uint64_t *state) { /* xorshift64* */
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    return (uint32_t)((*state * 0x2545F4914F6CDD1Dull) >> 32);
+}
+static float random_f32(uint64_t *state) { return (random_u32(state) >> 8) / 16777216.0f; }
+
+static int compare_prob_desc(const void *a, const void *b) {
+    const prob_index *x = (const prob_index *)a, *y = (const prob_index *)b;
+    if (x->prob != y->prob) return x->prob < y->prob ? 1 : -1;
+    return x->id - y->id;
+}
+
+static int argmax(const float *v, int n) {
+    int best = 0, i;
+    for (i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
+/* HF RepetitionPenaltyLogitsProcessor: each distinct previous token's logit is
+ * divided by the penalty if positive, multiplied if negative. */
+static void apply_repetition_penalty(lucie_session *s, float *logits) {
+    const sampler *sp = &s->samp;
+    int start = 0, i, j;
+    if (sp->repetition_penalty == 1.0f) return;
+    if (sp->repetition_window > 0 && s->pos > sp->repetition_window) start = s->pos - sp->repetition_window;
+    for (i = start; i < s->pos; i++) {
+        int id = s->history[i], seen = 0;
+        for (j = start; j < i && !seen; j++) seen = s->history[j] == id;
+        if (seen) continue;
+        logits[id] = logits[id] > 0 ? logits[id] / sp->repetition_penalty : logits[id] * sp->repetition_penalty;
+    }
+}
+
+/* Moves the k largest candidates to the front (unordered): quickselect. */
+static void select_top_k(prob_index *c, int n, int k) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        float pivot = c[(lo + hi) / 2].prob;
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (c[i].prob > pivot) i++;
+            while (c[j].prob < pivot) j--;
+            if (i <= j) {
+                prob_index tmp = c[i];
+                c[i] = c[j];
+                c[j] = tmp;
+                i++;
+                j--;
+            }
+        }
+        if (k - 1 <= j) hi = j;
+        else if (k - 1 >= i) lo = i;
+        else break;
+    }
+}
+
+int lucie_sample(lucie_session *s, const float *logits_in) {
+    const sampler *sp;
+    int vocab, i, n;
+    float *logits, max, sum, cumulative, r;
+    prob_index *c;
+    if (!s || !logits_in) return LUCIE_EINVAL;
+    sp = &s->samp;
+    vocab = s->model->config.vocab_size;
+    logits = s->logits;
+    if (logits != logits_in) memcpy(logits, logits_in, (size_t)vocab * sizeof(float));
+    apply_repetition_penalty(s, logits);
+    if (sp->temperature == 0.0f) return argmax(logits, vocab);
+    c = s->candidates;
+    max = logits[argmax(logits, vocab)];
+    sum = 0.0f;
+    for (i = 0; i < vocab; i++) {
+        c[i].id = i;
+        c[i].prob = expf((logits[i] - max) / sp->temperature);
+        sum += c[i].prob;
+    }
+    for (i = 0; i < vocab; i++) c[i].prob /= sum;
+    n = vocab;
+    if (sp->top_k > 0 && sp->top_k < n) {
+        select_top_k(c, n, sp->top_k);
+        n = sp->top_k;
+    }
+    if (sp->top_p < 1.0f) {
+        /* Tokens below (1 - top_p) / (n - 1) can never be needed to reach top_p. */
+        float cutoff = (1.0f - sp->top_p) / (float)(n > 1 ? n - 1 : 1);
+        int kept = 0;
+        for (i = 0; i < n; i++)
+            if (c[i].prob >= cutoff) c[kept++] = c[i];
+        n = kept > 0 ? kept : 1;
+    }
+    qsort(c, (size_t)n, sizeof *c, compare_prob_desc);
+    if (sp->top_p < 1.0f) {
+        cumulative = 0.0f;
+        for (i = 0; i < n; i++) {
+            cumulative += c[i].prob;
+            if (cumulative >= sp->top_p) {
+                n = i + 1;
+                break;
+            }
+        }
+    }
+    if (sp->min_p > 0.0f) {
+        float floor_p = sp->min_p * c[0].prob;
+        for (i = 1; i < n; i++)
+            if (c[i].prob < floor_p) {
+                n = i;
+                break;
+            }
+    }
+    sum = 0.0f;
+    for (i = 0; i < n; i++) sum += c[i].prob;
+    r = random_f32(&s->samp.rng) * sum;
+    cumulative = 0.0f;
+    for (i = 0; i < n; i++) {
+        cumulative += c[i].prob;
+        if (r < cumulative) return c[i].id;
+    }
+    return c[n - 1].id;
+}
+
+/* ========================================================================
+ * 7. Generation
+ *
+ * Prompt -> tokens (BOS added, as HF encode() does) -> one batched prefill ->
+ * sample, stream, evaluate, one token at a time. Text is streamed through a
+ * decoder that has already seen the prompt, so the prompt followed by the
+ * streamed text is exactly the decoding of the whole sequence.
+ * ======================================================================== */
+
+static int is_eos(const lucie_config *c, int token) {
+    int i;
+    for (i = 0; i < c->n_eos; i++)
+        if (c->eos_ids[i] == token) return 1;
+    return 0;
+}
+
+int lucie_generate(lucie_session *s, const char *prompt, int max_tokens, lucie_token_callback cb, void *user,
+                   lucie_stats *stats) {
+    const lucie_config *c;
+    lucie_stats st;
+    lucie_detok_stream *stream = NULL;
+    int *ids = NULL, n_ids = 0, rc, i, token;
+    double t0;
+    char err[256];
+    memset(&st, 0, sizeof st);
+    if (!s || !prompt || max_tokens < 0) return LUCIE_EINVAL;
+    c = &s->model->config;
+    rc = lucie_tokenize(s->model, prompt, strlen(prompt), LUCIE_TOK_ADD_SPECIAL | LUCIE_TOK_PARSE_SPECIAL, NULL, 0,
+                        &n_ids, err, sizeof err);
+    if (rc != LUCIE_OK && rc != LUCIE_ESMALL) {
+        snprintf(s->error, sizeof s->error, "%s", err);
+        return rc;
+    }
+    if (n_ids == 0) {
+        snprintf(s->error, sizeof s->error, "the prompt encodes to no tokens");
+        return LUCIE_EINVAL;
+    }
+    ids = (int *)malloc((size_t)n_ids * sizeof(int));
+    stream = lucie_detok_stream_new(s->model, LUCIE_DETOK_SKIP_SPECIAL);
+    if (!ids || !stream) {
+        rc = LUCIE_ENOMEM;
+        snprintf(s->error, sizeof s->error, "out of memory");
+        goto done;
+    }
+    rc = lucie_tokenize(s->model, prompt, strlen(prompt), LUCIE_TOK_ADD_SPECIAL | LUCIE_TOK_PARSE_SPECIAL, ids, n_ids,
+                        &n_ids, err, sizeof err);
+    if (rc != LUCIE_OK) {
+        snprintf(s->error, sizeof s->error, "%s", err);
+        goto done;
+    }
+    if (n_ids > s->context - s->pos) {
+        snprintf(s->error, sizeof s->error, "the prompt is %d tokens but only %d of the context (%d) are free", n_ids,
+                 s->context - s->pos, s->context);
+        rc = LUCIE_ECONTEXT;
+        goto done;
+    }
+    for (i = 0; i < n_ids; i++) {
+        size_t len;
+        if (!lucie_detok_stream_push(stream, ids[i], &len)) {
+            rc = LUCIE_EINVAL;
+            goto done;
+        }
+    }
+    st.n_prompt = n_ids;
+    t0 = now_seconds();
+    rc = lucie_eval(s, ids, n_ids, s->logits, 0);
+    st.prompt_seconds = now_seconds() - t0;
+    if (rc != LUCIE_OK) goto done;
+    t0 = now_seconds();
+    for (;;) {
+        const char *piece;
+        size_t len = 0;
+        if (st.n_generated >= max_tokens) {
+            st.stop_reason = 0;
+            break;
+        }
+        token = lucie_sample(s, s->logits);
+        st.n_generated++;
+        if (is_eos(c, token)) {
+            st.stop_reason = 1;
+            break;
+        }
+        piece = lucie_detok_stream_push(stream, token, &len);
+        if (!piece) {
+            rc = LUCIE_ENOMEM;
+            break;
+        }
+        if (cb && cb(piece, len, token, user)) {
+            st.stop_reason = 2;
+            break;
+        }
+        if (st.n_generated >= max_tokens) {
+            st.stop_reason = 0;
+            break;
+        }
+        if (s->pos >= s->context) {
+            st.stop_reason = 3;
+            snprintf(s->error, sizeof s->error, "context full (%d tokens)", s->context);
+            break;
+        }
+        rc = lucie_eval(s, &token, 1, s->logits, 0);
+        if (rc != LUCIE_OK) break;
+    }
+    st.generate_seconds = now_seconds() - t0;
+done:
+    if (stats) *stats = st;
+    lucie_detok_stream_free(stream);
+    free(ids);
+    return rc;
+}
