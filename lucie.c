@@ -1295,7 +1295,9 @@ int lucie_sample(lucie_session *s, const float *logits_in) {
  * Prompt -> tokens (BOS added, as HF encode() does) -> one batched prefill ->
  * sample, stream, evaluate, one token at a time. Text is streamed through a
  * decoder that has already seen the prompt, so the prompt followed by the
- * streamed text is exactly the decoding of the whole sequence.
+ * streamed text is exactly the decoding of the whole sequence. Stop strings
+ * are matched on that text; a piece that could be the start of a stop string
+ * is held back until it is known not to be one.
  * ======================================================================== */
 
 static int is_eos(const lucie_config *c, int token) {
@@ -1305,97 +1307,421 @@ static int is_eos(const lucie_config *c, int token) {
     return 0;
 }
 
-int lucie_generate(lucie_session *s, const char *prompt, int max_tokens, lucie_token_callback cb, void *user,
-                   lucie_stats *stats) {
+/* Output text waiting for stop-string decisions. */
+typedef struct {
+    char *text;
+    size_t len, cap;
+} text_buffer;
+
+static int text_append(text_buffer *b, const char *s, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        char *bigger;
+        while (cap < b->len + n + 1) cap *= 2;
+        bigger = (char *)realloc(b->text, cap);
+        if (!bigger) return 0;
+        b->text = bigger;
+        b->cap = cap;
+    }
+    memcpy(b->text + b->len, s, n);
+    b->len += n;
+    b->text[b->len] = '\0';
+    return 1;
+}
+
+/* Finds the first stop string in the pending text (*found = its offset), or
+ * the length of the pending text that can safely be emitted because no stop
+ * string can start inside it. */
+static size_t stop_scan(const text_buffer *b, const lucie_generate_options *o, int *found) {
+    size_t safe = b->len, i;
+    int k;
+    *found = 0;
+    for (k = 0; k < o->n_stop; k++) {
+        const char *stop = o->stop[k];
+        size_t n = strlen(stop);
+        if (n == 0) continue;
+        for (i = 0; i < b->len; i++) {
+            size_t m = b->len - i < n ? b->len - i : n;
+            if (memcmp(b->text + i, stop, m) == 0) {
+                if (m == n) {
+                    if (!*found || i < safe) safe = i;
+                    *found = 1;
+                } else if (!*found && i < safe) {
+                    safe = i;
+                }
+                break;
+            }
+        }
+    }
+    return safe;
+}
+
+int lucie_generate_tokens(lucie_session *s, const int *ids, int n_ids, const lucie_generate_options *o,
+                          lucie_token_callback cb, void *user, lucie_stats *stats) {
     const lucie_config *c;
     lucie_stats st;
     lucie_detok_stream *stream = NULL;
-    int *ids = NULL, n_ids = 0, rc, i, token;
+    text_buffer pending = {NULL, 0, 0};
+    int rc = LUCIE_OK, i, token, found = 0;
     double t0;
-    char err[256];
     memset(&st, 0, sizeof st);
-    if (!s || !prompt || max_tokens < 0) return LUCIE_EINVAL;
-    c = &s->model->config;
-    rc = lucie_tokenize(s->model, prompt, strlen(prompt), LUCIE_TOK_ADD_SPECIAL | LUCIE_TOK_PARSE_SPECIAL, NULL, 0,
-                        &n_ids, err, sizeof err);
-    if (rc != LUCIE_OK && rc != LUCIE_ESMALL) {
-        snprintf(s->error, sizeof s->error, "%s", err);
-        return rc;
-    }
-    if (n_ids == 0) {
-        snprintf(s->error, sizeof s->error, "the prompt encodes to no tokens");
+    if (!s || !o || n_ids < 0 || (n_ids > 0 && !ids) || o->max_tokens < 0 || o->n_stop < 0 ||
+        (o->n_stop > 0 && !o->stop)) {
+        if (s) snprintf(s->error, sizeof s->error, "lucie_generate_tokens: invalid arguments");
         return LUCIE_EINVAL;
     }
-    ids = (int *)malloc((size_t)n_ids * sizeof(int));
-    stream = lucie_detok_stream_new(s->model, LUCIE_DETOK_SKIP_SPECIAL);
-    if (!ids || !stream) {
-        rc = LUCIE_ENOMEM;
-        snprintf(s->error, sizeof s->error, "out of memory");
-        goto done;
-    }
-    rc = lucie_tokenize(s->model, prompt, strlen(prompt), LUCIE_TOK_ADD_SPECIAL | LUCIE_TOK_PARSE_SPECIAL, ids, n_ids,
-                        &n_ids, err, sizeof err);
-    if (rc != LUCIE_OK) {
-        snprintf(s->error, sizeof s->error, "%s", err);
-        goto done;
+    c = &s->model->config;
+    if (n_ids == 0 && s->pos == 0) {
+        snprintf(s->error, sizeof s->error, "nothing to generate from: no input tokens and an empty session");
+        return LUCIE_EINVAL;
     }
     if (n_ids > s->context - s->pos) {
-        snprintf(s->error, sizeof s->error, "the prompt is %d tokens but only %d of the context (%d) are free", n_ids,
+        snprintf(s->error, sizeof s->error, "the input is %d tokens but only %d of the context (%d) are free", n_ids,
                  s->context - s->pos, s->context);
-        rc = LUCIE_ECONTEXT;
-        goto done;
+        return LUCIE_ECONTEXT;
     }
-    for (i = 0; i < n_ids; i++) {
+    stream = lucie_detok_stream_new(s->model, LUCIE_DETOK_SKIP_SPECIAL);
+    if (!stream) {
+        snprintf(s->error, sizeof s->error, "out of memory");
+        return LUCIE_ENOMEM;
+    }
+    for (i = 0; i < n_ids && !o->fresh_text; i++) {
         size_t len;
         if (!lucie_detok_stream_push(stream, ids[i], &len)) {
-            rc = LUCIE_EINVAL;
+            rc = LUCIE_ENOMEM;
+            snprintf(s->error, sizeof s->error, "out of memory");
             goto done;
         }
     }
     st.n_prompt = n_ids;
     t0 = now_seconds();
-    rc = lucie_eval(s, ids, n_ids, s->logits, 0);
+    if (n_ids > 0 && (rc = lucie_eval(s, ids, n_ids, s->logits, 0)) != LUCIE_OK) goto done;
     st.prompt_seconds = now_seconds() - t0;
-    if (rc != LUCIE_OK) goto done;
     t0 = now_seconds();
-    for (;;) {
+    while (st.n_generated < o->max_tokens) {
         const char *piece;
-        size_t len = 0;
-        if (st.n_generated >= max_tokens) {
-            st.stop_reason = 0;
-            break;
-        }
-        token = lucie_sample(s, s->logits);
-        st.n_generated++;
-        if (is_eos(c, token)) {
-            st.stop_reason = 1;
-            break;
-        }
-        piece = lucie_detok_stream_push(stream, token, &len);
-        if (!piece) {
-            rc = LUCIE_ENOMEM;
-            break;
-        }
-        if (cb && cb(piece, len, token, user)) {
-            st.stop_reason = 2;
-            break;
-        }
-        if (st.n_generated >= max_tokens) {
-            st.stop_reason = 0;
-            break;
-        }
+        size_t len = 0, safe;
         if (s->pos >= s->context) {
             st.stop_reason = 3;
             snprintf(s->error, sizeof s->error, "context full (%d tokens)", s->context);
             break;
         }
+        token = lucie_sample(s, s->logits);
+        st.n_generated++;
+        /* The sampled token joins the cache even when it ends the text, so a
+         * chat can go on after an eos with the cache in the template's shape. */
         rc = lucie_eval(s, &token, 1, s->logits, 0);
         if (rc != LUCIE_OK) break;
+        if (is_eos(c, token)) {
+            st.stop_reason = 1;
+            break;
+        }
+        piece = lucie_detok_stream_push(stream, token, &len);
+        if (!piece || !text_append(&pending, piece, len)) {
+            rc = LUCIE_ENOMEM;
+            snprintf(s->error, sizeof s->error, "out of memory");
+            break;
+        }
+        safe = stop_scan(&pending, o, &found);
+        if (cb && (safe > 0 || found) && cb(pending.text, safe, token, user)) {
+            st.stop_reason = 2;
+            break;
+        }
+        memmove(pending.text, pending.text + safe, pending.len - safe + 1);
+        pending.len -= safe;
+        if (found) {
+            st.stop_reason = 4;
+            pending.len = 0;
+            break;
+        }
     }
+    /* Whatever was held back for a stop string that never came is output. */
+    if (rc == LUCIE_OK && pending.len > 0 && st.stop_reason != 2 && cb) cb(pending.text, pending.len, -1, user);
     st.generate_seconds = now_seconds() - t0;
 done:
     if (stats) *stats = st;
+    free(pending.text);
     lucie_detok_stream_free(stream);
+    return rc;
+}
+
+/* Encodes text into a fresh malloc'ed array. */
+static int tokenize_alloc(const lucie_model *m, const char *text, size_t len, int flags, int **ids, int *n_ids,
+                          char *err, size_t err_size) {
+    int rc = lucie_tokenize(m, text, len, flags, NULL, 0, n_ids, err, err_size);
+    *ids = NULL;
+    if (rc != LUCIE_OK && rc != LUCIE_ESMALL) return rc;
+    *ids = (int *)malloc((size_t)(*n_ids > 0 ? *n_ids : 1) * sizeof(int));
+    if (!*ids) {
+        set_error(err, err_size, "out of memory");
+        return LUCIE_ENOMEM;
+    }
+    if (*n_ids == 0) return LUCIE_OK;
+    rc = lucie_tokenize(m, text, len, flags, *ids, *n_ids, n_ids, err, err_size);
+    if (rc != LUCIE_OK) {
+        free(*ids);
+        *ids = NULL;
+    }
+    return rc;
+}
+
+int lucie_generate(lucie_session *s, const char *prompt, int max_tokens, lucie_token_callback cb, void *user,
+                   lucie_stats *stats) {
+    lucie_generate_options o;
+    int *ids, n_ids, rc;
+    if (!s || !prompt || max_tokens < 0) return LUCIE_EINVAL;
+    rc = tokenize_alloc(s->model, prompt, strlen(prompt), LUCIE_TOK_ADD_SPECIAL | LUCIE_TOK_PARSE_SPECIAL, &ids,
+                        &n_ids, s->error, sizeof s->error);
+    if (rc != LUCIE_OK) return rc;
+    if (n_ids == 0) {
+        free(ids);
+        snprintf(s->error, sizeof s->error, "the prompt encodes to no tokens");
+        return LUCIE_EINVAL;
+    }
+    memset(&o, 0, sizeof o);
+    o.max_tokens = max_tokens;
+    rc = lucie_generate_tokens(s, ids, n_ids, &o, cb, user, stats);
     free(ids);
     return rc;
+}
+
+/* ---- chat: the model's chat template, rendered straight to token ids ----
+ *
+ * transformers renders the Jinja template to a string and tokenizes it,
+ * splitting out special-token strings first and normalizing each text segment
+ * on its own. We produce the same ids by tokenizing each text segment on its
+ * own and inserting the special ids ourselves, which also keeps text typed by
+ * a user from ever becoming a special token. Only templates with the known
+ * header structure are accepted; anything else is refused rather than guessed. */
+
+static int special_token_id(const lucie_model *m, const char *text, int *id) {
+    int ids[2], n = 0;
+    char err[64];
+    if (lucie_tokenize(m, text, strlen(text), LUCIE_TOK_PARSE_SPECIAL, ids, 2, &n, err, sizeof err) != LUCIE_OK ||
+        n != 1)
+        return 0;
+    *id = ids[0];
+    return 1;
+}
+
+static int chat_template_supported(const char *t) {
+    return t && strstr(t, "<|start_header_id|>") && strstr(t, "<|end_header_id|>") && strstr(t, "<|eot_id|>") &&
+           strstr(t, "message['role']") && strstr(t, "trim") && strstr(t, "add_generation_prompt") &&
+           strstr(t, "bos_token");
+}
+
+/* Appends the ids of one piece of text (no special tokens, no BOS). */
+static int chat_append_text(const lucie_model *m, const char *text, size_t len, int *ids, int max_ids, int *n,
+                            char *err, size_t err_size) {
+    int *piece, n_piece, rc, i;
+    if (len == 0) return LUCIE_OK;
+    rc = tokenize_alloc(m, text, len, 0, &piece, &n_piece, err, err_size);
+    if (rc != LUCIE_OK) return rc;
+    for (i = 0; i < n_piece; i++, (*n)++)
+        if (*n < max_ids) ids[*n] = piece[i];
+    free(piece);
+    return LUCIE_OK;
+}
+
+static void chat_append_id(int id, int *ids, int max_ids, int *n) {
+    if (*n < max_ids) ids[*n] = id;
+    (*n)++;
+}
+
+static int is_jinja_space(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v'; }
+
+int lucie_chat_tokens(const lucie_model *m, const lucie_chat_message *msgs, int n_msgs, int flags, int *ids,
+                      int max_ids, int *n_ids, char *err, size_t err_size) {
+    int start_header, end_header, eot, n = 0, i, rc;
+    if (!m || !n_ids || n_msgs < 0 || (n_msgs > 0 && !msgs) || max_ids < 0 || (max_ids > 0 && !ids)) {
+        set_error(err, err_size, "lucie_chat_tokens: invalid arguments");
+        return LUCIE_EINVAL;
+    }
+    *n_ids = 0;
+    if (!chat_template_supported(m->chat_template) || !special_token_id(m, "<|start_header_id|>", &start_header) ||
+        !special_token_id(m, "<|end_header_id|>", &end_header) || !special_token_id(m, "<|eot_id|>", &eot)) {
+        set_error(err, err_size, m->chat_template ? "this model's chat template is not supported"
+                                                  : "this model has no chat template");
+        return LUCIE_EINVAL;
+    }
+    if (!(flags & LUCIE_CHAT_CONTINUE) && m->config.bos_id >= 0) chat_append_id(m->config.bos_id, ids, max_ids, &n);
+    for (i = 0; i < n_msgs; i++) {
+        const char *content = msgs[i].content, *end;
+        char *body;
+        size_t len;
+        if (!msgs[i].role || !content) {
+            set_error(err, err_size, "chat message %d has no role or content", i);
+            return LUCIE_EINVAL;
+        }
+        /* Jinja's trim strips Python whitespace; ASCII covers what chat
+         * content carries at its ends in practice. */
+        while (is_jinja_space(*content)) content++;
+        end = content + strlen(content);
+        while (end > content && is_jinja_space(end[-1])) end--;
+        len = (size_t)(end - content);
+        body = (char *)malloc(len + 3);
+        if (!body) {
+            set_error(err, err_size, "out of memory");
+            return LUCIE_ENOMEM;
+        }
+        body[0] = '\n';
+        body[1] = '\n';
+        memcpy(body + 2, content, len);
+        body[len + 2] = '\0';
+        chat_append_id(start_header, ids, max_ids, &n);
+        rc = chat_append_text(m, msgs[i].role, strlen(msgs[i].role), ids, max_ids, &n, err, err_size);
+        if (rc == LUCIE_OK) {
+            chat_append_id(end_header, ids, max_ids, &n);
+            rc = chat_append_text(m, body, len + 2, ids, max_ids, &n, err, err_size);
+        }
+        free(body);
+        if (rc != LUCIE_OK) return rc;
+        chat_append_id(eot, ids, max_ids, &n);
+    }
+    if (flags & LUCIE_CHAT_GENERATION_PROMPT) {
+        chat_append_id(start_header, ids, max_ids, &n);
+        rc = chat_append_text(m, "assistant", 9, ids, max_ids, &n, err, err_size);
+        if (rc != LUCIE_OK) return rc;
+        chat_append_id(end_header, ids, max_ids, &n);
+        rc = chat_append_text(m, "\n\n", 2, ids, max_ids, &n, err, err_size);
+        if (rc != LUCIE_OK) return rc;
+    }
+    *n_ids = n;
+    return n > max_ids ? LUCIE_ESMALL : LUCIE_OK;
+}
+
+/* ---- saving and restoring a session ----
+ *
+ * Layout (little-endian like the model file): magic "LUCIESES", u32 version,
+ * u32 kv_dim, u32 n_layers, u32 pos, u64 model fingerprint (FNV-1a of the
+ * model's header and entry table), u64 RNG state, then pos token ids (i32),
+ * then for each layer the pos key vectors and pos value vectors (f32).
+ * The raw float arrays are written in host order, which the loader's
+ * little-endian check guarantees. */
+
+#define SESSION_MAGIC "LUCIESES"
+#define SESSION_VERSION 1
+#define SESSION_HEADER 40
+
+static uint64_t model_fingerprint(const lucie_model *m) {
+    uint64_t h = 1469598103934665603ull;
+    size_t i, n = HEADER_SIZE + (size_t)read_u32(m->file.data + 24) * ENTRY_SIZE;
+    for (i = 0; i < n; i++) h = (h ^ m->file.data[i]) * 1099511628211ull;
+    return h;
+}
+
+static void put_u32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+static void put_u64(unsigned char *p, uint64_t v) {
+    put_u32(p, (uint32_t)v);
+    put_u32(p + 4, (uint32_t)(v >> 32));
+}
+
+int lucie_session_save(const lucie_session *s, const char *path) {
+    const lucie_config *c;
+    unsigned char header[SESSION_HEADER];
+    size_t kv_dim, l;
+    FILE *f;
+    int ok, i;
+    if (!s || !path) return LUCIE_EINVAL;
+    c = &s->model->config;
+    kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    memcpy(header, SESSION_MAGIC, 8);
+    put_u32(header + 8, SESSION_VERSION);
+    put_u32(header + 12, (uint32_t)kv_dim);
+    put_u32(header + 16, (uint32_t)c->n_layers);
+    put_u32(header + 20, (uint32_t)s->pos);
+    put_u64(header + 24, model_fingerprint(s->model));
+    put_u64(header + 32, s->samp.rng);
+    f = fopen(path, "wb");
+    if (!f) {
+        snprintf(((lucie_session *)s)->error, sizeof s->error, "cannot write '%s'", path);
+        return LUCIE_EIO;
+    }
+    ok = fwrite(header, 1, SESSION_HEADER, f) == SESSION_HEADER;
+    for (i = 0; i < s->pos && ok; i++) {
+        unsigned char b[4];
+        put_u32(b, (uint32_t)s->history[i]);
+        ok = fwrite(b, 1, 4, f) == 4;
+    }
+    for (l = 0; l < (size_t)c->n_layers && ok; l++) {
+        size_t count = (size_t)s->pos * kv_dim;
+        ok = fwrite(s->key_cache + l * s->context * kv_dim, sizeof(float), count, f) == count &&
+             fwrite(s->value_cache + l * s->context * kv_dim, sizeof(float), count, f) == count;
+    }
+    if (fclose(f) != 0) ok = 0;
+    if (!ok) {
+        snprintf(((lucie_session *)s)->error, sizeof s->error, "write error on '%s'", path);
+        return LUCIE_EIO;
+    }
+    return LUCIE_OK;
+}
+
+int lucie_session_load(lucie_session *s, const char *path) {
+    const lucie_config *c;
+    unsigned char header[SESSION_HEADER];
+    size_t kv_dim, l, count;
+    uint32_t pos;
+    long size;
+    FILE *f;
+    int i, ok = 1;
+    if (!s || !path) return LUCIE_EINVAL;
+    c = &s->model->config;
+    kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    f = fopen(path, "rb");
+    if (!f) {
+        snprintf(s->error, sizeof s->error, "cannot open '%s'", path);
+        return LUCIE_EIO;
+    }
+    if (fread(header, 1, SESSION_HEADER, f) != SESSION_HEADER || memcmp(header, SESSION_MAGIC, 8) != 0 ||
+        read_u32(header + 8) != SESSION_VERSION) {
+        fclose(f);
+        snprintf(s->error, sizeof s->error, "'%s' is not a lucie session file", path);
+        return LUCIE_EFORMAT;
+    }
+    pos = read_u32(header + 20);
+    if (read_u32(header + 12) != kv_dim || read_u32(header + 16) != (uint32_t)c->n_layers ||
+        read_u64(header + 24) != model_fingerprint(s->model)) {
+        fclose(f);
+        snprintf(s->error, sizeof s->error, "session file '%s' was saved with another model", path);
+        return LUCIE_EFORMAT;
+    }
+    if (pos > (uint32_t)s->context) {
+        fclose(f);
+        snprintf(s->error, sizeof s->error, "session file holds %u tokens, more than this session's context (%d)", pos,
+                 s->context);
+        return LUCIE_ECONTEXT;
+    }
+    /* The exact size must match before anything is overwritten. */
+    count = (size_t)pos * kv_dim;
+    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 ||
+        (unsigned long)size != SESSION_HEADER + (unsigned long)pos * 4 +
+                                   (unsigned long)c->n_layers * 2 * count * sizeof(float) ||
+        fseek(f, SESSION_HEADER, SEEK_SET) != 0) {
+        fclose(f);
+        snprintf(s->error, sizeof s->error, "session file '%s' is truncated or has trailing data", path);
+        return LUCIE_EFORMAT;
+    }
+    for (i = 0; i < (int)pos && ok; i++) {
+        unsigned char b[4];
+        ok = fread(b, 1, 4, f) == 4;
+        s->history[i] = read_i32(b);
+        if (s->history[i] < 0 || s->history[i] >= c->vocab_size) ok = 0;
+    }
+    for (l = 0; l < (size_t)c->n_layers && ok; l++)
+        ok = fread(s->key_cache + l * s->context * kv_dim, sizeof(float), count, f) == count &&
+             fread(s->value_cache + l * s->context * kv_dim, sizeof(float), count, f) == count;
+    fclose(f);
+    if (!ok) {
+        s->pos = 0;
+        snprintf(s->error, sizeof s->error, "session file '%s' is corrupt", path);
+        return LUCIE_EFORMAT;
+    }
+    s->pos = (int)pos;
+    s->samp.rng = read_u64(header + 32);
+    return LUCIE_OK;
 }

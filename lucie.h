@@ -240,7 +240,7 @@ typedef int (*lucie_token_callback)(const char *text, size_t len, int token, voi
 typedef struct {
     int n_prompt, n_generated;
     double load_seconds, prompt_seconds, generate_seconds;
-    int stop_reason; /* 0 max tokens, 1 eos, 2 callback, 3 context full */
+    int stop_reason; /* 0 max tokens, 1 eos, 2 callback, 3 context full, 4 stop string */
 } lucie_stats;
 
 /* Encodes prompt (HF way, BOS added), evaluates it, then samples up to
@@ -248,6 +248,53 @@ typedef struct {
  * callback returns non-zero, or when the context is full. stats may be NULL. */
 int lucie_generate(lucie_session *session, const char *prompt, int max_tokens,
                    lucie_token_callback cb, void *user, lucie_stats *stats);
+
+/* Finer control over generation. */
+typedef struct {
+    int max_tokens;                 /* new tokens at most */
+    const char *const *stop;        /* stop strings (not included in the output) */
+    int n_stop;
+    int fresh_text; /* 1: decode the new tokens on their own (a chat reply);
+                       0: as the continuation of the input (prompt + output
+                       equals the decoding of the whole sequence) */
+} lucie_generate_options;
+
+/* Evaluates n_ids input tokens (appended to the cache; n_ids may be 0 when the
+ * session already holds the input and its logits), then generates like
+ * lucie_generate. stop_reason 4 = a stop string was produced. On return
+ * the cache holds every sampled token (an eos too, as chat needs). */
+int lucie_generate_tokens(lucie_session *session, const int *ids, int n_ids, const lucie_generate_options *opts,
+                          lucie_token_callback cb, void *user, lucie_stats *stats);
+
+/* ---- chat ------------------------------------------------------------- */
+
+typedef struct {
+    const char *role;    /* "system", "user", "assistant" */
+    const char *content;
+} lucie_chat_message;
+
+#define LUCIE_CHAT_GENERATION_PROMPT 1 /* end with the assistant header */
+#define LUCIE_CHAT_CONTINUE 2          /* omit the leading BOS (later turns) */
+
+/* Renders messages with the model's chat template straight to token ids,
+ * placing special tokens only where the template does: special-token strings
+ * typed in a message are tokenized as plain text. Supports the Llama-3-style
+ * header template of Lucie-7B-Instruct (<|start_header_id|>ROLE<|end_header_id|>
+ * \n\nCONTENT|trim<|eot_id|>); other templates give LUCIE_EINVAL. Same buffer
+ * protocol as lucie_tokenize. Thread-safe. */
+int lucie_chat_tokens(const lucie_model *model, const lucie_chat_message *messages, int n_messages, int flags,
+                      int *ids, int max_ids, int *n_ids, char *err, size_t err_size);
+
+/* ---- saving a session (prompt caching) -------------------------------- */
+
+/* Writes the session's tokens, KV cache and sampler state to path; restoring it
+ * into a session of the same model with a context at least as long, then
+ * evaluating more tokens, gives exactly the logits the original session would
+ * have produced (the last logits themselves are not stored: evaluate at least
+ * one token after a load). The file is validated on load like a model file
+ * (LUCIE_EFORMAT when it does not match this model; the session is unchanged). */
+int lucie_session_save(const lucie_session *session, const char *path);
+int lucie_session_load(lucie_session *session, const char *path);
 
 const char *lucie_status_string(int status);
 

@@ -9,6 +9,7 @@
 #endif
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,17 @@ static const char *USAGE =
     "  --seed S            random seed (default: from the clock)\n"
     "  -c CTX              context length in tokens (default: min(model maximum, 4096))\n"
     "  -t N                threads (default: all cores)\n"
+    "  --stop TEXT         stop when TEXT is generated (repeatable; TEXT is not printed)\n"
     "  --no-mmap           read the model into memory instead of mapping it\n"
+    "\n"
+    "Chat (models with a chat template, e.g. Lucie-7B-Instruct):\n"
+    "  --chat              interactive multi-turn chat on stdin/stdout; /reset forgets, /quit ends;\n"
+    "                      Ctrl-C stops the current answer, a second Ctrl-C exits\n"
+    "  --system TEXT       system message for --chat\n"
+    "\n"
+    "Perplexity:\n"
+    "  --ppl FILE          perplexity of FILE's text (BOS added), in windows of -c tokens\n"
+    "                      (default 512); prints 'perplexity P tokens N windows W'\n"
     "\n"
     "Tokenizer:\n"
     "  --tokenize TEXT     print the token ids of TEXT ('-' reads stdin), BOS included\n"
@@ -48,10 +59,14 @@ static const char *USAGE =
     "\n"
     "Prompt + stdout is exactly the decoding of the whole token sequence; statistics go to stderr.\n";
 
-typedef enum { MODE_GENERATE, MODE_TOKENIZE, MODE_DETOKENIZE, MODE_BENCH } run_mode;
+typedef enum { MODE_GENERATE, MODE_TOKENIZE, MODE_DETOKENIZE, MODE_BENCH, MODE_CHAT, MODE_PPL } run_mode;
+
+#define MAX_STOP 16
 
 typedef struct {
-    const char *model_path, *prompt, *prompt_file, *tokenize_text, *detokenize_ids;
+    const char *model_path, *prompt, *prompt_file, *tokenize_text, *detokenize_ids, *system, *ppl_file;
+    const char *stop[MAX_STOP];
+    int n_stop;
     run_mode mode;
     int n_tokens, context, threads, no_mmap, no_bos, skip_special, bench_prompt;
     int have_temp, have_top_k, have_top_p, have_penalty, have_seed;
@@ -150,6 +165,20 @@ static int parse_args(int argc, char **argv, options *o) {
         } else if (strcmp(a, "-t") == 0) {
             NEED_VALUE();
             if (!parse_int(v, 1, 1024, &o->threads)) return usage_error("-t wants a thread count in 1..1024, got '%s'", v);
+        } else if (strcmp(a, "--stop") == 0) {
+            NEED_VALUE();
+            if (o->n_stop == MAX_STOP) return usage_error("at most %s stop strings", "16");
+            if (!*v) return usage_error("%s: empty stop string", a);
+            o->stop[o->n_stop++] = v;
+        } else if (strcmp(a, "--chat") == 0) {
+            o->mode = MODE_CHAT;
+        } else if (strcmp(a, "--system") == 0) {
+            NEED_VALUE();
+            o->system = v;
+        } else if (strcmp(a, "--ppl") == 0) {
+            NEED_VALUE();
+            o->mode = MODE_PPL;
+            o->ppl_file = v;
         } else if (strcmp(a, "--no-mmap") == 0) {
             o->no_mmap = 1;
         } else if (strcmp(a, "--tokenize") == 0) {
@@ -316,48 +345,284 @@ static void session_options(const lucie_model *model, const options *o, lucie_se
     so->seed = o->have_seed ? o->seed : (unsigned long long)time(NULL);
 }
 
+static void print_stats(const lucie_stats *st, double load_seconds) {
+    fprintf(stderr, "\nprompt: %d tokens, %.2f tok/s | generated: %d tokens, %.2f tok/s | load: %.3f s\n",
+            st->n_prompt, st->prompt_seconds > 0 ? st->n_prompt / st->prompt_seconds : 0.0, st->n_generated,
+            st->generate_seconds > 0 ? st->n_generated / st->generate_seconds : 0.0, load_seconds);
+}
+
+/* Encodes text the way HF encode() does (special-token strings recognised). */
+static int encode(const lucie_model *model, const char *text, size_t len, int flags, int **ids, int *n) {
+    char err[256];
+    int rc = lucie_tokenize(model, text, len, flags, NULL, 0, n, err, sizeof err);
+    *ids = NULL;
+    if (rc == LUCIE_OK || rc == LUCIE_ESMALL) {
+        *ids = (int *)malloc((size_t)(*n > 0 ? *n : 1) * sizeof **ids);
+        rc = !*ids ? LUCIE_ENOMEM : *n == 0 ? LUCIE_OK : lucie_tokenize(model, text, len, flags, *ids, *n, n, err, sizeof err);
+    }
+    if (rc != LUCIE_OK) {
+        fprintf(stderr, "run: %s\n", rc == LUCIE_ENOMEM ? "out of memory" : err);
+        free(*ids);
+        *ids = NULL;
+    }
+    return rc;
+}
+
 static int do_generate(const lucie_model *model, const options *o, double load_seconds) {
     lucie_session_options so;
     lucie_session *session;
+    lucie_generate_options go;
     lucie_stats stats;
     char err[256];
     char *file_prompt = NULL;
     const char *prompt = o->prompt;
-    int rc;
+    size_t prompt_len = strlen(o->prompt);
+    int rc, *ids = NULL, n_ids = 0;
     if (o->prompt_file) {
-        size_t len;
-        file_prompt = read_all(o->prompt_file, &len);
+        file_prompt = read_all(o->prompt_file, &prompt_len);
         if (!file_prompt) {
             fprintf(stderr, "run: cannot read prompt file '%s'\n", o->prompt_file);
             return 1;
         }
-        if (strlen(file_prompt) != len) {
-            fprintf(stderr, "run: prompt file '%s' contains a NUL byte\n", o->prompt_file);
-            free(file_prompt);
-            return 1;
-        }
         prompt = file_prompt;
+    }
+    rc = encode(model, prompt, prompt_len, LUCIE_TOK_ADD_SPECIAL | LUCIE_TOK_PARSE_SPECIAL, &ids, &n_ids);
+    free(file_prompt);
+    if (rc != LUCIE_OK) return 1;
+    if (n_ids == 0) {
+        fprintf(stderr, "run: the prompt encodes to no tokens (this model adds no BOS)\n");
+        free(ids);
+        return 1;
     }
     session_options(model, o, &so);
     if (lucie_session_new(model, &so, &session, err, sizeof err) != LUCIE_OK) {
         fprintf(stderr, "run: %s\n", err);
-        free(file_prompt);
+        free(ids);
         return 1;
     }
-    rc = lucie_generate(session, prompt, o->n_tokens < 0 ? 256 : o->n_tokens, print_piece, NULL, &stats);
+    memset(&go, 0, sizeof go);
+    go.max_tokens = o->n_tokens < 0 ? 256 : o->n_tokens;
+    go.stop = o->stop;
+    go.n_stop = o->n_stop;
+    rc = lucie_generate_tokens(session, ids, n_ids, &go, print_piece, NULL, &stats);
     fflush(stdout);
     if (rc != LUCIE_OK) {
         fprintf(stderr, "run: %s\n", lucie_session_error(session));
     } else {
         if (stats.stop_reason == 3) fprintf(stderr, "\nrun: %s\n", lucie_session_error(session));
-        fprintf(stderr, "\nprompt: %d tokens, %.2f tok/s | generated: %d tokens, %.2f tok/s | load: %.3f s\n",
-                stats.n_prompt, stats.prompt_seconds > 0 ? stats.n_prompt / stats.prompt_seconds : 0.0,
-                stats.n_generated, stats.generate_seconds > 0 ? stats.n_generated / stats.generate_seconds : 0.0,
-                load_seconds);
+        print_stats(&stats, load_seconds);
     }
     lucie_session_free(session);
-    free(file_prompt);
+    free(ids);
     return rc == LUCIE_OK ? 0 : 1;
+}
+
+/* ---- chat ---- */
+
+static volatile sig_atomic_t interrupted = 0;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    if (interrupted) {
+        /* second Ctrl-C while the first is still pending: leave now */
+        signal(SIGINT, SIG_DFL);
+        raise(SIGINT);
+    }
+    interrupted = 1;
+    signal(SIGINT, on_sigint);
+}
+
+static int print_piece_interruptible(const char *text, size_t len, int token, void *user) {
+    (void)token;
+    (void)user;
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
+    return interrupted != 0;
+}
+
+/* Reads one line from stdin without its newline; NULL at end of input. */
+static char *read_line(void) {
+    size_t cap = 256, n = 0;
+    char *line = (char *)malloc(cap);
+    int ch;
+    if (!line) return NULL;
+    while ((ch = getchar()) != EOF && ch != '\n') {
+        if (n + 2 > cap) {
+            char *bigger = (char *)realloc(line, cap *= 2);
+            if (!bigger) {
+                free(line);
+                return NULL;
+            }
+            line = bigger;
+        }
+        line[n++] = (char)ch;
+    }
+    if (ch == EOF && n == 0) {
+        free(line);
+        return NULL;
+    }
+    line[n] = '\0';
+    return line;
+}
+
+static int do_chat(const lucie_model *model, const options *o, double load_seconds) {
+    lucie_session_options so;
+    lucie_session *session;
+    char err[256];
+    int turn = 0, rc = 0;
+    (void)load_seconds;
+    if (!lucie_chat_template(model)) {
+        fprintf(stderr, "run: this model has no chat template (use an instruct model, or -p for completion)\n");
+        return 1;
+    }
+    session_options(model, o, &so);
+    if (lucie_session_new(model, &so, &session, err, sizeof err) != LUCIE_OK) {
+        fprintf(stderr, "run: %s\n", err);
+        return 1;
+    }
+    signal(SIGINT, on_sigint);
+    fprintf(stderr, "chat: type a message, /reset to start over, /quit or end of input to leave\n");
+    for (;;) {
+        lucie_chat_message msgs[2];
+        lucie_generate_options go;
+        lucie_stats stats;
+        int n_msgs = 0, *ids = NULL, n_ids = 0, flags = LUCIE_CHAT_GENERATION_PROMPT;
+        char *line;
+        fprintf(stderr, "> ");
+        fflush(stderr);
+        interrupted = 0;
+        line = read_line();
+        if (!line || strcmp(line, "/quit") == 0) {
+            free(line);
+            break;
+        }
+        if (strcmp(line, "/reset") == 0) {
+            lucie_session_rewind(session, 0);
+            turn = 0;
+            fprintf(stderr, "(conversation reset)\n");
+            free(line);
+            continue;
+        }
+        if (turn == 0 && o->system) {
+            msgs[n_msgs].role = "system";
+            msgs[n_msgs++].content = o->system;
+        }
+        msgs[n_msgs].role = "user";
+        msgs[n_msgs++].content = line;
+        if (turn > 0) flags |= LUCIE_CHAT_CONTINUE;
+        rc = lucie_chat_tokens(model, msgs, n_msgs, flags, NULL, 0, &n_ids, err, sizeof err);
+        if (rc == LUCIE_ESMALL) {
+            ids = (int *)malloc((size_t)n_ids * sizeof *ids);
+            rc = ids ? lucie_chat_tokens(model, msgs, n_msgs, flags, ids, n_ids, &n_ids, err, sizeof err) : LUCIE_ENOMEM;
+        }
+        free(line);
+        if (rc != LUCIE_OK) {
+            fprintf(stderr, "run: %s\n", rc == LUCIE_ENOMEM ? "out of memory" : err);
+            free(ids);
+            rc = 1;
+            break;
+        }
+        memset(&go, 0, sizeof go);
+        go.max_tokens = o->n_tokens < 0 ? lucie_session_context(session) : o->n_tokens;
+        go.stop = o->stop;
+        go.n_stop = o->n_stop;
+        go.fresh_text = 1;
+        rc = lucie_generate_tokens(session, ids, n_ids, &go, print_piece_interruptible, NULL, &stats);
+        free(ids);
+        printf("\n");
+        fflush(stdout);
+        if (rc == LUCIE_ECONTEXT || (rc == LUCIE_OK && stats.stop_reason == 3)) {
+            fprintf(stderr, "run: the conversation no longer fits in the context (%d tokens); /reset to start over "
+                            "or use a larger -c\n", lucie_session_context(session));
+            rc = 0;
+            continue;
+        }
+        if (rc != LUCIE_OK) {
+            fprintf(stderr, "run: %s\n", lucie_session_error(session));
+            rc = 1;
+            break;
+        }
+        /* Close the assistant turn as the template would if it did not end on
+         * its own (max tokens, Ctrl-C, stop string). */
+        if (stats.stop_reason != 1 && lucie_model_config(model)->n_eos > 0 &&
+            lucie_session_position(session) < lucie_session_context(session)) {
+            int eot = lucie_model_config(model)->eos_ids[0];
+            float *logits = (float *)malloc((size_t)lucie_model_config(model)->vocab_size * sizeof *logits);
+            if (logits) lucie_eval(session, &eot, 1, logits, 0);
+            free(logits);
+        }
+        if (interrupted) fprintf(stderr, "(stopped)\n");
+        fprintf(stderr, "[%d tokens, %.2f tok/s; %d/%d context used]\n", stats.n_generated,
+                stats.generate_seconds > 0 ? stats.n_generated / stats.generate_seconds : 0.0,
+                lucie_session_position(session), lucie_session_context(session));
+        turn++;
+    }
+    signal(SIGINT, SIG_DFL);
+    lucie_session_free(session);
+    return rc;
+}
+
+/* ---- perplexity ----
+ * The text is encoded once (BOS added); the ids are cut into windows of
+ * -c tokens (default 512) evaluated independently from an empty cache, and
+ * each window predicts its own tokens 2..n. */
+static int do_ppl(const lucie_model *model, const options *o) {
+    const lucie_config *c = lucie_model_config(model);
+    lucie_session_options so;
+    lucie_session *session;
+    char err[256], *text;
+    size_t len;
+    int *ids, n_ids, window = o->context ? o->context : 512, start, predicted = 0, windows = 0, rc = 0;
+    float *logits;
+    double nll = 0.0;
+    text = read_all(o->ppl_file, &len);
+    if (!text) {
+        fprintf(stderr, "run: cannot read '%s'\n", o->ppl_file);
+        return 1;
+    }
+    rc = encode(model, text, len, LUCIE_TOK_ADD_SPECIAL | LUCIE_TOK_PARSE_SPECIAL, &ids, &n_ids);
+    free(text);
+    if (rc != LUCIE_OK) return 1;
+    if (n_ids < 2) {
+        fprintf(stderr, "run: '%s' is too short for a perplexity (fewer than 2 tokens)\n", o->ppl_file);
+        free(ids);
+        return 1;
+    }
+    if (window > c->max_seq_len) window = c->max_seq_len;
+    session_options(model, o, &so);
+    so.context = window;
+    logits = (float *)malloc((size_t)window * c->vocab_size * sizeof *logits);
+    if (!logits || lucie_session_new(model, &so, &session, err, sizeof err) != LUCIE_OK) {
+        fprintf(stderr, "run: %s\n", logits ? err : "out of memory");
+        free(ids);
+        free(logits);
+        return 1;
+    }
+    for (start = 0; start + 1 < n_ids; start += window) {
+        int n = n_ids - start < window ? n_ids - start : window, t;
+        lucie_session_rewind(session, 0);
+        if (lucie_eval(session, ids + start, n, logits, LUCIE_EVAL_ALL_LOGITS) != LUCIE_OK) {
+            fprintf(stderr, "run: %s\n", lucie_session_error(session));
+            rc = 1;
+            break;
+        }
+        for (t = 0; t + 1 < n; t++) {
+            const float *l = logits + (size_t)t * c->vocab_size;
+            double max = l[0], sum = 0.0;
+            int v;
+            for (v = 1; v < c->vocab_size; v++)
+                if (l[v] > max) max = l[v];
+            for (v = 0; v < c->vocab_size; v++) sum += exp((double)l[v] - max);
+            nll -= (double)l[ids[start + t + 1]] - max - log(sum);
+            predicted++;
+        }
+        windows++;
+    }
+    if (rc == 0) printf("perplexity %.6f tokens %d windows %d\n", exp(nll / predicted), predicted, windows);
+    lucie_session_free(session);
+    free(ids);
+    free(logits);
+    return rc;
 }
 
 static double wall_seconds(void) {
@@ -437,6 +702,8 @@ int main(int argc, char **argv) {
     case MODE_TOKENIZE: rc = do_tokenize(model, &o); break;
     case MODE_DETOKENIZE: rc = do_detokenize(model, &o); break;
     case MODE_BENCH: rc = do_bench(model, &o, load_seconds); break;
+    case MODE_CHAT: rc = do_chat(model, &o, load_seconds); break;
+    case MODE_PPL: rc = do_ppl(model, &o); break;
     default: rc = do_generate(model, &o, load_seconds); break;
     }
     lucie_close(model);
