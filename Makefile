@@ -38,7 +38,7 @@ test: run $(TEST_BINS)
 	$(PYTHON) -m pytest -q test
 
 demo: run
-	$(PYTHON) test/demo.py
+	$(PYTHON) tools/demo.py
 
 bench: run
 	$(PYTHON) test/bench.py

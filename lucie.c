@@ -16,6 +16,9 @@
 #if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
 #endif
+#if !defined(_WIN32) && !defined(_DEFAULT_SOURCE)
+#define _DEFAULT_SOURCE /* madvise() hints, MAP_ANONYMOUS: optional, used when present */
+#endif
 #include "lucie.h"
 
 #include <errno.h>
@@ -169,8 +172,51 @@ static float bf16_to_f32(uint16_t h) {
 typedef struct {
     const unsigned char *data; /* the whole file */
     size_t size;
-    int is_mapped; /* 1: mmap/MapViewOfFile, 0: malloc'ed copy */
+    int is_mapped; /* 1: mmap/MapViewOfFile, 0: private copy (LUCIE_LOAD_READ) */
+    size_t alloc_size;
 } file_view;
+
+/* Private memory for LUCIE_LOAD_READ: on Linux an anonymous mapping aligned to
+ * 2 MB with transparent huge pages requested, so the TLB covers the weights
+ * with few entries; elsewhere plain aligned heap memory. */
+#define HUGE_PAGE ((size_t)2 << 20)
+
+static void *private_alloc(size_t size, size_t *alloc_size) {
+#if !defined(_WIN32) && defined(MAP_ANONYMOUS)
+    unsigned char *raw, *aligned;
+    size_t total;
+    if (size > SIZE_MAX - HUGE_PAGE) return NULL;
+    total = size + HUGE_PAGE;
+    raw = (unsigned char *)mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == (unsigned char *)MAP_FAILED) return NULL;
+    aligned = raw + ((HUGE_PAGE - ((uintptr_t)raw & (HUGE_PAGE - 1))) & (HUGE_PAGE - 1));
+    /* give back the unaligned head and the unused tail */
+    if (aligned > raw) munmap(raw, (size_t)(aligned - raw));
+    if (raw + total > aligned + size + (HUGE_PAGE - 1)) {
+        size_t keep = (size + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+        munmap(aligned + keep, (size_t)(raw + total - (aligned + keep)));
+        *alloc_size = keep;
+    } else {
+        *alloc_size = (size_t)(raw + total - aligned);
+    }
+#if defined(MADV_HUGEPAGE)
+    madvise(aligned, *alloc_size, MADV_HUGEPAGE);
+#endif
+    return aligned;
+#else
+    *alloc_size = size;
+    return aligned_alloc64(size);
+#endif
+}
+
+static void private_free(void *p, size_t alloc_size) {
+#if !defined(_WIN32) && defined(MAP_ANONYMOUS)
+    munmap(p, alloc_size);
+#else
+    (void)alloc_size;
+    aligned_free64(p);
+#endif
+}
 
 typedef struct {
     char name[ENTRY_NAME_SIZE];
@@ -207,7 +253,7 @@ struct lucie_model {
 
 static const tokenizer *model_tokenizer(const lucie_model *m) { return m->tok; }
 
-static int map_file(const char *path, int no_mmap, file_view *view, char *err, size_t err_size) {
+static int map_file(const char *path, int load_mode, file_view *view, char *err, size_t err_size) {
 #ifdef _WIN32
     HANDLE file, mapping;
     LARGE_INTEGER size;
@@ -223,8 +269,8 @@ static int map_file(const char *path, int no_mmap, file_view *view, char *err, s
         return LUCIE_EFORMAT;
     }
     view->size = (size_t)size.QuadPart;
-    if (no_mmap) {
-        unsigned char *buf = (unsigned char *)aligned_alloc64(view->size);
+    if (load_mode == LUCIE_LOAD_READ) {
+        unsigned char *buf = (unsigned char *)private_alloc(view->size, &view->alloc_size);
         size_t done = 0;
         if (!buf) {
             CloseHandle(file);
@@ -234,7 +280,7 @@ static int map_file(const char *path, int no_mmap, file_view *view, char *err, s
         while (done < view->size) {
             DWORD want = (DWORD)((view->size - done) > (1u << 30) ? (1u << 30) : (view->size - done)), got = 0;
             if (!ReadFile(file, buf + done, want, &got, NULL) || got == 0) {
-                aligned_free64(buf);
+                private_free(buf, view->alloc_size);
                 CloseHandle(file);
                 set_error(err, err_size, "read error on '%s'", path);
                 return LUCIE_EIO;
@@ -275,8 +321,8 @@ static int map_file(const char *path, int no_mmap, file_view *view, char *err, s
         return LUCIE_EFORMAT;
     }
     view->size = (size_t)st.st_size;
-    if (no_mmap) {
-        unsigned char *buf = (unsigned char *)aligned_alloc64(view->size);
+    if (load_mode == LUCIE_LOAD_READ) {
+        unsigned char *buf = (unsigned char *)private_alloc(view->size, &view->alloc_size);
         size_t done = 0;
         if (!buf) {
             close(fd);
@@ -288,7 +334,7 @@ static int map_file(const char *path, int no_mmap, file_view *view, char *err, s
             ssize_t got = read(fd, buf + done, want > ((size_t)1 << 30) ? ((size_t)1 << 30) : want);
             if (got < 0 && errno == EINTR) continue;
             if (got <= 0) {
-                aligned_free64(buf);
+                private_free(buf, view->alloc_size);
                 close(fd);
                 set_error(err, err_size, "read error on '%s'", path);
                 return LUCIE_EIO;
@@ -307,6 +353,13 @@ static int map_file(const char *path, int no_mmap, file_view *view, char *err, s
         return LUCIE_EIO;
     }
     view->is_mapped = 1;
+    if (load_mode == LUCIE_LOAD_ADVISE) {
+        /* Hints only: their failure changes speed, never results. */
+#if defined(MADV_HUGEPAGE)
+        madvise((void *)view->data, view->size, MADV_HUGEPAGE);
+#endif
+        posix_madvise((void *)view->data, view->size, POSIX_MADV_WILLNEED);
+    }
     return LUCIE_OK;
 #endif
 }
@@ -314,7 +367,7 @@ static int map_file(const char *path, int no_mmap, file_view *view, char *err, s
 static void unmap_file(file_view *view) {
     if (!view->data) return;
     if (!view->is_mapped) {
-        aligned_free64((void *)view->data);
+        private_free((void *)view->data, view->alloc_size);
     } else {
 #ifdef _WIN32
         UnmapViewOfFile(view->data);
@@ -465,24 +518,26 @@ typedef struct {
     void (*embed_row)(float *out, const void *w, int row, int cols, int group_size);
 } weight_kernels;
 
-/* Dot products with 16 independent partial sums: the compiler maps them onto
- * SIMD lanes without needing -ffast-math, and the summation order is fixed. */
-#define DOT_LANES 16
+/* Dot products with DOT_LANES independent partial sums: the compiler maps
+ * them onto SIMD registers without needing -ffast-math, and the summation
+ * order is fixed, so every build gives the same result for the same input.
+ * (The tail goes to its own scalar so the lanes can stay in registers.) */
+#define DOT_LANES 32
 
 static float dot_f32(const float *w, const float *x, int n) {
     float acc[DOT_LANES] = {0};
-    float sum = 0.0f;
+    float sum = 0.0f, tail = 0.0f;
     int i = 0, j;
     for (; i + DOT_LANES <= n; i += DOT_LANES)
         for (j = 0; j < DOT_LANES; j++) acc[j] += w[i + j] * x[i + j];
-    for (; i < n; i++) acc[i % DOT_LANES] += w[i] * x[i];
+    for (; i < n; i++) tail += w[i] * x[i];
     for (j = 0; j < DOT_LANES; j++) sum += acc[j];
-    return sum;
+    return sum + tail;
 }
 
 static float dot_bf16(const uint16_t *w, const float *x, int n) {
     float acc[DOT_LANES] = {0};
-    float sum = 0.0f;
+    float sum = 0.0f, tail = 0.0f;
     int i = 0, j;
     for (; i + DOT_LANES <= n; i += DOT_LANES)
         for (j = 0; j < DOT_LANES; j++) {
@@ -491,9 +546,9 @@ static float dot_bf16(const uint16_t *w, const float *x, int n) {
             memcpy(&wf, &bits, 4);
             acc[j] += wf * x[i + j];
         }
-    for (; i < n; i++) acc[i % DOT_LANES] += bf16_to_f32(w[i]) * x[i];
+    for (; i < n; i++) tail += bf16_to_f32(w[i]) * x[i];
     for (j = 0; j < DOT_LANES; j++) sum += acc[j];
-    return sum;
+    return sum + tail;
 }
 
 static size_t no_input_bytes(int n, int cols, int group_size) {
@@ -726,7 +781,12 @@ int lucie_open(const char *path, const lucie_open_options *opts, lucie_model **o
         set_error(err, err_size, "out of memory");
         return LUCIE_ENOMEM;
     }
-    rc = map_file(path, opts ? opts->no_mmap : 0, &m->file, err, err_size);
+    if (opts && (opts->load_mode < LUCIE_LOAD_MMAP || opts->load_mode > LUCIE_LOAD_READ)) {
+        set_error(err, err_size, "unknown load mode %d", opts->load_mode);
+        free(m);
+        return LUCIE_EINVAL;
+    }
+    rc = map_file(path, opts ? opts->load_mode : LUCIE_LOAD_MMAP, &m->file, err, err_size);
     if (rc == LUCIE_OK) rc = parse_header(m->file.data, m->file.size, &m->config, &n_entries, err, err_size);
     if (rc == LUCIE_OK) rc = read_entries(&m->file, n_entries, &m->config, &entries, err, err_size);
     if (rc == LUCIE_OK) rc = bind_weights(m, entries, n_entries, err, err_size);

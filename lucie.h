@@ -149,9 +149,16 @@ typedef struct lucie_session lucie_session;
 
 /* ---- models --------------------------------------------------------- */
 
+/* How the weights get into memory. */
+enum {
+    LUCIE_LOAD_MMAP = 0,    /* map the file read-only (default): instant, shared page cache */
+    LUCIE_LOAD_ADVISE = 1,  /* map, and advise the kernel (will-need, sequential, huge pages) */
+    LUCIE_LOAD_READ = 2     /* read into private 2 MB-aligned memory (huge pages where the OS allows) */
+};
+
 /* Load options; pass NULL for defaults. */
 typedef struct {
-    int no_mmap; /* 1: read the file into private memory instead of mapping it */
+    int load_mode; /* LUCIE_LOAD_* */
 } lucie_open_options;
 
 /* Opens and validates a model file. On success *out owns the mapping.

@@ -34,7 +34,9 @@ static const char *USAGE =
     "  -c CTX              context length in tokens (default: min(model maximum, 4096))\n"
     "  -t N                threads (default: all cores)\n"
     "  --stop TEXT         stop when TEXT is generated (repeatable; TEXT is not printed)\n"
-    "  --no-mmap           read the model into memory instead of mapping it\n"
+    "  --load MODE         how weights get into memory: mmap (default), madvise (mmap + kernel\n"
+    "                      hints), read (private 2 MB-aligned copy, huge pages where possible)\n"
+    "  --no-mmap           same as --load read\n"
     "\n"
     "Chat (models with a chat template, e.g. Lucie-7B-Instruct):\n"
     "  --chat              interactive multi-turn chat on stdin/stdout; /reset forgets, /quit ends;\n"
@@ -68,7 +70,7 @@ typedef struct {
     const char *stop[MAX_STOP];
     int n_stop;
     run_mode mode;
-    int n_tokens, context, threads, no_mmap, no_bos, skip_special, bench_prompt;
+    int n_tokens, context, threads, load_mode, no_bos, skip_special, bench_prompt;
     int have_temp, have_top_k, have_top_p, have_penalty, have_seed;
     float temp, top_p, min_p, penalty;
     int top_k, repeat_window;
@@ -180,7 +182,13 @@ static int parse_args(int argc, char **argv, options *o) {
             o->mode = MODE_PPL;
             o->ppl_file = v;
         } else if (strcmp(a, "--no-mmap") == 0) {
-            o->no_mmap = 1;
+            o->load_mode = LUCIE_LOAD_READ;
+        } else if (strcmp(a, "--load") == 0) {
+            NEED_VALUE();
+            if (strcmp(v, "mmap") == 0) o->load_mode = LUCIE_LOAD_MMAP;
+            else if (strcmp(v, "madvise") == 0) o->load_mode = LUCIE_LOAD_ADVISE;
+            else if (strcmp(v, "read") == 0) o->load_mode = LUCIE_LOAD_READ;
+            else return usage_error("--load wants mmap, madvise or read, got '%s'", v);
         } else if (strcmp(a, "--tokenize") == 0) {
             NEED_VALUE();
             o->mode = MODE_TOKENIZE;
@@ -691,7 +699,7 @@ int main(int argc, char **argv) {
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc;
     memset(&oo, 0, sizeof oo);
-    oo.no_mmap = o.no_mmap;
+    oo.load_mode = o.load_mode;
     t0 = wall_seconds();
     if (lucie_open(o.model_path, &oo, &model, err, sizeof err) != LUCIE_OK) {
         fprintf(stderr, "run: %s\n", err);
