@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """export.py - turn a Hugging Face Llama checkpoint directory into one lucie model file.
 
-    python3 export.py HF_DIR OUT.bin [--dtype f32|bf16]
+    python3 export.py HF_DIR OUT.bin [--dtype f32|bf16|q8|q4]
 
 HF_DIR holds config.json, model.safetensors (or sharded model-XXXXX-of-YYYYY.safetensors
 plus model.safetensors.index.json), tokenizer.json, and optionally tokenizer_config.json
@@ -166,6 +166,10 @@ def read_model_config(config, gen_config):
     if len(eos_ids) > MAX_EOS:
         raise ExportError("%d eos ids; at most %d are supported" % (len(eos_ids), MAX_EOS))
 
+    for name, value in [("bos_token_id", bos_id), ("pad_token_id", pad_id)] + [("eos_token_id", v) for v in eos_ids]:
+        if value >= vocab:
+            raise ExportError("%s %d is outside the vocabulary (vocab_size %d)" % (name, value, vocab))
+
     return {
         "dim": hidden, "hidden_dim": ffn, "n_layers": n_layers, "n_heads": n_heads,
         "n_kv_heads": n_kv_heads, "head_dim": head_dim, "vocab_size": vocab, "max_seq_len": max_seq,
@@ -250,9 +254,11 @@ def read_safetensors_header(path):
         count = 1
         for d in shape:
             count *= d
-        if end - begin != count * SOURCE_DTYPES[dtype] or data_start + end > file_size:
+        if end - begin != count * SOURCE_DTYPES[dtype]:
             raise ExportError("bad safetensors header in %s: data range of %s does not match its shape"
                               % (fname, name))
+        if data_start + end > file_size:
+            raise ExportError("%s is truncated: tensor %s ends past the end of the file" % (fname, name))
         tensors[name] = SourceTensor(name, path, dtype, list(shape), data_start + begin, data_start + end)
     return tensors
 
@@ -447,9 +453,12 @@ def tokenizer_section(tokenizer_json, tokenizer_config):
             raise ExportError("tokenizer vocab has a bad or duplicate id for %r" % s)
         strings[i] = s
     token_to_id = dict((s, i) for i, s in strings.items())
+    model_ids = set(strings)
     added = tok.get("added_tokens") or []
     added_ids = set()
     for a in added:
+        if a["id"] in model_ids and strings[a["id"]] != a["content"]:
+            raise ExportError("added token %r has the id of model token %r" % (a["content"], strings[a["id"]]))
         strings[a["id"]] = a["content"]
         added_ids.add(a["id"])
     vocab_size = max(strings) + 1 if strings else 0
@@ -465,7 +474,7 @@ def tokenizer_section(tokenizer_json, tokenizer_config):
     vocab_parts = []
     for i in range(vocab_size):
         s = strings[i]
-        if i in added_ids:
+        if i in added_ids and i not in model_ids:  # BPE never produces these
             kind = KIND_ADDED
         elif byte_fallback and byte_token.match(s):
             kind = KIND_BYTE
@@ -474,8 +483,13 @@ def tokenizer_section(tokenizer_json, tokenizer_config):
         vocab_parts.append(struct.pack("<I", kind) + pack_str(s))
 
     # Merges in rank order, as ids.
+    # A pair listed twice keeps its last rank, as in the reference's merge map.
+    merges = model.get("merges", [])
+    last_rank = dict((tuple(m.split(" ")) if isinstance(m, str) else tuple(m), r) for r, m in enumerate(merges))
     merge_parts = []
-    for m in model.get("merges", []):
+    for r, m in enumerate(merges):
+        if last_rank.get(tuple(m.split(" ")) if isinstance(m, str) else tuple(m)) != r:
+            continue
         if isinstance(m, str):
             pair = m.split(" ")
         else:
@@ -491,6 +505,10 @@ def tokenizer_section(tokenizer_json, tokenizer_config):
 
     added_parts = []
     for a in added:
+        if a.get("single_word"):
+            raise ExportError("unsupported added token option: single_word (%r)" % a["content"])
+        if not a["content"]:
+            raise ExportError("unsupported added token: empty content")
         flags = (a.get("special", False) << 0 | a.get("normalized", False) << 1 | a.get("lstrip", False) << 2
                  | a.get("rstrip", False) << 3 | a.get("single_word", False) << 4)
         added_parts.append(struct.pack("<2I", a["id"], flags))
@@ -793,6 +811,42 @@ def export(hf_dir, out_path, dtype=None, quiet=False):
 
 
 # ---------------------------------------------------------------------------
+# Quantized exports (q8, q4)
+# ---------------------------------------------------------------------------
+
+def quantizer_program():
+    """The built `run` program next to this script: its `quantize` mode holds the q8/q4
+    arithmetic, which is defined once, in C, next to the kernels that read it."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run")
+    if os.name == "nt" and not os.path.exists(path):
+        path += ".exe"
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise ExportError("--dtype q8/q4 needs the compiled program %s (build it with make)" % path)
+    return path
+
+
+def export_quantized(hf_dir, out_path, dtype, quiet=False):
+    """Exports at full precision to a temporary file, then runs `run quantize` on it."""
+    import subprocess
+    program = quantizer_program()
+    tmp_path = out_path + ".unquantized.tmp"
+    try:
+        export(hf_dir, tmp_path, None, quiet)
+        if not quiet:
+            sys.stderr.write("quantizing to %s with %s\n" % (dtype, program))
+        proc = subprocess.run([program, "quantize", tmp_path, out_path, dtype],
+                              stderr=subprocess.PIPE if quiet else None, universal_newlines=True)
+        if proc.returncode != 0:
+            message = (proc.stderr or "").strip().splitlines()
+            raise ExportError("quantizing failed: %s" % (message[-1] if message else "exit status %d" % proc.returncode))
+    finally:
+        try:
+            os.remove(tmp_path)
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------
 
@@ -800,7 +854,7 @@ def resolve_source(source, revision):
     """A local directory, or a hub repo id downloaded with huggingface_hub if available."""
     if os.path.isdir(source):
         return source
-    if re.match(r"^[\w.-]+/[\w.-]+$", source) and not os.path.exists(source):
+    if re.match(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$", source) and not os.path.exists(source):
         try:
             from huggingface_hub import snapshot_download
         except ImportError:
@@ -808,27 +862,40 @@ def resolve_source(source, revision):
                               "--local-dir DIR (pip install huggingface_hub)"
                               % (source, source, " --revision " + revision if revision else ""))
         sys.stderr.write("downloading %s from the Hugging Face hub...\n" % source)
-        return snapshot_download(repo_id=source, revision=revision,
-                                 allow_patterns=["*.json", "*.safetensors", "*.jinja"])
+        try:
+            return snapshot_download(repo_id=source, revision=revision,
+                                     allow_patterns=["*.json", "*.safetensors", "*.jinja"])
+        except Exception as e:  # network, authentication, unknown repo...
+            raise ExportError("cannot download %s: %s: %s" % (source, type(e).__name__, e))
     raise ExportError("%s is not a directory" % source)
+
+
+def one_line(message):
+    return " ".join(message.split())
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Export a Hugging Face Llama checkpoint to a lucie model file.")
     parser.add_argument("hf_dir", help="checkpoint directory (or a hub repo id, with huggingface_hub)")
     parser.add_argument("out", help="output model file")
-    parser.add_argument("--dtype", choices=["f32", "bf16"], default=None,
-                        help="type of the weight matrices (default: bf16 if the checkpoint is bf16, else f32)")
+    parser.add_argument("--dtype", choices=["f32", "bf16", "q8", "q4"], default=None,
+                        help="type of the weight matrices (default: bf16 if the checkpoint is bf16, else f32); "
+                             "q8/q4 quantize with the compiled ./run (embedding and lm_head stay q8)")
     parser.add_argument("--revision", default=None, help="hub revision when downloading")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
     try:
-        export(resolve_source(args.hf_dir, args.revision), args.out, args.dtype, args.quiet)
+        if args.dtype in ("q8", "q4"):
+            quantizer_program()  # fail before the long export, not after
+            export_quantized(resolve_source(args.hf_dir, args.revision), args.out, args.dtype, args.quiet)
+        else:
+            export(resolve_source(args.hf_dir, args.revision), args.out, args.dtype, args.quiet)
     except ExportError as e:
-        sys.stderr.write("export.py: error: %s\n" % e)
+        sys.stderr.write("export.py: error: %s\n" % one_line(str(e)))
         return 1
     except OSError as e:
-        sys.stderr.write("export.py: error: %s: %s\n" % (e.filename or "", e.strerror or e))
+        where = "%s: " % e.filename if e.filename else ""
+        sys.stderr.write("export.py: error: %s%s\n" % (where, one_line(e.strerror or str(e))))
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("export.py: interrupted\n")

@@ -305,6 +305,17 @@ int lucie_session_load(lucie_session *session, const char *path);
 
 const char *lucie_status_string(int status);
 
+/* ---- quantization ------------------------------------------------------ */
+
+/* Converts an f32/bf16 model file to q8 or q4 (LUCIE_DT_Q8 / LUCIE_DT_Q4):
+ * the layer matrices take that type, the embedding table and lm_head q8,
+ * the rest is copied. Reads a chunk at a time (bounded memory), writes
+ * out_path + ".tmp" and renames it. progress (may be NULL) gets the tensor
+ * being converted and the fraction done. */
+int lucie_quantize_file(const char *in_path, const char *out_path, int dtype,
+                        void (*progress)(const char *tensor, double fraction, void *user), void *user, char *err,
+                        size_t err_size);
+
 #ifdef __cplusplus
 }
 #endif

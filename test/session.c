@@ -1,0 +1,198 @@
+/* test/session: runs a small script of session operations, for the tests of
+ * sampling (against transformers' generate) and of session save/restore.
+ *
+ *   test/session MODEL.bin [options] COMMAND [COMMAND ...]
+ *
+ * options (before the first command; sampler settings default to greedy):
+ *   --ctx N  --threads N  --temp T  --top-k K  --top-p P  --min-p P
+ *   --penalty R  --window N  --seed S  --logits OUT.f32
+ * commands, run in order on one session:
+ *   eval IDS       evaluate the comma-separated ids in one call (prefill)
+ *   step IDS       evaluate them one call per token; every step's logits are
+ *                  appended to --logits OUT.f32 (little-endian float32)
+ *   sample N       N times: sample a token, print it, evaluate it; stops after
+ *                  an eos id. Prints "sample: ID ID ..."
+ *   generate N IDS lucie_generate_tokens with IDS as input ("-": none, the
+ *                  session's own last logits are used); prints the ids the
+ *                  callback receives, "generate: ID ID ...", then
+ *                  "stats: n_prompt n_generated stop_reason"
+ *   save FILE      lucie_session_save
+ *   load FILE      lucie_session_load; prints "load: ok" or
+ *                  "load: STATUS MESSAGE" and carries on either way
+ *   rewind N       lucie_session_rewind
+ *   pos            prints "pos: N"
+ * Exit code 0 unless a command other than load failed (1) or bad usage (2). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../lucie.h"
+
+typedef struct {
+    int *ids;
+    int n, cap;
+} id_list;
+
+static int push_id(id_list *l, int id) {
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 64;
+        int *bigger = (int *)realloc(l->ids, (size_t)cap * sizeof *bigger);
+        if (!bigger) return 0;
+        l->ids = bigger;
+        l->cap = cap;
+    }
+    l->ids[l->n++] = id;
+    return 1;
+}
+
+/* "1,2,3" -> ids; returns 0 on a malformed list. */
+static int parse_ids(const char *s, id_list *out) {
+    out->n = 0;
+    while (*s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || !push_id(out, (int)v)) return 0;
+        s = end;
+        if (*s == ',') s++;
+        else if (*s) return 0;
+    }
+    return 1;
+}
+
+static int is_eos(const lucie_config *c, int token) {
+    int i;
+    for (i = 0; i < c->n_eos; i++)
+        if (c->eos_ids[i] == token) return 1;
+    return 0;
+}
+
+static int collect_token(const char *text, size_t len, int token, void *user) {
+    (void)text;
+    (void)len;
+    if (token >= 0) printf(" %d", token);
+    (void)user;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    lucie_model *model = NULL;
+    lucie_session *session = NULL;
+    lucie_session_options opts;
+    const lucie_config *c;
+    const char *logits_path = NULL;
+    FILE *logits_out = NULL;
+    id_list ids = {NULL, 0, 0};
+    float *logits;
+    char err[256];
+    int i, k, rc = LUCIE_OK;
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s MODEL.bin [options] COMMAND [COMMAND ...] (see test/session.c)\n", argv[0]);
+        return 2;
+    }
+    if (lucie_open(argv[1], NULL, &model, err, sizeof err) != LUCIE_OK) {
+        fprintf(stderr, "session: %s\n", err);
+        return 1;
+    }
+    c = lucie_model_config(model);
+    lucie_session_defaults(NULL, &opts);
+    opts.temperature = 0.0f;
+    for (i = 2; i + 1 < argc && argv[i][0] == '-'; i += 2) {
+        const char *o = argv[i], *v = argv[i + 1];
+        if (strcmp(o, "--ctx") == 0) opts.context = atoi(v);
+        else if (strcmp(o, "--threads") == 0) opts.n_threads = atoi(v);
+        else if (strcmp(o, "--temp") == 0) opts.temperature = (float)atof(v);
+        else if (strcmp(o, "--top-k") == 0) opts.top_k = atoi(v);
+        else if (strcmp(o, "--top-p") == 0) opts.top_p = (float)atof(v);
+        else if (strcmp(o, "--min-p") == 0) opts.min_p = (float)atof(v);
+        else if (strcmp(o, "--penalty") == 0) opts.repetition_penalty = (float)atof(v);
+        else if (strcmp(o, "--window") == 0) opts.repetition_window = atoi(v);
+        else if (strcmp(o, "--seed") == 0) opts.seed = strtoull(v, NULL, 10);
+        else if (strcmp(o, "--logits") == 0) logits_path = v;
+        else {
+            fprintf(stderr, "session: unknown option '%s'\n", o);
+            return 2;
+        }
+    }
+    if (lucie_session_new(model, &opts, &session, err, sizeof err) != LUCIE_OK) {
+        fprintf(stderr, "session: %s\n", err);
+        return 1;
+    }
+    logits = (float *)malloc((size_t)c->vocab_size * sizeof *logits);
+    if (!logits) return 1;
+    if (logits_path && !(logits_out = fopen(logits_path, "wb"))) {
+        fprintf(stderr, "session: cannot write %s\n", logits_path);
+        return 1;
+    }
+    for (; i < argc && rc == LUCIE_OK; i++) {
+        const char *cmd = argv[i], *arg = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(cmd, "pos") == 0) {
+            printf("pos: %d\n", lucie_session_position(session));
+            continue;
+        }
+        if (!arg) {
+            fprintf(stderr, "session: %s needs an argument\n", cmd);
+            return 2;
+        }
+        i++;
+        if (strcmp(cmd, "eval") == 0 || strcmp(cmd, "step") == 0) {
+            if (!parse_ids(arg, &ids)) {
+                fprintf(stderr, "session: bad id list '%s'\n", arg);
+                return 2;
+            }
+            if (strcmp(cmd, "eval") == 0) {
+                rc = lucie_eval(session, ids.ids, ids.n, logits, 0);
+            } else {
+                for (k = 0; k < ids.n && rc == LUCIE_OK; k++) {
+                    rc = lucie_eval(session, ids.ids + k, 1, logits, 0);
+                    if (rc == LUCIE_OK && logits_out)
+                        fwrite(logits, sizeof(float), (size_t)c->vocab_size, logits_out);
+                }
+            }
+        } else if (strcmp(cmd, "sample") == 0) {
+            int n = atoi(arg), token;
+            printf("sample:");
+            for (k = 0; k < n && rc == LUCIE_OK; k++) {
+                token = lucie_sample(session, logits);
+                printf(" %d", token);
+                if (token < 0) rc = token;
+                else rc = lucie_eval(session, &token, 1, logits, 0);
+                if (is_eos(c, token)) break;
+            }
+            printf("\n");
+        } else if (strcmp(cmd, "generate") == 0) {
+            lucie_generate_options go;
+            lucie_stats stats;
+            const char *input = i + 1 < argc ? argv[++i] : "-";
+            ids.n = 0;
+            if (strcmp(input, "-") != 0 && !parse_ids(input, &ids)) {
+                fprintf(stderr, "session: bad id list '%s'\n", input);
+                return 2;
+            }
+            memset(&go, 0, sizeof go);
+            memset(&stats, 0, sizeof stats);
+            go.max_tokens = atoi(arg);
+            printf("generate:");
+            rc = lucie_generate_tokens(session, ids.ids, ids.n, &go, collect_token, NULL, &stats);
+            printf("\nstats: %d %d %d\n", stats.n_prompt, stats.n_generated, stats.stop_reason);
+        } else if (strcmp(cmd, "save") == 0) {
+            rc = lucie_session_save(session, arg);
+        } else if (strcmp(cmd, "load") == 0) {
+            int status = lucie_session_load(session, arg);
+            if (status == LUCIE_OK) printf("load: ok\n");
+            else printf("load: %d %s\n", status, lucie_session_error(session));
+        } else if (strcmp(cmd, "rewind") == 0) {
+            rc = lucie_session_rewind(session, atoi(arg));
+        } else {
+            fprintf(stderr, "session: unknown command '%s'\n", cmd);
+            return 2;
+        }
+        fflush(stdout);
+    }
+    if (rc != LUCIE_OK) fprintf(stderr, "session: %s (%s)\n", lucie_session_error(session), lucie_status_string(rc));
+    if (logits_out && fclose(logits_out) != 0) rc = LUCIE_EIO;
+    free(ids.ids);
+    free(logits);
+    lucie_session_free(session);
+    lucie_close(model);
+    return rc == LUCIE_OK ? 0 : 1;
+}

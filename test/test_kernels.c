@@ -1,0 +1,337 @@
+/* test_kernels.c - unit tests of the quantized weight formats and kernels.
+ *
+ * Includes lucie.c to reach its static functions. Checks, for q8 and q4:
+ *   - f16 scale conversion (exhaustive round trip, round-to-nearest);
+ *   - tensor sizes, and rejection of bad shapes / group sizes / overflow;
+ *   - the block layout, decoded here independently from its description;
+ *   - quantize -> dequantize error bounds;
+ *   - the activation quantization;
+ *   - matmul == float products of the dequantized weights and activations;
+ *   - the portable and SIMD kernels, batch sizes, thread counts and row
+ *     chunking all give bit-identical results.
+ * Build: cc -std=c99 -O2 [-march=native] [-fopenmp] test/test_kernels.c -o test/test_kernels -lm
+ * Prints one line per check group and exits non-zero on any failure. */
+#include "../lucie.c"
+
+static int failures = 0;
+
+/* "ok" or "FAILED" for the checks made since `before` failures. */
+static const char *status(int before) { return failures == before ? "ok" : "FAILED"; }
+
+#define CHECK(cond, ...)                                       \
+    do {                                                       \
+        if (!(cond)) {                                         \
+            failures++;                                        \
+            if (failures <= 20) {                              \
+                fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+                fprintf(stderr, __VA_ARGS__);                  \
+                fputc('\n', stderr);                           \
+            }                                                  \
+        }                                                      \
+    } while (0)
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static double uniform(void) { /* [0, 1) */
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) * (1.0 / 9007199254740992.0);
+}
+static float gaussian(void) {
+    double u = uniform() + 1e-300, v = uniform();
+    return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
+}
+
+static const int dtypes[2] = {LUCIE_DT_Q8, LUCIE_DT_Q4};
+static const char *dtype_name(int dt) { return dt == LUCIE_DT_Q8 ? "q8" : "q4"; }
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+/* ---- an independent reading of the layout documented in quant.inc.c ---- */
+
+/* Value of element (row, col) of a q8/q4 tensor, decoded from the bytes. */
+static float reference_decode(int dt, const unsigned char *w, int row, int col, int cols) {
+    int ng = (cols + 31) / 32, g = col / 32, i = col % 32, r = row % 16;
+    size_t unit = dt == LUCIE_DT_Q8 ? 34 : 18;
+    const unsigned char *block = w + (size_t)(row / 16) * 16 * ng * unit;
+    const unsigned char *scale = block + ((size_t)g * 16 + r) * 2;
+    const unsigned char *codes = block + (size_t)ng * 16 * 2;
+    uint16_t h = (uint16_t)(scale[0] | scale[1] << 8);
+    int code;
+    /* f16 by the textbook formula, in double */
+    int e = (h >> 10) & 31, m = h & 1023;
+    double d = e ? ldexp(1.0 + m / 1024.0, e - 15) : ldexp(m / 1024.0, -14);
+    if (h & 0x8000) d = -d;
+    if (dt == LUCIE_DT_Q8) {
+        code = codes[(size_t)g * 512 + (i / 4) * 64 + r * 4 + i % 4] - 128;
+    } else {
+        int k = (i % 16) / 4;
+        unsigned char b = codes[(size_t)g * 256 + k * 64 + r * 4 + i % 4];
+        code = (i < 16 ? (b & 15) : (b >> 4)) - 8;
+    }
+    return (float)(code * d);
+}
+
+/* ---- checks ---- */
+
+static void test_half(void) {
+    int before = failures;
+    uint32_t h;
+    int bad_trip = 0, bad_round = 0, i;
+    for (h = 0; h < 0x10000; h++) {
+        if (((h >> 10) & 31) == 31) continue; /* inf / NaN are never written */
+        if (float_to_half(half_to_float((uint16_t)h)) != h && h != 0x8000) bad_trip++;
+    }
+    CHECK(bad_trip == 0, "f16 round trip fails for %d values", bad_trip);
+    for (i = 0; i < 200000; i++) {
+        float f = (float)((uniform() - 0.5) * ldexp(1.0, (int)(uniform() * 44) - 28));
+        uint16_t q = float_to_half(f);
+        double err = fabs((double)half_to_float(q) - f);
+        /* no neighbour is closer */
+        if ((q & 0x7fff) != 0x7bff && fabs((double)half_to_float((uint16_t)(q + 1)) - f) < err) bad_round++;
+        if ((q & 0x7fff) != 0 && fabs((double)half_to_float((uint16_t)(q - 1)) - f) < err) bad_round++;
+    }
+    CHECK(bad_round == 0, "f16 rounding is not to nearest for %d values", bad_round);
+    CHECK(float_to_half(1e9f) == 0x7bff && float_to_half(-1e9f) == 0xfbff, "f16 does not saturate");
+    printf("f16 scales: exhaustive round trip and nearest rounding: %s\n", status(before));
+}
+
+static void test_sizes(void) {
+    int before = failures;
+    size_t b = 0;
+    CHECK(tensor_bytes(LUCIE_DT_F32, 3, 5, 0, &b) && b == 60, "f32 size");
+    CHECK(tensor_bytes(LUCIE_DT_BF16, 3, 5, 0, &b) && b == 30, "bf16 size");
+    CHECK(tensor_bytes(LUCIE_DT_Q8, 4096, 4096, 32, &b) && b == (size_t)4096 * 128 * 34, "q8 size");
+    CHECK(tensor_bytes(LUCIE_DT_Q4, 4096, 12288, 32, &b) && b == (size_t)4096 * 384 * 18, "q4 size");
+    CHECK(tensor_bytes(LUCIE_DT_Q8, 17, 33, 32, &b) && b == (size_t)32 * 2 * 34, "q8 padded size");
+    CHECK(tensor_bytes(LUCIE_DT_Q4, 1, 1, 32, &b) && b == (size_t)16 * 1 * 18, "q4 padded size");
+    CHECK(!tensor_bytes(LUCIE_DT_Q8, 64, 64, 64, &b), "q8 accepts group size 64");
+    CHECK(!tensor_bytes(LUCIE_DT_Q4, 64, 64, 0, &b), "q4 accepts group size 0");
+    CHECK(!tensor_bytes(LUCIE_DT_Q8, 0, 64, 32, &b), "accepts 0 rows");
+    CHECK(!tensor_bytes(LUCIE_DT_Q8, 64, 0, 32, &b), "accepts 0 cols");
+    CHECK(!tensor_bytes(LUCIE_DT_BYTES, 1, 1, 0, &b), "accepts dtype bytes");
+    CHECK(!tensor_bytes(9, 1, 1, 32, &b), "accepts dtype 9");
+    CHECK(!tensor_bytes(LUCIE_DT_F32, (size_t)INT_MAX + 1, 4, 0, &b), "accepts rows > INT_MAX");
+    if (sizeof(size_t) == 8) {
+        CHECK(!tensor_bytes(LUCIE_DT_F32, (size_t)INT_MAX, (size_t)INT_MAX, 0, &b) || b / 4 / INT_MAX == INT_MAX,
+              "f32 size overflow");
+    } else {
+        CHECK(!tensor_bytes(LUCIE_DT_Q8, 1 << 20, 1 << 20, 32, &b), "q8 size overflow on 32-bit");
+    }
+    printf("tensor sizes: %s\n", status(before));
+}
+
+/* Quantizes random weights of a few shapes; checks the layout decoder, the
+ * embedding rows, chunked quantization and the error bounds. */
+static void test_roundtrip(void) {
+    static const int shapes[][2] = {{1, 1}, {16, 32}, {17, 33}, {40, 100}, {64, 4096}, {3, 12288}};
+    size_t s;
+    int di;
+    for (di = 0; di < 2; di++) {
+        int dt = dtypes[di], before = failures;
+        double worst_bound = 0.0, sum_err = 0.0, sum_sq = 0.0; /* worst_bound: > 0 when an element error exceeds its bound */
+        long group_worse = 0;
+        for (s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            int rows = shapes[s][0], cols = shapes[s][1], r, c, ng = (cols + 31) / 32;
+            size_t bytes = 0, piece;
+            float *w = (float *)xmalloc((size_t)rows * cols * sizeof(float)), *row = (float *)xmalloc(cols * sizeof(float));
+            unsigned char *q, *q2;
+            CHECK(tensor_bytes(dt, rows, cols, 32, &bytes), "size");
+            q = (unsigned char *)xmalloc(bytes);
+            q2 = (unsigned char *)xmalloc(bytes);
+            for (r = 0; r < rows * cols; r++) w[r] = gaussian() * (r % 7 == 0 ? 0.1f : 0.02f); /* some outliers */
+            if (rows * cols > 5) w[5] = 0.0f;
+            CHECK(quantize_rows(dt, w, q, rows, cols, 32), "quantize_rows refused");
+            /* in 16-row pieces: the same bytes */
+            piece = quant_block_bytes(dt, ng);
+            for (r = 0; r < rows; r += 16)
+                quantize_rows(dt, w + (size_t)r * cols, q2 + (size_t)(r / 16) * piece, rows - r < 16 ? rows - r : 16,
+                              cols, 32);
+            CHECK(memcmp(q, q2, bytes) == 0, "%s %dx%d: chunked quantization differs", dtype_name(dt), rows, cols);
+            for (r = 0; r < rows; r++) {
+                (dt == LUCIE_DT_Q8 ? q8_kernels : q4_kernels).embed_row(row, q, r, cols, 32);
+                for (c = 0; c < cols; c++) {
+                    float v = w[(size_t)r * cols + c], back = reference_decode(dt, q, r, c, cols);
+                    CHECK(row[c] == back, "%s %dx%d: embed_row(%d)[%d] = %g, layout says %g", dtype_name(dt), rows, cols,
+                          r, c, row[c], back);
+                    sum_err += (double)(v - back) * (v - back);
+                    sum_sq += (double)v * v;
+                }
+                /* per group bounds */
+                for (c = 0; c < cols; c += 32) {
+                    int n = cols - c < 32 ? cols - c : 32, i;
+                    float amax = 0.0f, extreme = 0.0f;
+                    double err = 0.0, simple = 0.0;
+                    for (i = 0; i < n; i++) {
+                        float v = w[(size_t)r * cols + c + i];
+                        if (fabsf(v) > amax) {
+                            amax = fabsf(v);
+                            extreme = v;
+                        }
+                    }
+                    for (i = 0; i < n; i++) {
+                        float v = w[(size_t)r * cols + c + i], back = reference_decode(dt, q, r, c + i, cols);
+                        err += (double)(v - back) * (v - back);
+                        if (dt == LUCIE_DT_Q8) {
+                            /* half a step of the stored scale, plus the f16 rounding of the scale at the extreme */
+                            double bound = amax / 254.0 * (1 + 1.0 / 512) + amax / 1024.0 * (fabsf(v) == amax);
+                            if (fabs(v - back) > bound) worst_bound = fabs(v - back) / bound;
+                        } else {
+                            /* the plain scheme, extreme -> code -8 with the scale rounded to f16, is within
+                             * one step of every value; the stored codes may only improve on its total error */
+                            double d = half_to_float(float_to_half(extreme / -8.0f)), code = d != 0 ? floor(v / d + 0.5) : 0;
+                            code = code < -8 ? -8 : code > 7 ? 7 : code;
+                            simple += (v - code * d) * (v - code * d);
+                            if (fabs(v - code * d) > fabs(d) * 1.0001) worst_bound = 1.0;
+                        }
+                    }
+                    if (dt == LUCIE_DT_Q4 && err > simple * (1 + 1e-5) + 1e-30) group_worse++;
+                }
+            }
+            free(w);
+            free(row);
+            free(q);
+            free(q2);
+        }
+        CHECK(worst_bound == 0.0, "%s element error above its bound (x%.3f)", dtype_name(dt), worst_bound);
+        CHECK(group_worse == 0, "q4: %ld groups worse than the plain max/-8 scale", group_worse);
+        printf("%s round trip: layout, embed_row, chunking, error bounds: %s (relative RMS error %.4f)\n",
+               dtype_name(dt), status(before), sqrt(sum_err / sum_sq));
+    }
+}
+
+static void test_prepare(void) {
+    int before = failures;
+    int cols = 1000, n = 3, t, g, i, bad = 0;
+    float *x = (float *)xmalloc((size_t)n * cols * sizeof(float));
+    size_t stride = quant_input_stride(cols);
+    unsigned char *xq = (unsigned char *)xmalloc(quant_input_bytes(n, cols, 32));
+    kernel_ctx ctx;
+    ctx.n_threads = 1;
+    for (i = 0; i < n * cols; i++) x[i] = gaussian() * (i % 97 == 0 ? 30.0f : 1.0f);
+    for (i = 64; i < 96; i++) x[i] = 0.0f; /* an all-zero group */
+    quant_prepare(&ctx, x, n, cols, 32, xq);
+    CHECK(stride % 64 == 0 && quant_input_bytes(n, cols, 32) == n * stride, "input stride");
+    for (t = 0; t < n; t++) {
+        const unsigned char *p = xq + t * stride;
+        for (g = 0; g < (cols + 31) / 32; g++) {
+            float dx, amax = 0.0f;
+            int32_t sum = 0, xsum;
+            memcpy(&dx, p + (size_t)(cols + 31) / 32 * 32 + g * 4, 4);
+            memcpy(&xsum, p + (size_t)(cols + 31) / 32 * 36 + g * 4, 4);
+            for (i = 0; i < 32; i++) {
+                int col = g * 32 + i;
+                signed char code = (signed char)p[g * 32 + i];
+                float v = col < cols ? x[t * cols + col] : 0.0f;
+                if (fabsf(v) > amax) amax = fabsf(v);
+                sum += code;
+                if (code < -127 || (col >= cols && code != 0)) bad++;
+                if (fabs(v - code * dx) > dx * 0.5001 + 1e-30) bad++;
+            }
+            if (sum != xsum || dx != amax / 127.0f) bad++;
+        }
+    }
+    CHECK(bad == 0, "activation quantization: %d bad codes/scales/sums", bad);
+    printf("activation quantization: %s\n", status(before));
+    free(x);
+    free(xq);
+}
+
+/* matmul against double sums over the dequantized weights and activations,
+ * and every kernel variant against the first result, bit for bit. */
+static void test_matmul(void) {
+    static const int shapes[][3] = {{1, 1, 1}, {16, 32, 4}, {17, 33, 5}, {100, 200, 9}, {33, 4096, 3}, {64, 172, 8}};
+    size_t s;
+    int di;
+    for (di = 0; di < 2; di++) {
+        int dt = dtypes[di], before = failures;
+        const weight_kernels *k = dt == LUCIE_DT_Q8 ? &q8_kernels : &q4_kernels;
+        long mismatches = 0;
+        double worst = 0.0;
+        for (s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            int rows = shapes[s][0], cols = shapes[s][1], n = shapes[s][2], ng = (cols + 31) / 32, t, r, c, th;
+            size_t bytes = 0, stride = quant_input_stride(cols);
+            float *w = (float *)xmalloc((size_t)rows * cols * sizeof(float));
+            float *x = (float *)xmalloc((size_t)n * cols * sizeof(float));
+            float *out = (float *)xmalloc((size_t)n * rows * sizeof(float));
+            float *other = (float *)xmalloc((size_t)n * rows * sizeof(float));
+            unsigned char *q, *xq = (unsigned char *)xmalloc(quant_input_bytes(n, cols, 32));
+            kernel_ctx ctx;
+            tensor_bytes(dt, rows, cols, 32, &bytes);
+            q = (unsigned char *)xmalloc(bytes);
+            for (r = 0; r < rows * cols; r++) w[r] = gaussian() * 0.05f;
+            for (r = 0; r < n * cols; r++) x[r] = gaussian() * (r % 50 == 0 ? 20.0f : 1.0f);
+            quantize_rows(dt, w, q, rows, cols, 32);
+            ctx.n_threads = 2;
+            k->prepare(&ctx, x, n, cols, 32, xq);
+            k->matmul(&ctx, out, x, xq, q, n, rows, cols, 32);
+            /* reference */
+            for (t = 0; t < n; t++)
+                for (r = 0; r < rows; r++) {
+                    const unsigned char *p = xq + t * stride;
+                    double sum = 0.0, mag = 0.0;
+                    for (c = 0; c < cols; c++) {
+                        float dx;
+                        double term;
+                        memcpy(&dx, p + (size_t)ng * 32 + (c / 32) * 4, 4);
+                        term = (double)reference_decode(dt, q, r, c, cols) * ((signed char)p[c] * (double)dx);
+                        sum += term;
+                        mag += fabs(term);
+                    }
+                    /* f32 rounding: the per-group scale product and one fma per group */
+                    if (fabs(out[(size_t)t * rows + r] - sum) > 1e-6 * (ng + 2) * mag + 1e-30) {
+                        double e = fabs(out[(size_t)t * rows + r] - sum) / (mag + 1e-30);
+                        if (e > worst) worst = e;
+                    }
+                }
+            /* portable kernel, one token at a time, each thread count */
+            quant_matmul(&ctx, dt, other, xq, q, n, rows, cols, 1);
+            for (r = 0; r < n * rows; r++) mismatches += other[r] != out[r];
+            for (t = 0; t < n; t++) k->matmul(&ctx, other + (size_t)t * rows, x, xq + t * stride, q, 1, rows, cols, 32);
+            for (r = 0; r < n * rows; r++) mismatches += other[r] != out[r];
+            for (t = 0; t < n; t++) quant_matmul(&ctx, dt, other + (size_t)t * rows, xq + t * stride, q, 1, rows, cols, 1);
+            for (r = 0; r < n * rows; r++) mismatches += other[r] != out[r];
+            for (th = 1; th <= 3; th++) {
+                ctx.n_threads = th;
+                k->matmul(&ctx, other, x, xq, q, n, rows, cols, 32);
+                for (r = 0; r < n * rows; r++) mismatches += other[r] != out[r];
+            }
+            free(w);
+            free(x);
+            free(out);
+            free(other);
+            free(q);
+            free(xq);
+        }
+        CHECK(worst == 0.0, "%s matmul differs from the dequantized product by %.3g (relative)", dtype_name(dt), worst);
+        CHECK(mismatches == 0, "%s: %ld outputs differ between kernel variants", dtype_name(dt), mismatches);
+        printf("%s matmul = dequantized product; portable/%s, batch 1/n, 1-3 threads bit-identical: %s\n", dtype_name(dt),
+#ifdef QUANT_SIMD
+               QUANT_SIMD
+#else
+               "no SIMD in this build"
+#endif
+               , status(before));
+    }
+}
+
+int main(void) {
+    test_half();
+    test_sizes();
+    test_roundtrip();
+    test_prepare();
+    test_matmul();
+    if (failures) {
+        fprintf(stderr, "%d check(s) failed\n", failures);
+        return 1;
+    }
+    printf("all kernel tests passed\n");
+    return 0;
+}

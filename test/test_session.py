@@ -1,0 +1,241 @@
+"""Session save/restore (prompt caching).
+
+A session that evaluated a prompt is saved; a fresh session restores the file and
+evaluates more tokens: its logits must be bit-identical to those of a session that
+never stopped, and sampling must go on exactly as it would have (RNG state and the
+repetition-penalty history are part of the saved state). Damaged files, files of
+another model and files too long for the session are refused with an error and leave
+the session as it was.
+"""
+
+import os
+import subprocess
+
+import pytest
+
+from conftest import LUCIE_INSTRUCT, STORIES_TIED, STORIES_UNTIED, TEST_DIR, export_model, need_binary, need_dir
+
+np = pytest.importorskip("numpy")
+
+SESSION = os.path.join(TEST_DIR, "session")
+
+# 40 prompt tokens and 12 continuation tokens of real stories260K text.
+TEXT = ("Once upon a time, there was a little girl named Lily. She loved to play outside in the park "
+        "with her big red ball. One day, she saw a big dog near the tree. The dog was sad because it "
+        "could not find its home.")
+N_PROMPT = 40
+N_MORE = 12
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Exported models by name, built on first use."""
+    made = {}
+
+    def get(name):
+        if name not in made:
+            out = str(tmp_path_factory.mktemp("session") / (name + ".bin"))
+            if name == "stories":
+                export_model(need_dir(STORIES_UNTIED), out, "f32")
+            elif name == "stories-tied":
+                export_model(need_dir(STORIES_TIED), out, "f32")
+            else:  # "random-1", "random-2": same Lucie-like shape, different weights
+                import make_checkpoint
+                seed = int(name.split("-")[1])
+                hf_dir = make_checkpoint.make_checkpoint(
+                    str(tmp_path_factory.mktemp(name)), config=os.path.join(need_dir(LUCIE_INSTRUCT), "config.json"),
+                    tokenizer_dir=LUCIE_INSTRUCT, hidden=64, ffn=128, layers=2, heads=4, kv_heads=2, std=0.1,
+                    seed=seed)
+                export_model(hf_dir, out, "f32")
+            made[name] = out
+        return made[name]
+    return get
+
+
+@pytest.fixture(scope="module")
+def token_ids():
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = tokenizers.Tokenizer.from_file(os.path.join(need_dir(STORIES_UNTIED), "tokenizer.json"))
+    ids = tok.encode(TEXT).ids
+    assert len(ids) >= N_PROMPT + N_MORE
+    return ids[:N_PROMPT], ids[N_PROMPT:N_PROMPT + N_MORE]
+
+
+def ids_arg(ids):
+    return ",".join(str(i) for i in ids)
+
+
+def run(model_bin, options, commands, tmp_path, name="logits"):
+    """Runs test/session with --logits; returns (stdout lines, logits array, raw bytes)."""
+    need_binary(SESSION)
+    path = str(tmp_path / (name + ".f32"))
+    proc = subprocess.run([SESSION, model_bin, "--threads", "1", "--logits", path] + options + commands,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert proc.returncode == 0, "test/session failed: %s" % proc.stderr.strip()
+    with open(path, "rb") as f:
+        raw = f.read()
+    return proc.stdout.splitlines(), raw
+
+
+def line(lines, key):
+    found = [l for l in lines if l.startswith(key + ":")]
+    assert len(found) == 1, "no single %r line in %r" % (key, lines)
+    return found[0][len(key) + 1:].strip()
+
+
+SAMPLER = ["--temp", "0.9", "--top-k", "50", "--penalty", "1.2"]
+
+
+def test_restore_is_bit_identical(models, token_ids, tmp_path):
+    model = models("stories")
+    prompt, more = token_ids
+    saved = str(tmp_path / "prompt.session")
+    # The session that never stops: prompt, save, more tokens one at a time, sampling.
+    ref_lines, ref = run(model, ["--ctx", "128", "--seed", "1"] + SAMPLER,
+                         ["eval", ids_arg(prompt), "save", saved, "step", ids_arg(more), "sample", "30"],
+                         tmp_path, "ref")
+    assert len(ref) == N_MORE * 512 * 4
+    # Fresh sessions restoring the file: same context, a longer one, and one that had
+    # already evaluated other tokens (the restore replaces them). Another seed: the
+    # saved RNG state wins, as it must for the samples to continue identically.
+    for i, (ctx, before) in enumerate([(128, []), (256, []), (128, ["eval", ids_arg(more[::-1])])]):
+        lines, got = run(model, ["--ctx", str(ctx), "--seed", "777"] + SAMPLER,
+                         before + ["load", saved, "pos", "step", ids_arg(more), "sample", "30"], tmp_path, "got%d" % i)
+        assert line(lines, "load") == "ok"
+        assert line(lines, "pos") == str(N_PROMPT)
+        assert got == ref, "restored session (context %d) gives different logits" % ctx
+        assert line(lines, "sample") == line(ref_lines, "sample")
+    assert len(line(ref_lines, "sample").split()) > 5
+
+
+def test_restored_prompt_matches_fresh_evaluation(models, token_ids, tmp_path):
+    """The restored cache is the prompt's: continuing from it gives the logits a
+    session computing the whole text gets (same calls, hence bit-identical)."""
+    model = models("stories")
+    prompt, more = token_ids
+    saved = str(tmp_path / "a.session")
+    run(model, ["--ctx", "64"], ["eval", ids_arg(prompt), "save", saved], tmp_path, "unused")
+    _, fresh = run(model, ["--ctx", "64"], ["eval", ids_arg(prompt), "step", ids_arg(more)], tmp_path, "fresh")
+    _, restored = run(model, ["--ctx", "64"], ["load", saved, "step", ids_arg(more)], tmp_path, "restored")
+    assert restored == fresh
+    # ... and differs from evaluating the continuation without the prompt.
+    _, alone = run(model, ["--ctx", "64"], ["step", ids_arg(more)], tmp_path, "alone")
+    assert alone != fresh
+
+
+def damaged_files(good, tmp_path, other_model_files):
+    """(description, path) of files a session must refuse."""
+    with open(good, "rb") as f:
+        data = f.read()
+    cases = []
+
+    def add(desc, content):
+        path = str(tmp_path / ("bad-%d.session" % len(cases)))
+        with open(path, "wb") as f:
+            f.write(content)
+        cases.append((desc, path))
+
+    add("empty file", b"")
+    add("truncated header", data[:20])
+    add("truncated by one byte", data[:-1])
+    add("truncated to half", data[:len(data) // 2])
+    add("trailing byte", data + b"\0")
+    add("bad magic", b"X" + data[1:])
+    add("a model file, not a session", b"LUCIEBIN" + data[8:])
+    version = bytearray(data)
+    version[8] ^= 0x7F
+    add("unknown version", bytes(version))
+    # The header fields, found by their values: kv_dim (64/8*4 = 32), n_layers (5),
+    # position (40), each written as a little-endian u32 after magic and version.
+    for desc, value, new in (("kv_dim changed", 32, 64), ("n_layers changed", 5, 4),
+                             ("position one more", N_PROMPT, N_PROMPT + 1),
+                             ("position one less", N_PROMPT, N_PROMPT - 1)):
+        header = bytearray(data)
+        at = data.index(np.uint32(value).tobytes(), 12, 40)
+        header[at:at + 4] = np.uint32(new).tobytes()
+        add(desc, bytes(header))
+    # A token id of the history outside the vocabulary (the history is read back
+    # for the repetition penalty): the first id, right after the 40-byte header as
+    # lucie.c documents the layout.
+    bad_token = bytearray(data)
+    bad_token[40:44] = np.int32(100000).tobytes()
+    add("token id out of range", bytes(bad_token))
+    negative_token = bytearray(data)
+    negative_token[40 + 4 * 7:40 + 4 * 8] = np.int32(-5).tobytes()
+    add("negative token id", bytes(negative_token))
+    for desc, path in other_model_files:
+        cases.append((desc, path))
+    return cases
+
+
+def test_bad_files_are_refused_and_change_nothing(models, token_ids, tmp_path):
+    model = models("stories")
+    prompt, more = token_ids
+    good = str(tmp_path / "good.session")
+    _, ref = run(model, ["--ctx", "64"], ["eval", ids_arg(prompt), "save", good, "step", ids_arg(more)], tmp_path, "ref")
+
+    # Sessions of other models: a different architecture (tied stories260K: no
+    # lm_head), and the same architecture with other weights.
+    tied = str(tmp_path / "tied.session")
+    run(models("stories-tied"), ["--ctx", "64"], ["eval", ids_arg(prompt), "save", tied], tmp_path, "unused")
+    others = [("saved with the tied model", tied)]
+
+    for desc, path in damaged_files(good, tmp_path, others):
+        lines, got = run(model, ["--ctx", "64"], ["eval", ids_arg(prompt), "load", path, "pos", "step", ids_arg(more)],
+                         tmp_path, "after")
+        status = line(lines, "load")
+        assert status != "ok", "%s: accepted" % desc
+        code, _, message = status.partition(" ")
+        assert int(code) < 0 and message, "%s: %r" % (desc, status)
+        assert "\n" not in message
+        assert int(code) == -2, "%s: status %s, expected LUCIE_EFORMAT" % (desc, code)
+        print("%s -> %s" % (desc, status))
+        # The session is unchanged: same position, and it continues exactly as if
+        # the load had never been tried.
+        assert line(lines, "pos") == str(N_PROMPT), "%s: position changed" % desc
+        assert got == ref, "%s: the failed load changed the session" % desc
+
+
+def test_session_of_other_weights_is_refused(models, tmp_path):
+    """Two models of identical shape and tokenizer that differ only in their weights:
+    a cache computed with one is meaningless for the other."""
+    one, two = models("random-1"), models("random-2")
+    ids = "0,1000,2000,3000,4000,5000,6000,7000"
+    saved = str(tmp_path / "one.session")
+    run(one, ["--ctx", "32"], ["eval", ids, "save", saved], tmp_path, "unused")
+    lines, _ = run(one, ["--ctx", "32"], ["load", saved, "pos"], tmp_path, "same")
+    assert line(lines, "load") == "ok"
+    lines, _ = run(two, ["--ctx", "32"], ["load", saved, "pos"], tmp_path, "other")
+    assert line(lines, "load").startswith("-2 "), "a session of other weights was accepted"
+    assert line(lines, "pos") == "0"
+
+
+def test_context_too_small_is_refused(models, token_ids, tmp_path):
+    model = models("stories")
+    prompt, more = token_ids
+    saved = str(tmp_path / "long.session")
+    run(model, ["--ctx", "64"], ["eval", ids_arg(prompt), "save", saved], tmp_path, "unused")
+    lines, small = run(model, ["--ctx", "32"], ["eval", ids_arg(more), "load", saved, "pos", "step", "5"], tmp_path,
+                       "small")
+    code = int(line(lines, "load").split()[0])
+    assert code == -5  # LUCIE_ECONTEXT
+    assert line(lines, "pos") == str(N_MORE)
+    _, expected = run(model, ["--ctx", "32"], ["eval", ids_arg(more), "step", "5"], tmp_path, "expected")
+    assert small == expected
+
+
+def test_missing_file(models, tmp_path):
+    lines, _ = run(models("stories"), ["--ctx", "16"], ["load", str(tmp_path / "nope.session")], tmp_path, "x")
+    assert line(lines, "load").startswith("-1 ")  # LUCIE_EIO
+
+
+def test_empty_session_round_trip(models, token_ids, tmp_path):
+    """A session saved before any token restores to position 0."""
+    model = models("stories")
+    prompt, _ = token_ids
+    saved = str(tmp_path / "empty.session")
+    run(model, ["--ctx", "16"], ["save", saved], tmp_path, "unused")
+    lines, got = run(model, ["--ctx", "64"], ["eval", "1,2,3", "load", saved, "pos", "step", ids_arg(prompt[:5])],
+                     tmp_path, "got")
+    assert line(lines, "load") == "ok" and line(lines, "pos") == "0"
+    _, expected = run(model, ["--ctx", "64"], ["step", ids_arg(prompt[:5])], tmp_path, "expected")
+    assert got == expected
