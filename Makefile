@@ -5,6 +5,7 @@
 #   make SANITIZE=1   build with AddressSanitizer + UBSan (works with test)
 #   make demo         offline end-to-end demo on a small random Lucie-shaped model
 #   make bench        speed at the real Lucie-7B shapes (see README)
+#   make lucie        download Lucie-7B-Instruct (online), export it to q4, chat
 CC ?= cc
 PYTHON ?= python3
 OPT ?= -O3
@@ -23,18 +24,27 @@ ALL_CFLAGS = $(WARN) $(CFLAGS) $(OMPFLAGS) $(EXTRA_CFLAGS)
 LDLIBS = -lm
 
 LIB_SRC = lucie.c lucie.h $(wildcard *.inc.c)
-TEST_BINS = test/logits
+# C programs the Python tests drive (each links the library)
+TEST_PROGS = test/logits test/chat_ids test/sampling test/session
+# C unit tests that #include lucie.c to reach its internals
+UNIT_TESTS = test/test_kernels
+EXAMPLES = $(patsubst %.c,%,$(wildcard examples/*.c))
+TEST_BINS = $(TEST_PROGS) $(UNIT_TESTS) $(EXAMPLES)
 
-.PHONY: all test demo bench clean
+.PHONY: all test demo bench lucie clean
 all: run
 
 run: run.c $(LIB_SRC)
 	$(CC) $(ALL_CFLAGS) -o $@ run.c lucie.c $(LDLIBS)
 
-test/logits: test/logits.c $(LIB_SRC)
-	$(CC) $(ALL_CFLAGS) -o $@ test/logits.c lucie.c $(LDLIBS)
+$(TEST_PROGS) $(EXAMPLES): %: %.c $(LIB_SRC)
+	$(CC) $(ALL_CFLAGS) -o $@ $< lucie.c $(LDLIBS)
+
+$(UNIT_TESTS): %: %.c $(LIB_SRC)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDLIBS)
 
 test: run $(TEST_BINS)
+	for t in $(UNIT_TESTS); do ./$$t || exit 1; done
 	$(PYTHON) -m pytest -q test
 
 demo: run
@@ -42,6 +52,12 @@ demo: run
 
 bench: run
 	$(PYTHON) test/bench.py
+
+LUCIE_REPO ?= OpenLLM-France/Lucie-7B-Instruct
+LUCIE_BIN ?= lucie-7b-instruct-q4.bin
+lucie: run
+	test -f $(LUCIE_BIN) || $(PYTHON) export.py $(LUCIE_REPO) $(LUCIE_BIN) --dtype q4
+	./run $(LUCIE_BIN) --chat
 
 clean:
 	rm -f run $(TEST_BINS)

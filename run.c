@@ -19,6 +19,7 @@
 
 static const char *USAGE =
     "usage: run MODEL.bin [options]\n"
+    "       run quantize IN.bin OUT.bin q8|q4   (convert an f32/bf16 model file)\n"
     "\n"
     "Generation (default mode):\n"
     "  -p TEXT             prompt (default: empty, i.e. BOS only)\n"
@@ -690,13 +691,37 @@ static int do_bench(const lucie_model *model, const options *o, double load_seco
     return 0;
 }
 
+static void print_progress(const char *tensor, double fraction, void *user) {
+    (void)user;
+    fprintf(stderr, "\r[%5.1f%%] %-60.60s", 100.0 * fraction, tensor);
+    fflush(stderr);
+}
+
+/* run quantize IN.bin OUT.bin q8|q4 */
+static int do_quantize(int argc, char **argv) {
+    char err[256];
+    int dtype;
+    if (argc != 5) return usage_error("%s", "usage: run quantize IN.bin OUT.bin q8|q4");
+    if (strcmp(argv[4], "q8") == 0) dtype = LUCIE_DT_Q8;
+    else if (strcmp(argv[4], "q4") == 0) dtype = LUCIE_DT_Q4;
+    else return usage_error("quantize: unknown type '%s' (q8 or q4)", argv[4]);
+    if (lucie_quantize_file(argv[2], argv[3], dtype, print_progress, NULL, err, sizeof err) != LUCIE_OK) {
+        fprintf(stderr, "\nrun: %s\n", err);
+        return 1;
+    }
+    fprintf(stderr, "\nwrote %s\n", argv[3]);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     options o;
     lucie_model *model;
     lucie_open_options oo;
     char err[256];
     double t0, load_seconds;
-    int rc = parse_args(argc, argv, &o);
+    int rc;
+    if (argc > 1 && strcmp(argv[1], "quantize") == 0) return do_quantize(argc, argv);
+    rc = parse_args(argc, argv, &o);
     if (rc) return rc;
     memset(&oo, 0, sizeof oo);
     oo.load_mode = o.load_mode;
