@@ -91,154 +91,201 @@ static void rows_bf16_portable(float *out, const float *x, const uint16_t *w, in
             out[(size_t)t * rows + r] = dot_bf16(w + (size_t)r * cols, x + (size_t)t * cols, cols);
 }
 
-/* ---- the AVX-512 tiled kernel ---------------------------------------- */
+/* ---- the tiled SIMD kernel (x86 AVX-512 or AVX2 with FMA) -------------
+ *
+ * The same arithmetic as above, reorganised for speed. A register tile of
+ * TILE_ROWS weight rows x TILE_TOKENS tokens keeps all its lanes in
+ * registers, so each weight vector loaded (and widened from bf16) serves
+ * TILE_TOKENS tokens and each x vector TILE_ROWS rows. Around it, blocking
+ * keeps the data being reused in cache:
+ *   blocks of BLOCK_ROWS rows: their weights are read from memory once;
+ *   blocks of up to BLOCK_TOKENS tokens;
+ *   passes of BLOCK_COLS columns: for a batch, the bf16 weights of the row
+ *     block are widened once into an f32 panel (16 KB, stays in L1) that
+ *     every token tile then reuses;
+ *   token tiles, then row tiles: the micro-kernel.
+ * The lanes of every output wait in a buffer between column passes, so each
+ * lane still takes its columns in increasing order. Only whole 16-column
+ * chunks run in SIMD; the row tail and the final addition of the lanes reuse
+ * the plain C code above, so the contract holds by construction.
+ * Only a vec16 (16 lanes) and five operations differ between instruction
+ * sets. Define LUCIE_NO_SIMD to compile the plain C path only. */
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GNUC__) && !defined(LUCIE_NO_SIMD)
+#if defined(__GNUC__) && !defined(LUCIE_NO_SIMD) && LUCIE_HAVE_FMA && \
+    (defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)))
 #include <immintrin.h>
-#define LUCIE_AVX512 1
-
-#define TILE_ROWS 4   /* weight rows per register tile */
-#define TILE_TOKENS 6 /* tokens per register tile: 4 x 6 accumulators + 4 weights + 1 x = 29 of 32 registers */
-#ifndef BLOCK_ROWS
-#define BLOCK_ROWS 8 /* rows per panel: their weights are read from memory once */
-#endif
-#ifndef BLOCK_TOKENS
-#define BLOCK_TOKENS 64 /* tokens whose lanes wait in the lanes buffer between column passes */
-#endif
-#ifndef BLOCK_COLS
-#define BLOCK_COLS 512 /* columns per pass: the panel (16 KB) and a token tile of x (12 KB) stay in L1 */
-#endif
-#ifndef PACK_MIN_TOKENS
-#define PACK_MIN_TOKENS 4 /* from this many tokens, widen bf16 panels once and reuse them */
-#endif
+#define LUCIE_SIMD 1
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
-/* `count` (1..16) weights from p as f32, zeros after them. bf16 is the top
- * half of an f32, so widening puts each 16-bit word in the high half of a
- * 32-bit lane: one permute that also zeroes the low halves. */
-static ALWAYS_INLINE __m512 load_w16(const void *p, int is_bf16, int count) {
-    if (is_bf16) {
-        const __m512i spread = _mm512_set_epi16(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8, 7, 7,
-                                                6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
-        __m512i words = count == 16 ? _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)p))
-                                    : _mm512_maskz_loadu_epi16((__mmask32)((1u << count) - 1), p);
-        return _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16((__mmask32)0xAAAAAAAAu, spread, words));
-    }
-    return count == 16 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps((__mmask16)((1u << count) - 1), p);
+#if defined(__AVX512F__)
+#define LUCIE_SIMD_NAME "avx512"
+#define TILE_ROWS 4   /* 4 x 6 accumulators + 4 weights + 1 x = 29 of the 32 registers */
+#define TILE_TOKENS 6
+typedef __m512 vec16;
+static ALWAYS_INLINE vec16 vec16_zero(void) { return _mm512_setzero_ps(); }
+static ALWAYS_INLINE vec16 vec16_load(const float *p) { return _mm512_loadu_ps(p); }
+static ALWAYS_INLINE void vec16_store(float *p, vec16 v) { _mm512_storeu_ps(p, v); }
+static ALWAYS_INLINE vec16 vec16_fma(vec16 w, vec16 x, vec16 acc) { return _mm512_fmadd_ps(w, x, acc); }
+/* bf16 is the top half of an f32: widening puts each 16-bit word in the high
+ * half of a 32-bit lane and zeroes the low half (one permute with AVX-512BW). */
+static ALWAYS_INLINE vec16 vec16_load_bf16(const uint16_t *p) {
+    __m256i words = _mm256_loadu_si256((const __m256i *)p);
+#ifdef __AVX512BW__
+    const __m512i spread = _mm512_set_epi16(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8, 7, 7, 6, 6,
+                                            5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    return _mm512_castsi512_ps(
+        _mm512_maskz_permutexvar_epi16((__mmask32)0xAAAAAAAAu, spread, _mm512_castsi256_si512(words)));
+#else
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(words), 16));
+#endif
 }
+#else
+#define LUCIE_SIMD_NAME "avx2"
+#define TILE_ROWS 2   /* 16 registers: 2 x 2 x 2 accumulators + 4 weights + 2 x */
+#define TILE_TOKENS 2
+typedef struct {
+    __m256 lo, hi; /* lanes 0-7, 8-15 */
+} vec16;
+static ALWAYS_INLINE vec16 vec16_zero(void) {
+    vec16 v;
+    v.lo = v.hi = _mm256_setzero_ps();
+    return v;
+}
+static ALWAYS_INLINE vec16 vec16_load(const float *p) {
+    vec16 v;
+    v.lo = _mm256_loadu_ps(p);
+    v.hi = _mm256_loadu_ps(p + 8);
+    return v;
+}
+static ALWAYS_INLINE void vec16_store(float *p, vec16 v) {
+    _mm256_storeu_ps(p, v.lo);
+    _mm256_storeu_ps(p + 8, v.hi);
+}
+static ALWAYS_INLINE vec16 vec16_fma(vec16 w, vec16 x, vec16 acc) {
+    acc.lo = _mm256_fmadd_ps(w.lo, x.lo, acc.lo);
+    acc.hi = _mm256_fmadd_ps(w.hi, x.hi, acc.hi);
+    return acc;
+}
+static ALWAYS_INLINE vec16 vec16_load_bf16(const uint16_t *p) {
+    vec16 v;
+    v.lo = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+    v.hi = _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 8))), 16));
+    return v;
+}
+#endif
 
-/* Step 2 of the contract on one register. */
-static ALWAYS_INLINE float sum_lanes_avx512(__m512 v) {
-    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v),
-                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
-}
+#ifndef BLOCK_ROWS
+#define BLOCK_ROWS 8 /* a multiple of TILE_ROWS */
+#endif
+#define BLOCK_TOKENS 64
+#ifndef BLOCK_COLS
+#define BLOCK_COLS 512 /* a multiple of 16: the f32 panel is 8 x 512 x 4 = 16 KB, a token tile of x 12 KB */
+#endif
+#define PACK_MIN_TOKENS (TILE_TOKENS + 1) /* fewer tokens: widen bf16 on the fly, it is reused less */
 
 /* The micro-kernel: the lanes of an R x T tile (weight rows w + r * w_stride,
- * tokens x + t * x_stride) accumulate n_cols more columns. lanes[r * l_stride
- * + t] holds them between passes (ignored when first). R and T are constants
- * at every call, so the loops unroll and the accumulators stay in registers. */
-static ALWAYS_INLINE void tile(const int R, const int T, const int w_bf16, __m512 *lanes, int l_stride,
-                               const void *w, size_t w_stride, const float *x, size_t x_stride, int n_cols,
-                               int first) {
-    __m512 acc[TILE_ROWS][TILE_TOKENS], wv[TILE_ROWS];
-    size_t w_size = w_bf16 ? 2 : 4;
-    int r, t, c;
+ * tokens x + t * x_stride) take n_chunks more 16-column chunks. lanes (16
+ * floats per output, row r token t at (r * BLOCK_TOKENS + t) * 16) holds them
+ * between passes; `first` starts from zero instead. R and T are constants at
+ * every call, so the loops unroll and the accumulators stay in registers. */
+static ALWAYS_INLINE void tile(const int R, const int T, const int w_bf16, float *lanes, const void *w,
+                               size_t w_stride, const float *x, size_t x_stride, int n_chunks, int first) {
+    vec16 acc[TILE_ROWS][TILE_TOKENS], wv[TILE_ROWS];
+    int r, t, i;
     for (r = 0; r < R; r++)
-        for (t = 0; t < T; t++) acc[r][t] = first ? _mm512_setzero_ps() : lanes[r * l_stride + t];
-    for (c = 0; c + DOT_LANES <= n_cols; c += DOT_LANES) {
-        for (r = 0; r < R; r++) wv[r] = load_w16((const char *)w + (r * w_stride + c) * w_size, w_bf16, 16);
+        for (t = 0; t < T; t++)
+            acc[r][t] = first ? vec16_zero() : vec16_load(lanes + (r * BLOCK_TOKENS + t) * DOT_LANES);
+    for (i = 0; i < n_chunks; i++) {
+        size_t c = (size_t)i * DOT_LANES;
+        for (r = 0; r < R; r++)
+            wv[r] = w_bf16 ? vec16_load_bf16((const uint16_t *)w + r * w_stride + c)
+                           : vec16_load((const float *)w + r * w_stride + c);
         for (t = 0; t < T; t++) {
-            __m512 xv = _mm512_loadu_ps(x + t * x_stride + c);
-            for (r = 0; r < R; r++) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
-        }
-    }
-    if (c < n_cols) { /* the row tail: lanes past the end are left as they are */
-        int count = n_cols - c;
-        __mmask16 m = (__mmask16)((1u << count) - 1);
-        for (r = 0; r < R; r++) wv[r] = load_w16((const char *)w + (r * w_stride + c) * w_size, w_bf16, count);
-        for (t = 0; t < T; t++) {
-            __m512 xv = _mm512_maskz_loadu_ps(m, x + t * x_stride + c);
-            for (r = 0; r < R; r++) acc[r][t] = _mm512_mask3_fmadd_ps(wv[r], xv, acc[r][t], m);
+            vec16 xv = vec16_load(x + t * x_stride + c);
+            for (r = 0; r < R; r++) acc[r][t] = vec16_fma(wv[r], xv, acc[r][t]);
         }
     }
     for (r = 0; r < R; r++)
-        for (t = 0; t < T; t++) lanes[r * l_stride + t] = acc[r][t];
+        for (t = 0; t < T; t++) vec16_store(lanes + (r * BLOCK_TOKENS + t) * DOT_LANES, acc[r][t]);
 }
 
 /* One column pass over a block: every token tile times every row tile. The
- * switch turns the token count of the last tile into a constant. */
-static ALWAYS_INLINE void block_pass(const int w_bf16, __m512 *lanes, const void *w, size_t w_stride, const float *x,
-                                     size_t x_stride, int n_rows, int n_tokens, int n_cols, int first) {
-    int t, r;
+ * switch turns the size of the last token tile into a constant. */
+#define TOKENS_CASE(k)                                                                                   \
+    case k:                                                                                              \
+        tile(TILE_ROWS, k < TILE_TOKENS ? k : TILE_TOKENS, w_bf16, l, wr, w_stride, xt, x_stride, n_chunks, \
+             first);                                                                                     \
+        break
+static ALWAYS_INLINE void block_pass(const int w_bf16, float *lanes, const void *w, size_t w_stride, const float *x,
+                                     size_t x_stride, int n_rows, int n_tokens, int n_chunks, int first) {
     size_t w_size = w_bf16 ? 2 : 4;
+    int t, r;
     for (t = 0; t < n_tokens; t += TILE_TOKENS) {
         const float *xt = x + t * x_stride;
         for (r = 0; r < n_rows; r += TILE_ROWS) {
             const void *wr = (const char *)w + r * w_stride * w_size;
-            __m512 *l = lanes + r * BLOCK_TOKENS + t;
+            float *l = lanes + (r * BLOCK_TOKENS + t) * DOT_LANES;
             switch (n_tokens - t) {
-            case 1: tile(TILE_ROWS, 1, w_bf16, l, BLOCK_TOKENS, wr, w_stride, xt, x_stride, n_cols, first); break;
-            case 2: tile(TILE_ROWS, 2, w_bf16, l, BLOCK_TOKENS, wr, w_stride, xt, x_stride, n_cols, first); break;
-            case 3: tile(TILE_ROWS, 3, w_bf16, l, BLOCK_TOKENS, wr, w_stride, xt, x_stride, n_cols, first); break;
-            case 4: tile(TILE_ROWS, 4, w_bf16, l, BLOCK_TOKENS, wr, w_stride, xt, x_stride, n_cols, first); break;
-            case 5: tile(TILE_ROWS, 5, w_bf16, l, BLOCK_TOKENS, wr, w_stride, xt, x_stride, n_cols, first); break;
-            default:
-                tile(TILE_ROWS, TILE_TOKENS, w_bf16, l, BLOCK_TOKENS, wr, w_stride, xt, x_stride, n_cols, first);
+                TOKENS_CASE(1);
+                TOKENS_CASE(2);
+                TOKENS_CASE(3);
+                TOKENS_CASE(4);
+                TOKENS_CASE(5);
+            default: tile(TILE_ROWS, TILE_TOKENS, w_bf16, l, wr, w_stride, xt, x_stride, n_chunks, first);
             }
         }
     }
 }
+#undef TOKENS_CASE
 
-/* Widens n_rows x n_cols bf16 weights (row stride w_stride) into panel
- * (row stride BLOCK_COLS), zero-padding the last 16 columns. */
-static void widen_panel(float *panel, const uint16_t *w, size_t w_stride, int n_rows, int n_cols) {
-    int r, c;
+/* Widens n_rows x (16 * n_chunks) bf16 weights (row stride w_stride) into
+ * an f32 panel of row stride BLOCK_COLS. */
+static void widen_panel(float *panel, const uint16_t *w, size_t w_stride, int n_rows, int n_chunks) {
+    int r, i;
     for (r = 0; r < n_rows; r++)
-        for (c = 0; c < n_cols; c += DOT_LANES) {
-            int count = n_cols - c < DOT_LANES ? n_cols - c : DOT_LANES;
-            _mm512_store_ps(panel + r * BLOCK_COLS + c, load_w16(w + r * w_stride + c, 1, count));
-        }
+        for (i = 0; i < n_chunks; i++)
+            vec16_store(panel + r * BLOCK_COLS + i * DOT_LANES, vec16_load_bf16(w + r * w_stride + i * DOT_LANES));
 }
 
-/* Rows [r_begin, r_end) (a multiple of TILE_ROWS of them) with the tiled
- * kernel. Loop order, outer to inner:
- *   blocks of BLOCK_ROWS rows: their weights are read from memory once;
- *   blocks of BLOCK_TOKENS tokens;
- *   passes of BLOCK_COLS columns: the weights of the row block (widened to
- *     f32 once, for a batch) and the x of a token tile stay in L1;
- *   token tiles, row tiles: the micro-kernel.
- * The 16 lanes of every output wait in `lanes` between column passes, so
- * each output still sees its columns in order, as the contract requires. */
-static void rows_avx512(float *out, const float *x, const void *w, int is_bf16, int n, int rows, int cols,
-                        int r_begin, int r_end) {
-    __m512 lanes[BLOCK_ROWS * BLOCK_TOKENS];
-    __m512 panel_store[BLOCK_ROWS * BLOCK_COLS / DOT_LANES]; /* __m512: 64-byte aligned */
-    float *panel = (float *)panel_store;
+/* Rows [r_begin, r_end), a multiple of TILE_ROWS of them. */
+static void rows_simd(float *out, const float *x, const void *w, int is_bf16, int n, int rows, int cols, int r_begin,
+                      int r_end) {
+    float lanes[BLOCK_ROWS * BLOCK_TOKENS * DOT_LANES] __attribute__((aligned(64)));
+    float panel[BLOCK_ROWS * BLOCK_COLS] __attribute__((aligned(64)));
     size_t w_size = is_bf16 ? 2 : 4;
-    int rb, tb, kb, r, t;
+    int whole = cols / DOT_LANES * DOT_LANES; /* columns done in SIMD; the tail after them in C */
+    int rb, tb, kb, r, t, k;
     for (rb = r_begin; rb < r_end; rb += BLOCK_ROWS) {
         int nr = r_end - rb < BLOCK_ROWS ? r_end - rb : BLOCK_ROWS;
         for (tb = 0; tb < n; tb += BLOCK_TOKENS) {
             int nt = n - tb < BLOCK_TOKENS ? n - tb : BLOCK_TOKENS;
             const float *xb = x + (size_t)tb * cols;
-            for (kb = 0; kb < cols; kb += BLOCK_COLS) {
-                int nc = cols - kb < BLOCK_COLS ? cols - kb : BLOCK_COLS;
+            kb = 0;
+            do { /* at least one pass, which zeroes the lanes */
+                int chunks = (whole - kb < BLOCK_COLS ? whole - kb : BLOCK_COLS) / DOT_LANES;
                 const char *wb = (const char *)w + ((size_t)rb * cols + kb) * w_size;
                 if (!is_bf16) {
-                    block_pass(0, lanes, wb, (size_t)cols, xb + kb, (size_t)cols, nr, nt, nc, kb == 0);
+                    block_pass(0, lanes, wb, (size_t)cols, xb + kb, (size_t)cols, nr, nt, chunks, kb == 0);
                 } else if (nt < PACK_MIN_TOKENS) {
-                    block_pass(1, lanes, wb, (size_t)cols, xb + kb, (size_t)cols, nr, nt, nc, kb == 0);
+                    block_pass(1, lanes, wb, (size_t)cols, xb + kb, (size_t)cols, nr, nt, chunks, kb == 0);
                 } else {
-                    widen_panel(panel, (const uint16_t *)wb, (size_t)cols, nr, nc);
-                    block_pass(0, lanes, panel, BLOCK_COLS, xb + kb, (size_t)cols, nr, nt, nc, kb == 0);
+                    widen_panel(panel, (const uint16_t *)wb, (size_t)cols, nr, chunks);
+                    block_pass(0, lanes, panel, BLOCK_COLS, xb + kb, (size_t)cols, nr, nt, chunks, kb == 0);
                 }
-            }
+                kb += BLOCK_COLS;
+            } while (kb < whole);
             for (r = 0; r < nr; r++)
-                for (t = 0; t < nt; t++)
-                    out[(size_t)(tb + t) * rows + rb + r] = sum_lanes_avx512(lanes[r * BLOCK_TOKENS + t]);
+                for (t = 0; t < nt; t++) {
+                    float *acc = lanes + (r * BLOCK_TOKENS + t) * DOT_LANES;
+                    size_t row = (size_t)(rb + r) * cols, tok = (size_t)(tb + t) * cols;
+                    for (k = 0; whole + k < cols; k++) {
+                        float wk = is_bf16 ? bf16_to_f32(((const uint16_t *)w)[row + whole + k])
+                                           : ((const float *)w)[row + whole + k];
+                        acc[k] = madd(acc[k], wk, x[tok + whole + k]);
+                    }
+                    out[(size_t)(tb + t) * rows + rb + r] = sum_lanes(acc);
+                }
         }
     }
 }
@@ -256,10 +303,10 @@ static size_t no_input_bytes(int n, int cols, int group_size) {
 /* One thread's share of a matmul: the SIMD kernel where there is one. */
 static void compute_rows(float *out, const float *x, const void *w, int is_bf16, int n, int rows, int cols,
                          int r_begin, int r_end) {
-#ifdef LUCIE_AVX512
+#ifdef LUCIE_SIMD
     /* whole row tiles to the tiled kernel; a few odd rows (small models only) to the plain one */
     int r_tiled = r_begin + (r_end - r_begin) / TILE_ROWS * TILE_ROWS;
-    rows_avx512(out, x, w, is_bf16, n, rows, cols, r_begin, r_tiled);
+    rows_simd(out, x, w, is_bf16, n, rows, cols, r_begin, r_tiled);
     r_begin = r_tiled;
 #endif
     if (is_bf16) rows_bf16_portable(out, x, (const uint16_t *)w, n, rows, cols, r_begin, r_end);
@@ -281,7 +328,9 @@ static void matmul_f32(const kernel_ctx *c, float *out, const float *x, const vo
     int part, n_parts = c->n_threads > 0 ? c->n_threads : 1;
     (void)xq;
     (void)group_size;
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(n_parts)
+#endif
     for (part = 0; part < n_parts; part++) {
         int begin, end;
         thread_rows(rows, part, n_parts, &begin, &end);
@@ -294,7 +343,9 @@ static void matmul_bf16(const kernel_ctx *c, float *out, const float *x, const v
     int part, n_parts = c->n_threads > 0 ? c->n_threads : 1;
     (void)xq;
     (void)group_size;
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(n_parts)
+#endif
     for (part = 0; part < n_parts; part++) {
         int begin, end;
         thread_rows(rows, part, n_parts, &begin, &end);

@@ -1337,7 +1337,7 @@ int lucie_generate_tokens(lucie_session *s, const int *ids, int n_ids, const luc
     lucie_stats st;
     lucie_detok_stream *stream = NULL;
     text_buffer pending = {NULL, 0, 0};
-    int rc = LUCIE_OK, i, token, found = 0;
+    int rc = LUCIE_OK, token, found = 0;
     double t0;
     memset(&st, 0, sizeof st);
     if (!s || !o || n_ids < 0 || (n_ids > 0 && !ids) || o->max_tokens < 0 || o->n_stop < 0 ||
@@ -1360,13 +1360,11 @@ int lucie_generate_tokens(lucie_session *s, const int *ids, int n_ids, const luc
         snprintf(s->error, sizeof s->error, "out of memory");
         return LUCIE_ENOMEM;
     }
-    for (i = 0; i < n_ids && !o->fresh_text; i++) {
-        size_t len;
-        if (!lucie_detok_stream_push(stream, ids[i], &len)) {
-            rc = LUCIE_ENOMEM;
-            snprintf(s->error, sizeof s->error, "out of memory");
-            goto done;
-        }
+    /* The decoder learns the input so the output continues it seamlessly; a
+     * chat reply (fresh_text) is decoded on its own, as HF decodes replies. */
+    if (!o->fresh_text && n_ids > 0 && (rc = lucie_detok_stream_prime(stream, ids, n_ids)) != LUCIE_OK) {
+        snprintf(s->error, sizeof s->error, "cannot decode the input: %s", lucie_status_string(rc));
+        goto done;
     }
     st.n_prompt = n_ids;
     t0 = now_seconds();
@@ -1410,8 +1408,17 @@ int lucie_generate_tokens(lucie_session *s, const int *ids, int n_ids, const luc
             break;
         }
     }
-    /* Whatever was held back for a stop string that never came is output. */
-    if (rc == LUCIE_OK && pending.len > 0 && st.stop_reason != 2 && cb) cb(pending.text, pending.len, -1, user);
+    /* Text the decoder held back, and text held back for a stop string that
+     * never came, is output now. */
+    if (rc == LUCIE_OK && st.stop_reason != 2 && st.stop_reason != 4) {
+        size_t len = 0;
+        const char *rest = lucie_detok_stream_flush(stream, &len);
+        if (rest && text_append(&pending, rest, len)) {
+            size_t safe = stop_scan(&pending, o, &found);
+            if (found) st.stop_reason = 4;
+            if (cb && (found ? safe : pending.len) > 0) cb(pending.text, found ? safe : pending.len, -1, user);
+        }
+    }
     st.generate_seconds = now_seconds() - t0;
 done:
     if (stats) *stats = st;

@@ -80,7 +80,8 @@
  *   i32 unk_id (-1 none), i32 bos_id, i32 eos_id: the post-processor adds
  *       bos_id in front / eos_id at the end when add_special_tokens (-1 none)
  *   flags: bit0 byte_fallback, bit1 fuse_unk
- *   vocab_size x { u32 kind (0 normal, 1 byte token <0xNN>, 2 added), string }
+ *   vocab_size x { u32 kind (0 normal, 1 byte token <0xNN>, 2 added token that
+ *                  is not in the BPE model's vocab), string }
  *   n_merges x { u32 left_id, u32 right_id, u32 merged_id }, in rank order
  *   n_added x { u32 id, u32 flags: bit0 special, bit1 normalized, bit2 lstrip,
  *               bit3 rstrip, bit4 single_word }
@@ -174,7 +175,8 @@ const char *lucie_chat_template(const lucie_model *model);
 /* ---- tokenizer (needs only a model; no session) ---------------------- */
 
 #define LUCIE_TOK_ADD_SPECIAL 1   /* HF add_special_tokens=True (BOS etc.) */
-#define LUCIE_TOK_PARSE_SPECIAL 2 /* recognise special-token strings in text */
+#define LUCIE_TOK_PARSE_SPECIAL 2 /* recognise special-token strings in text; without it
+                                     special tokens are plain text, as HF encode_special_tokens=True */
 
 /* Encodes `len` bytes of UTF-8 text as HF tokenizers' encode() does.
  * Writes at most max_ids ids and sets *n_ids to the number the text needs;
@@ -186,19 +188,28 @@ int lucie_tokenize(const lucie_model *model, const char *text, size_t len, int f
 #define LUCIE_DETOK_SKIP_SPECIAL 1 /* HF skip_special_tokens=True */
 
 /* Decodes ids as HF decode() does. Writes at most buf_size - 1 bytes and a
- * NUL; *len gets the full length of the text (which may contain NUL bytes). Returns LUCIE_ESMALL when buf_size <=
- * *len, LUCIE_EINVAL on an id out of range. Thread-safe. */
+ * NUL; *len gets the full length of the text (which may contain NUL bytes).
+ * Returns LUCIE_ESMALL when buf_size <= *len, LUCIE_EINVAL on an id outside
+ * the vocabulary (HF silently skips those). Thread-safe. */
 int lucie_detokenize(const lucie_model *model, const int *ids, int n_ids, int flags,
                      char *buf, size_t buf_size, size_t *len);
 
 /* Streaming decode for generation: push one token at a time, get back the new
- * text it completes (only whole UTF-8 characters). The concatenation of all
- * outputs equals lucie_detokenize() of all pushed ids. */
+ * text it completes (only whole UTF-8 characters; text a later token could
+ * still change, like a "\n" before a possible space, is held back). All
+ * push outputs plus the final flush equal lucie_detokenize() of the ids.
+ * A stream belongs to one thread; the model may be shared. */
 typedef struct lucie_detok_stream lucie_detok_stream;
 lucie_detok_stream *lucie_detok_stream_new(const lucie_model *model, int flags);
+/* On a fresh stream: ids whose text the caller already has (a prompt). Their
+ * text is never returned; later pushes continue it exactly as in the decode of
+ * the whole sequence. */
+int lucie_detok_stream_prime(lucie_detok_stream *stream, const int *ids, int n_ids);
 /* Returns a pointer to the new text (valid until the next call) and its length
  * in *len, or NULL on error (bad id / no memory). */
 const char *lucie_detok_stream_push(lucie_detok_stream *stream, int token, size_t *len);
+/* Ends the stream and returns the text still held back (NULL on error). */
+const char *lucie_detok_stream_flush(lucie_detok_stream *stream, size_t *len);
 void lucie_detok_stream_free(lucie_detok_stream *stream);
 
 /* ---- sessions: a KV cache, a sampler and its RNG --------------------- */
@@ -206,7 +217,7 @@ void lucie_detok_stream_free(lucie_detok_stream *stream);
 typedef struct {
     int context;      /* KV cache length in tokens; 0 = min(model max, 4096) */
     int n_threads;    /* OpenMP threads; 0 = library default */
-    float temperature; /* < 0 means: use the model file's defaults for all below */
+    float temperature; /* 0 = greedy */
     int top_k;        /* 0 = off */
     float top_p;      /* 1 = off */
     float min_p;      /* 0 = off */

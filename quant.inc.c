@@ -101,6 +101,22 @@ static uint16_t float_to_half(float f) {
 
 static uint16_t load_u16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
+/* The nearest integer, ties to even (lrintf in the default rounding mode), for
+ * |v| < 2^22, without a library call so that loops over it vectorise: adding
+ * and subtracting 1.5 * 2^23 leaves no bits below the units. Only valid when
+ * floats are evaluated as floats (not on x87) and not under -ffast-math.
+ * Callers clamp v first (clamp_float), which also maps NaN to a number. */
+static float clamp_float(float v, float lo, float hi) { return v > lo ? (v < hi ? v : hi) : lo; /* NaN -> lo */ }
+
+static int round_to_int(float v) {
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0 && !defined(__FAST_MATH__)
+    const float shift = 12582912.0f;
+    return (int)((v + shift) - shift);
+#else
+    return (int)lrintf(v);
+#endif
+}
+
 /* Bytes of a [rows, cols] tensor of this dtype; 0 when the shape is empty,
  * too large for the kernels, the group size unsupported, or on overflow. */
 static int tensor_bytes(int dtype, size_t rows, size_t cols, int group_size, size_t *bytes) {
@@ -146,12 +162,12 @@ static void quantize_input_row(const float *x, int cols, unsigned char *dst) {
         int32_t sum = 0;
         for (i = 0; i < n; i++) amax = fabsf(v[i]) > amax ? fabsf(v[i]) : amax;
         inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-        for (i = 0; i < QUANT_GROUP; i++) {
-            long q = i < n ? lrintf(v[i] * inv) : 0;
-            q = q > 127 ? 127 : q < -127 ? -127 : q;
+        for (i = 0; i < n; i++) {
+            int q = round_to_int(clamp_float(v[i] * inv, -127.0f, 127.0f));
             codes[g * QUANT_GROUP + i] = (signed char)q;
-            sum += (int32_t)q;
+            sum += q;
         }
+        for (; i < QUANT_GROUP; i++) codes[g * QUANT_GROUP + i] = 0;
         scales[g] = amax / 127.0f;
         sums[g] = sum;
     }
@@ -421,18 +437,22 @@ static const weight_kernels q4_kernels = {quant_input_bytes, quant_prepare, q4_m
 
 /* ---- quantizing weights (the exporter side) ---- */
 
-/* Codes of v for the scale stored as h; returns the squared error. */
-static float quant_try_scale(int dtype, const float *v, uint16_t h, unsigned char *u) {
-    float d = half_to_float(h), inv = d != 0.0f ? 1.0f / d : 0.0f, err = 0.0f;
+/* Codes of v for the scale stored as h; returns the squared error when
+ * with_error (in 8 partial sums, so that the loop vectorises). */
+static float quant_try_scale(int dtype, const float *v, uint16_t h, unsigned char *u, int with_error) {
+    float d = half_to_float(h), inv = d != 0.0f ? 1.0f / d : 0.0f, partial[8] = {0}, err = 0.0f;
     int i, lo = dtype == LUCIE_DT_Q8 ? -127 : -8, hi = dtype == LUCIE_DT_Q8 ? 127 : 7, zero = quant_zero(dtype);
+    int q[QUANT_GROUP];
     for (i = 0; i < QUANT_GROUP; i++) {
-        long q = lrintf(v[i] * inv);
-        float e;
-        q = q < lo ? lo : q > hi ? hi : q;
-        u[i] = (unsigned char)(q + zero);
-        e = v[i] - (float)q * d;
-        err += e * e;
+        q[i] = round_to_int(clamp_float(v[i] * inv, (float)lo, (float)hi));
+        u[i] = (unsigned char)(q[i] + zero);
     }
+    if (!with_error) return 0.0f;
+    for (i = 0; i < QUANT_GROUP; i++) {
+        float e = v[i] - (float)q[i] * d;
+        partial[i % 8] += e * e;
+    }
+    for (i = 0; i < 8; i++) err += partial[i];
     return err;
 }
 
@@ -450,24 +470,29 @@ static uint16_t quantize_group(int dtype, const float *v, unsigned char *u) {
         if (fabsf(v[i]) > fabsf(extreme)) extreme = v[i];
     if (dtype == LUCIE_DT_Q8) {
         best = float_to_half(fabsf(extreme) / 127.0f);
-        quant_try_scale(dtype, v, best, u);
+        quant_try_scale(dtype, v, best, u, 0);
         return best;
     }
     best = float_to_half(extreme / -8.0f);
-    best_err = quant_try_scale(dtype, v, best, u);
+    best_err = quant_try_scale(dtype, v, best, u, 1);
     for (c = 0; c < 14 && extreme != 0.0f; c++) {
-        /* extreme lands on level -8, -7.75, ..., -6.25, or 7, 7.25, ..., 8 */
+        /* extreme lands on level -7.75, -7.5, ..., -6.25, or 7, 7.25, ..., 8.5 */
         float divisor = c < 7 ? -7.75f + 0.25f * (float)c : 7.0f + 0.25f * (float)(c - 7), num = 0.0f, den = 0.0f, err;
+        float num8[8] = {0}, den8[8] = {0};
         uint16_t h = float_to_half(extreme / divisor);
-        quant_try_scale(dtype, v, h, trial);
-        for (i = 0; i < QUANT_GROUP; i++) {
+        quant_try_scale(dtype, v, h, trial, 0);
+        for (i = 0; i < QUANT_GROUP; i++) { /* least squares: scale = sum(q v) / sum(q q) */
             float q = (float)(trial[i] - Q4_ZERO);
-            num += q * v[i];
-            den += q * q;
+            num8[i % 8] += q * v[i];
+            den8[i % 8] += q * q;
+        }
+        for (i = 0; i < 8; i++) {
+            num += num8[i];
+            den += den8[i];
         }
         if (den == 0.0f) continue;
         h = float_to_half(num / den);
-        err = quant_try_scale(dtype, v, h, trial);
+        err = quant_try_scale(dtype, v, h, trial, 1);
         if (err < best_err) {
             best_err = err;
             best = h;
@@ -700,6 +725,9 @@ int lucie_quantize_file(const char *in_path, const char *out_path, int dtype,
         rc = LUCIE_EIO;
     }
     f = NULL;
+#ifdef _WIN32
+    if (rc == LUCIE_OK) remove(out_path); /* rename does not replace there */
+#endif
     if (rc == LUCIE_OK && rename(tmp, out_path) != 0) {
         set_error(err, err_size, "cannot rename '%s' to '%s': %s", tmp, out_path, strerror(errno));
         rc = LUCIE_EIO;

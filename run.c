@@ -51,6 +51,7 @@ static const char *USAGE =
     "Tokenizer:\n"
     "  --tokenize TEXT     print the token ids of TEXT ('-' reads stdin), BOS included\n"
     "  --no-bos            with --tokenize: no special tokens added\n"
+    "  --special-as-text   with --tokenize: special-token strings in TEXT are plain text\n"
     "  --detokenize IDS    print the text of the space-separated ids (no newline added)\n"
     "  --skip-special      with --detokenize: leave special tokens out\n"
     "\n"
@@ -71,7 +72,7 @@ typedef struct {
     const char *stop[MAX_STOP];
     int n_stop;
     run_mode mode;
-    int n_tokens, context, threads, load_mode, no_bos, skip_special, bench_prompt;
+    int n_tokens, context, threads, load_mode, no_bos, special_as_text, skip_special, bench_prompt;
     int have_temp, have_top_k, have_top_p, have_penalty, have_seed;
     float temp, top_p, min_p, penalty;
     int top_k, repeat_window;
@@ -196,6 +197,8 @@ static int parse_args(int argc, char **argv, options *o) {
             o->tokenize_text = v;
         } else if (strcmp(a, "--no-bos") == 0) {
             o->no_bos = 1;
+        } else if (strcmp(a, "--special-as-text") == 0) {
+            o->special_as_text = 1;
         } else if (strcmp(a, "--detokenize") == 0) {
             NEED_VALUE();
             o->mode = MODE_DETOKENIZE;
@@ -254,7 +257,7 @@ static int do_tokenize(const lucie_model *model, const options *o) {
     size_t len;
     char *text;
     int *ids = NULL, n = 0, rc, i;
-    int flags = LUCIE_TOK_PARSE_SPECIAL | (o->no_bos ? 0 : LUCIE_TOK_ADD_SPECIAL);
+    int flags = (o->special_as_text ? 0 : LUCIE_TOK_PARSE_SPECIAL) | (o->no_bos ? 0 : LUCIE_TOK_ADD_SPECIAL);
     if (strcmp(o->tokenize_text, "-") == 0) {
         text = read_all("-", &len);
         if (!text) {

@@ -12,11 +12,16 @@
  *      or unk), then the adjacent pair with the lowest merge rank is merged,
  *      again and again. A heap of candidate pairs makes this O(n log n);
  *   5. the post-processor adds BOS/EOS (LUCIE_TOK_ADD_SPECIAL).
+ * Encoding has no pre-tokenizer, so a whole piece of text is one BPE
+ * "word"; it is cut where no merge can ever join the two sides (see
+ * bpe_encode), which keeps the work local without changing the result.
  * Decoding runs the decoder chain of tokenizer.json (ByteFallback,
  * Metaspace, Fuse, Replace, Strip) as a stream: each token's piece flows
  * through the chain as soon as it is pushed, and only text that no later
- * token can change comes out. lucie_detokenize is the same stream pushed all
- * at once and flushed, so streamed and whole decodes agree by construction.
+ * token can change comes out; lucie_detok_stream_flush releases the rest at
+ * the end. lucie_detokenize is the same stream pushed all at once and
+ * flushed, so streamed and whole decodes agree by construction.
+ * Where the reference has quirks, we reproduce them and say so in place.
  *
  * The section is parsed into a few arrays pointing into the (mapped) file,
  * and two hash tables built at load: token string -> id and merge pair ->
@@ -384,6 +389,8 @@ struct tokenizer {
     int32_t *merges;               /* n_merges x {left, right, merged}, rank order */
     int32_t *merge_slots;          /* open addressing: (left, right) -> rank */
     uint32_t merge_mask;
+    uint64_t *joins;               /* open addressing set: (last char of a merge's left side,
+                                    * first char of its right side); 0 = empty slot */
     int byte_id[256];              /* id of "<0xNN>" in the vocab, or -1 */
     added_token *added;
     int raw_first[256], norm_first[256]; /* first added token by first byte, per matching stage */
@@ -426,6 +433,38 @@ static int merge_lookup(const tokenizer *t, int left, int right) {
     }
 }
 
+static uint32_t first_char(const unsigned char *s, size_t n) {
+    uint32_t c = 0;
+    if (n > 0) utf8_decode(s, n, &c);
+    return c;
+}
+
+static uint32_t last_char(const unsigned char *s, size_t n) {
+    size_t i = n;
+    uint32_t c = 0;
+    if (n == 0) return 0;
+    while (i > 0 && (s[i - 1] & 0xC0) == 0x80) i--;
+    if (i > 0) utf8_decode(s + i - 1, n - i + 1, &c);
+    return c;
+}
+
+static uint64_t join_key(uint32_t left_char, uint32_t right_char) {
+    return (uint64_t)1 << 63 | (uint64_t)left_char << 21 | right_char;
+}
+
+/* Can some merge ever join a symbol ending like token a to one starting like
+ * token b? If not, BPE never merges across that boundary. */
+static int crossable(const tokenizer *t, int a, int b) {
+    uint64_t key;
+    uint32_t h;
+    if (t->piece_len[a] == 0 || t->piece_len[b] == 0) return 1;
+    key = join_key(last_char(t->piece[a], t->piece_len[a]), first_char(t->piece[b], t->piece_len[b]));
+    for (h = (uint32_t)(key ^ key >> 29) * 2654435761u & t->merge_mask;; h = (h + 1) & t->merge_mask) {
+        if (t->joins[h] == key) return 1;
+        if (t->joins[h] == 0) return 0;
+    }
+}
+
 static uint32_t table_size_for(uint32_t n) { /* power of two >= 2n, >= 16 */
     uint32_t size = 16;
     while (size < 2 * n) size *= 2;
@@ -447,6 +486,7 @@ static void tokenizer_free(tokenizer *t) {
     free(t->vocab_slots);
     free(t->merges);
     free(t->merge_slots);
+    free(t->joins);
     free(t->added);
     free(t->norm_ops);
     free(t->dec_ops);
@@ -656,14 +696,16 @@ static int tokenizer_load(tokenizer **out, const unsigned char *data, size_t siz
     /* merges: ids in range, merged token = left + right, no pair twice */
     t->merges = (int32_t *)malloc((n_merges ? n_merges : 1) * 3 * sizeof(int32_t));
     t->merge_slots = (int32_t *)malloc(table_size_for(n_merges) * sizeof(int32_t));
-    if (!t->merges || !t->merge_slots) goto oom;
+    t->joins = (uint64_t *)calloc(table_size_for(n_merges), sizeof(uint64_t));
+    if (!t->merges || !t->merge_slots || !t->joins) goto oom;
     t->merge_mask = table_size_for(n_merges) - 1;
     for (i = 0; i <= t->merge_mask; i++) t->merge_slots[i] = -1;
     for (i = 0; i < n_merges; i++) {
         uint32_t left = rd_u32(&r), right = rd_u32(&r), merged = rd_u32(&r), h;
+        uint64_t key;
         if (r.bad) goto truncated;
-        if (left >= vocab_size || right >= vocab_size || merged >= vocab_size ||
-            t->piece_len[merged] != (uint64_t)t->piece_len[left] + t->piece_len[right] ||
+        if (left >= vocab_size || right >= vocab_size || merged >= vocab_size || t->piece_len[left] == 0 ||
+            t->piece_len[right] == 0 || t->piece_len[merged] != (uint64_t)t->piece_len[left] + t->piece_len[right] ||
             memcmp(t->piece[merged], t->piece[left], t->piece_len[left]) != 0 ||
             memcmp(t->piece[merged] + t->piece_len[left], t->piece[right], t->piece_len[right]) != 0) {
             rc = tok_fail(err, err_size, "merge %ld is not consistent with the vocab", (long)i);
@@ -679,6 +721,10 @@ static int tokenizer_load(tokenizer **out, const unsigned char *data, size_t siz
         for (h = hash_pair((int32_t)left, (int32_t)right) & t->merge_mask; t->merge_slots[h] >= 0;)
             h = (h + 1) & t->merge_mask;
         t->merge_slots[h] = (int32_t)i;
+        key = join_key(last_char(t->piece[left], t->piece_len[left]), first_char(t->piece[right], t->piece_len[right]));
+        for (h = (uint32_t)(key ^ key >> 29) * 2654435761u & t->merge_mask; t->joins[h] && t->joins[h] != key;)
+            h = (h + 1) & t->merge_mask;
+        t->joins[h] = key;
     }
 
     /* added tokens */
@@ -722,11 +768,11 @@ static int tokenizer_load(tokenizer **out, const unsigned char *data, size_t siz
         goto fail;
     }
     t->dec_fuse = t->n_dec_ops;
-    for (i = 0; i < n_dec; i++) {
+    for (i = 0, mask = 0; i < n_dec; i++) {
         int type = t->dec_ops[i].type;
         if (type == DEC_FUSE && t->dec_fuse == t->n_dec_ops) t->dec_fuse = (int)i;
-        else if ((int)i > t->dec_fuse && type == DEC_BYTE_FALLBACK) {
-            rc = tok_fail(err, err_size, "decoder: ByteFallback after Fuse is not supported");
+        else if (type == DEC_BYTE_FALLBACK && ((int)i > t->dec_fuse || mask++)) {
+            rc = tok_fail(err, err_size, "decoder: only one ByteFallback, before any Fuse, is supported");
             goto fail;
         }
     }
@@ -778,10 +824,12 @@ static int charset_has(const tok_op *op, uint32_t c) {
 }
 
 /* Appends s[0..n) to out with every occurrence of `a` replaced by `b`,
- * matching left to right without overlaps (the reference's find_iter). */
-static void replace_string(const unsigned char *s, size_t n, const unsigned char *a, size_t a_len,
-                           const unsigned char *b, size_t b_len, byte_buf *out) {
-    size_t i = 0, start = 0;
+ * matching left to right without overlaps (the reference's find_iter).
+ * With `hold`, a tail that could be the beginning of a match is not written:
+ * returns how many bytes were consumed (n without hold). */
+static size_t replace_string(const unsigned char *s, size_t n, const unsigned char *a, size_t a_len,
+                             const unsigned char *b, size_t b_len, byte_buf *out, int hold) {
+    size_t i = 0, start = 0, end = n;
     while (i + a_len <= n) {
         const unsigned char *hit = (const unsigned char *)memchr(s + i, a[0], n - a_len + 1 - i);
         if (!hit) break;
@@ -795,7 +843,14 @@ static void replace_string(const unsigned char *s, size_t n, const unsigned char
             i++;
         }
     }
-    buf_append(out, s + start, n - start);
+    if (hold) /* the leftmost undecided position: too short to tell, so far a prefix of a */
+        for (i = n + 1 > a_len + start ? n + 1 - a_len : start; i < n; i++)
+            if (memcmp(s + i, a, n - i) == 0) {
+                end = i;
+                break;
+            }
+    buf_append(out, s + start, end - start);
+    return end;
 }
 
 /* One normalizer operation: in -> out (out starts empty). */
@@ -806,7 +861,7 @@ static void normalize_op(const tok_op *op, const unsigned char *s, size_t n, byt
         normalize_nfc(s, n, out);
         break;
     case NORM_REPLACE_STRING:
-        replace_string(s, n, op->a, op->a_len, op->b, op->b_len, out);
+        replace_string(s, n, op->a, op->a_len, op->b, op->b_len, out, 0);
         break;
     case NORM_REPLACE_CHARSET:
         while (i < n) {
@@ -867,25 +922,23 @@ static void normalize_text(const tokenizer *t, const unsigned char *s, size_t n,
 
 typedef struct {
     int id, prev, next;
-    size_t len; /* bytes of text covered; 0 once merged into its left neighbour */
+    int len; /* bytes of text covered; 0 once merged into its left neighbour */
 } bpe_symbol;
 
-typedef struct {
-    int rank, pos, merged;
-} bpe_candidate;
+/* A candidate merge: the pair starting at symbol `pos`, to be merged with
+ * priority `rank`; packed as rank << 32 | pos so that the smallest key is
+ * the best rank, leftmost first, and the heap compares plain integers. The
+ * token it produces is merges[rank]'s. */
+typedef uint64_t bpe_candidate;
 
 typedef struct {
     bpe_symbol *sym;
-    bpe_candidate *heap;
+    bpe_candidate *heap; /* binary min-heap */
     size_t n_heap, heap_cap;
     int oom;
 } bpe_work;
 
-static int candidate_before(bpe_candidate a, bpe_candidate b) {
-    return a.rank < b.rank || (a.rank == b.rank && a.pos < b.pos);
-}
-
-static void heap_push(bpe_work *w, int rank, int pos, int merged) {
+static void heap_push(bpe_work *w, bpe_candidate c) {
     size_t i;
     if (w->n_heap == w->heap_cap) {
         size_t cap = w->heap_cap ? w->heap_cap * 2 : 64;
@@ -897,45 +950,58 @@ static void heap_push(bpe_work *w, int rank, int pos, int merged) {
         w->heap = p;
         w->heap_cap = cap;
     }
-    i = w->n_heap++;
-    w->heap[i].rank = rank;
-    w->heap[i].pos = pos;
-    w->heap[i].merged = merged;
-    while (i > 0 && candidate_before(w->heap[i], w->heap[(i - 1) / 2])) {
-        bpe_candidate tmp = w->heap[i];
-        w->heap[i] = w->heap[(i - 1) / 2];
-        w->heap[(i - 1) / 2] = tmp;
-        i = (i - 1) / 2;
-    }
+    for (i = w->n_heap++; i > 0 && c < w->heap[(i - 1) / 2]; i = (i - 1) / 2) w->heap[i] = w->heap[(i - 1) / 2];
+    w->heap[i] = c;
 }
 
 static bpe_candidate heap_pop(bpe_work *w) {
-    bpe_candidate top = w->heap[0];
-    size_t i = 0;
-    w->heap[0] = w->heap[--w->n_heap];
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < w->n_heap && candidate_before(w->heap[l], w->heap[m])) m = l;
-        if (r < w->n_heap && candidate_before(w->heap[r], w->heap[m])) m = r;
-        if (m == i) break;
-        {
-            bpe_candidate tmp = w->heap[i];
-            w->heap[i] = w->heap[m];
-            w->heap[m] = tmp;
-        }
-        i = m;
+    bpe_candidate top = w->heap[0], last = w->heap[--w->n_heap];
+    size_t i = 0, n = w->n_heap, child;
+    while ((child = 2 * i + 1) < n) {
+        if (child + 1 < n && w->heap[child + 1] < w->heap[child]) child++;
+        if (last <= w->heap[child]) break;
+        w->heap[i] = w->heap[child];
+        i = child;
     }
+    if (n > 0) w->heap[i] = last;
     return top;
 }
 
 static void bpe_push_pair(const tokenizer *t, bpe_work *w, int pos) {
     int rank = merge_lookup(t, w->sym[pos].id, w->sym[w->sym[pos].next].id);
-    if (rank >= 0) heap_push(w, rank, pos, t->merges[3 * rank + 2]);
+    if (rank >= 0) heap_push(w, (bpe_candidate)rank << 32 | (uint32_t)pos);
+}
+
+/* Merge the best-ranked pair, leftmost first, until none is left, within
+ * symbols first..last (linked by prev/next). Stale candidates (a side already
+ * merged away, or a pair that no longer produces that token) are skipped when
+ * popped; like the reference we compare the produced token, not the rank. */
+static void bpe_merge_chunk(const tokenizer *t, bpe_work *w, int first, int last) {
+    int i;
+    if (first == last) return;
+    w->n_heap = 0;
+    for (i = first; i < last; i++) bpe_push_pair(t, w, i);
+    while (w->n_heap > 0 && !w->oom) {
+        bpe_candidate top = heap_pop(w);
+        int at = (int)(uint32_t)top, merged = t->merges[3 * (top >> 32) + 2], rank;
+        bpe_symbol *left = &w->sym[at], *right;
+        if (left->len == 0 || left->next < 0) continue;
+        right = &w->sym[left->next];
+        rank = merge_lookup(t, left->id, right->id);
+        if (rank < 0 || t->merges[3 * rank + 2] != merged) continue;
+        left->id = merged;
+        left->len += right->len;
+        right->len = 0;
+        left->next = right->next;
+        if (left->next >= 0) w->sym[left->next].prev = at;
+        if (left->prev >= 0) bpe_push_pair(t, w, left->prev);
+        if (left->next >= 0) bpe_push_pair(t, w, at);
+    }
 }
 
 static void add_symbol(bpe_symbol *sym, int *n, int id, size_t len) {
     sym[*n].id = id;
-    sym[*n].len = len;
+    sym[*n].len = (int)len;
     sym[*n].prev = *n - 1;
     sym[*n].next = *n + 1;
     (*n)++;
@@ -944,9 +1010,10 @@ static void add_symbol(bpe_symbol *sym, int *n, int id, size_t len) {
 /* Encodes one normalized piece of text, appending its ids. */
 static int bpe_encode(const tokenizer *t, const unsigned char *s, size_t n, int_buf *ids) {
     bpe_work w;
-    int n_sym = 0, unk_pending = 0, i, rank;
+    int n_sym = 0, unk_pending = 0, i, first, last;
     size_t unk_len = 0, pos = 0;
     if (n == 0) return LUCIE_OK;
+    if (n >= (size_t)INT_MAX) return LUCIE_EINVAL; /* positions are ints */
     memset(&w, 0, sizeof w);
     w.sym = (bpe_symbol *)malloc(n * sizeof *w.sym); /* at most one symbol per byte */
     if (!w.sym) return LUCIE_ENOMEM;
@@ -983,31 +1050,17 @@ static int bpe_encode(const tokenizer *t, const unsigned char *s, size_t n, int_
     if (unk_pending) add_symbol(w.sym, &n_sym, t->unk_id, unk_len);
     if (n_sym > 0) w.sym[n_sym - 1].next = -1;
 
-    /* Merge the best-ranked pair, leftmost first, until none is left.
-     * Stale candidates (a side already merged away, or a pair that no
-     * longer produces that token) are skipped when popped; like the
-     * reference we compare the produced token, not the rank. */
-    for (i = 0; i + 1 < n_sym; i++) bpe_push_pair(t, &w, i);
-    while (w.n_heap > 0 && !w.oom) {
-        bpe_candidate top = heap_pop(&w);
-        bpe_symbol *left = &w.sym[top.pos], *right;
-        if (left->len == 0 || left->next < 0) continue;
-        right = &w.sym[left->next];
-        rank = merge_lookup(t, left->id, right->id);
-        if (rank < 0 || t->merges[3 * rank + 2] != top.merged) continue;
-        left->id = top.merged;
-        left->len += right->len;
-        right->len = 0;
-        left->next = right->next;
-        if (left->next >= 0) w.sym[left->next].prev = top.pos;
-        if (left->prev >= 0) bpe_push_pair(t, &w, left->prev);
-        if (left->next >= 0) bpe_push_pair(t, &w, top.pos);
+    /* Merges never join symbols across a boundary whose characters no merge
+     * joins, so the symbols are split there into chunks that are merged
+     * independently: the same result, and in prose the chunks are a few
+     * characters long, so the work stays in the cache. */
+    for (first = 0; first < n_sym; first = last + 1) {
+        for (last = first; last + 1 < n_sym && crossable(t, w.sym[last].id, w.sym[last + 1].id); last++) {}
+        w.sym[first].prev = -1;
+        w.sym[last].next = -1;
+        bpe_merge_chunk(t, &w, first, last);
+        for (i = first; i >= 0 && !w.oom; i = w.sym[i].next) ints_push(ids, w.sym[i].id);
     }
-    if (!w.oom)
-        for (i = 0; i < n_sym; i = w.sym[i].next) {
-            ints_push(ids, w.sym[i].id);
-            if (w.sym[i].next < 0) break;
-        }
     free(w.sym);
     free(w.heap);
     return w.oom || ids->oom ? LUCIE_ENOMEM : LUCIE_OK;
@@ -1154,8 +1207,13 @@ struct lucie_detok_stream {
     long *n_seen;           /* per decoder op: pieces seen (Metaspace's first-piece rule) */
     byte_buf *held;         /* per decoder op after Fuse: text held back */
     byte_buf out;           /* text ready for the caller */
+    int whole;              /* lucie_detokenize: gather the fused text, process it once at the end */
+    byte_buf fused;
     byte_buf scratch[2];
     int failed;
+    long n_pushed;
+    int ended;              /* flushed: no more tokens */
+    size_t skip;            /* bytes of upcoming output the caller already has (see _prime) */
 };
 
 static void stream_text(lucie_detok_stream *st, int op, const unsigned char *s, size_t n, int final);
@@ -1210,7 +1268,7 @@ static void piece_flow(lucie_detok_stream *st, int op, const unsigned char *s, s
             flush_bytes(st, op);
             continue;
         case DEC_REPLACE_STRING:
-            replace_string(s, n, o->a, o->a_len, o->b, o->b_len, &next);
+            replace_string(s, n, o->a, o->a_len, o->b, o->b_len, &next, 0);
             break;
         case DEC_METASPACE: { /* the reference drops every replacement char of the first piece */
             int first = st->n_seen[op]++ == 0 && o->p1 != METASPACE_NEVER;
@@ -1244,8 +1302,9 @@ static void piece_flow(lucie_detok_stream *st, int op, const unsigned char *s, s
         n = piece.len;
     }
     if (!st->failed) {
-        if (op < t->n_dec_ops) stream_text(st, op + 1, s, n, 0); /* op is the Fuse */
-        else buf_append(&st->out, s, n);
+        if (op == t->n_dec_ops) buf_append(&st->out, s, n);
+        else if (st->whole) buf_append(&st->fused, s, n); /* op is the Fuse */
+        else stream_text(st, op + 1, s, n, 0);
     }
     buf_free(&piece);
 }
@@ -1263,16 +1322,9 @@ static void stream_text(lucie_detok_stream *st, int op, const unsigned char *s, 
         n = held->len;
         keep = 0;
         switch (o->type) {
-        case DEC_REPLACE_STRING: {
-            /* Hold back the longest tail that could still start the pattern. */
-            size_t tail = o->a_len - 1 < n ? o->a_len - 1 : n;
-            if (!final)
-                for (; tail > 0; tail--)
-                    if (memcmp(s + n - tail, o->a, tail) == 0) break;
-            keep = final ? 0 : tail;
-            replace_string(s, n - keep, o->a, o->a_len, o->b, o->b_len, &next);
+        case DEC_REPLACE_STRING:
+            keep = n - replace_string(s, n, o->a, o->a_len, o->b, o->b_len, &next, !final);
             break;
-        }
         case DEC_METASPACE: /* the fused text is the first and only piece */
             while (i < n) {
                 uint32_t c;
@@ -1308,7 +1360,7 @@ static void stream_text(lucie_detok_stream *st, int op, const unsigned char *s, 
             break;
         }
         /* keep the held tail, hand the rest on */
-        memmove(held->data, held->data + held->len - keep, keep);
+        if (keep > 0) memmove(held->data, held->data + held->len - keep, keep);
         held->len = keep;
         if (next.oom) st->failed = 1;
         buf_free(&st->scratch[op & 1]);
@@ -1340,16 +1392,15 @@ static int detok_finish(lucie_detok_stream *st) {
     int op;
     for (op = 0; op < st->tok->dec_fuse; op++)
         if (st->tok->dec_ops[op].type == DEC_BYTE_FALLBACK) flush_bytes(st, op);
-    if (st->tok->dec_fuse < st->tok->n_dec_ops) stream_text(st, st->tok->dec_fuse + 1, NULL, 0, 1);
+    if (st->tok->dec_fuse < st->tok->n_dec_ops) {
+        if (st->fused.oom) st->failed = 1;
+        stream_text(st, st->tok->dec_fuse + 1, st->fused.data, st->fused.len, 1);
+    }
     return st->failed || st->out.oom ? LUCIE_ENOMEM : LUCIE_OK;
 }
 
-lucie_detok_stream *lucie_detok_stream_new(const lucie_model *model, int flags) {
-    lucie_detok_stream *st;
-    const tokenizer *t;
-    if (!model || (flags & ~LUCIE_DETOK_SKIP_SPECIAL)) return NULL;
-    t = model_tokenizer(model);
-    st = (lucie_detok_stream *)calloc(1, sizeof *st);
+static lucie_detok_stream *detok_stream_create(const tokenizer *t, int flags) {
+    lucie_detok_stream *st = (lucie_detok_stream *)calloc(1, sizeof *st);
     if (!st) return NULL;
     st->tok = t;
     st->flags = flags;
@@ -1364,12 +1415,18 @@ lucie_detok_stream *lucie_detok_stream_new(const lucie_model *model, int flags) 
     return st;
 }
 
+lucie_detok_stream *lucie_detok_stream_new(const lucie_model *model, int flags) {
+    if (!model || (flags & ~LUCIE_DETOK_SKIP_SPECIAL)) return NULL;
+    return detok_stream_create(model_tokenizer(model), flags);
+}
+
 void lucie_detok_stream_free(lucie_detok_stream *st) {
     int i;
     if (!st) return;
     for (i = 0; i <= st->tok->n_dec_ops; i++) buf_free(&st->held[i]);
     buf_free(&st->bytes);
     buf_free(&st->out);
+    buf_free(&st->fused);
     buf_free(&st->scratch[0]);
     buf_free(&st->scratch[1]);
     free(st->held);
@@ -1377,11 +1434,22 @@ void lucie_detok_stream_free(lucie_detok_stream *st) {
     free(st);
 }
 
+static int detok_length(const tokenizer *t, const int *ids, int n_ids, int flags, size_t *len);
+
 static const char *detok_take(lucie_detok_stream *st, size_t *len) {
+    if (st->skip > 0 && st->out.len > 0) {
+        size_t cut = st->skip < st->out.len ? st->skip : st->out.len;
+        st->skip -= cut;
+        /* never start the output inside a character (possible only if later
+         * tokens changed text that was held back) */
+        while (cut < st->out.len && (st->out.data[cut] & 0xC0) == 0x80) cut++;
+        memmove(st->out.data, st->out.data + cut, st->out.len - cut);
+        st->out.len -= cut;
+    }
     *len = st->out.len;
-    st->out.len = 0;
     if (!buf_reserve(&st->out, 1)) return NULL;
     st->out.data[*len] = 0; /* keeps a NUL after the text, for convenience */
+    st->out.len = 0;
     return (const char *)st->out.data;
 }
 
@@ -1389,37 +1457,79 @@ const char *lucie_detok_stream_push(lucie_detok_stream *st, int token, size_t *l
     size_t dummy;
     if (!len) len = &dummy;
     *len = 0;
-    if (!st || st->failed) return NULL;
+    if (!st || st->failed || st->ended) return NULL;
     st->out.len = 0;
+    st->n_pushed++;
     if (detok_push_id(st, token) != LUCIE_OK) return NULL;
     return detok_take(st, len);
 }
 
-/* End of the stream: the text still held back (an unfinished byte run, a
- * possible start of a Replace pattern...). Push + flush outputs together
- * equal lucie_detokenize of the pushed ids. */
+/* Pushes, into a fresh stream, tokens whose text the caller already has (a
+ * prompt): the text they decode to is never returned, not even the part the
+ * stream still holds back, and later tokens continue after it, as seen in
+ * the decode of the whole sequence (a Metaspace decoder does not drop the
+ * space of the first generated token, for instance). */
+int lucie_detok_stream_prime(lucie_detok_stream *st, const int *ids, int n_ids) {
+    size_t emitted = 0, total;
+    int i, rc;
+    if (!st || st->failed || st->n_pushed > 0 || n_ids < 0 || (n_ids > 0 && !ids)) return LUCIE_EINVAL;
+    for (i = 0; i < n_ids; i++) {
+        st->out.len = 0;
+        st->n_pushed++;
+        if ((rc = detok_push_id(st, ids[i])) != LUCIE_OK) return rc;
+        emitted += st->out.len;
+    }
+    st->out.len = 0;
+    rc = detok_length(st->tok, ids, n_ids, st->flags, &total);
+    if (rc != LUCIE_OK) return rc;
+    st->skip = total > emitted ? total - emitted : 0;
+    return LUCIE_OK;
+}
+
+/* Ends the stream: returns the text still held back (an unfinished byte
+ * run, a possible start of a Replace pattern...). All push outputs plus this
+ * one equal lucie_detokenize of the pushed ids. Pushing after it fails. */
 const char *lucie_detok_stream_flush(lucie_detok_stream *st, size_t *len) {
     size_t dummy;
     if (!len) len = &dummy;
     *len = 0;
-    if (!st || st->failed) return NULL;
+    if (!st || st->failed || st->ended) return NULL;
+    st->ended = 1;
     st->out.len = 0;
     if (detok_finish(st) != LUCIE_OK) return NULL;
     return detok_take(st, len);
 }
 
+/* The whole decode of ids into a stream's output buffer (*out_stream, to be
+ * freed by the caller), or an error. */
+static int detok_whole(const tokenizer *t, const int *ids, int n_ids, int flags, lucie_detok_stream **out_stream) {
+    lucie_detok_stream *st = detok_stream_create(t, flags);
+    int i, rc = LUCIE_OK;
+    *out_stream = st;
+    if (!st) return LUCIE_ENOMEM;
+    st->whole = 1;
+    for (i = 0; i < n_ids && rc == LUCIE_OK; i++) rc = detok_push_id(st, ids[i]);
+    if (rc == LUCIE_OK) rc = detok_finish(st);
+    return rc;
+}
+
+static int detok_length(const tokenizer *t, const int *ids, int n_ids, int flags, size_t *len) {
+    lucie_detok_stream *st;
+    int rc = detok_whole(t, ids, n_ids, flags, &st);
+    *len = rc == LUCIE_OK ? st->out.len : 0;
+    lucie_detok_stream_free(st);
+    return rc;
+}
+
 int lucie_detokenize(const lucie_model *model, const int *ids, int n_ids, int flags, char *buf, size_t buf_size,
                      size_t *len) {
     lucie_detok_stream *st;
-    int i, rc = LUCIE_OK;
+    int rc;
     if (len) *len = 0;
     if (!model || n_ids < 0 || (n_ids > 0 && !ids) || (buf_size > 0 && !buf) || !len ||
         (flags & ~LUCIE_DETOK_SKIP_SPECIAL))
         return LUCIE_EINVAL;
-    st = lucie_detok_stream_new(model, flags);
-    if (!st) return LUCIE_ENOMEM;
-    for (i = 0; i < n_ids && rc == LUCIE_OK; i++) rc = detok_push_id(st, ids[i]);
-    if (rc == LUCIE_OK) rc = detok_finish(st);
+    rc = detok_whole(model_tokenizer(model), ids, n_ids, flags, &st);
     if (rc == LUCIE_OK) {
         *len = st->out.len;
         if (buf_size > 0) {

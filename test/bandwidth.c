@@ -171,6 +171,10 @@ int main(int argc, char **argv) {
     if (parse_options(argc, argv, &opts) != 0) return 2;
 
     const size_t alignment = (size_t)2 << 20; /* 2 MB, so huge pages can back it */
+    if (opts.megabytes > SIZE_MAX >> 20) {
+        fprintf(stderr, "bandwidth: %zu MB does not fit in this address space\n", opts.megabytes);
+        return 2;
+    }
     size_t n_bytes = opts.megabytes << 20;
     buffer buf;
     buf.n_words = n_bytes / sizeof(uint64_t);

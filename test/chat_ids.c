@@ -40,6 +40,7 @@ int main(int argc, char **argv) {
     }
     if (lucie_open(argv[1], NULL, &model, err, sizeof err) != LUCIE_OK) {
         fprintf(stderr, "chat_ids: %s\n", err);
+        free(msgs);
         return 1;
     }
     /* Size query first, then the real call: the buffer protocol under test. */
@@ -50,12 +51,12 @@ int main(int argc, char **argv) {
     }
     if (rc != LUCIE_OK) {
         fprintf(stderr, "chat_ids: %s\n", rc == LUCIE_ENOMEM ? "out of memory" : err);
-        return 1;
+    } else {
+        for (i = 0; i < n_ids; i++) printf(i ? " %d" : "%d", ids[i]);
+        printf("\n");
     }
-    for (i = 0; i < n_ids; i++) printf(i ? " %d" : "%d", ids[i]);
-    printf("\n");
     free(ids);
     free(msgs);
     lucie_close(model);
-    return 0;
+    return rc == LUCIE_OK ? 0 : 1;
 }

@@ -2,7 +2,8 @@
 """fuzz_models.py - tiny, self-contained Llama checkpoints for the hostile-input tests and fuzzers.
 
     python3 test/fuzz_models.py seeds DIR        the loader seed corpus (a few KB per file)
-    python3 test/fuzz_models.py model KIND OUT   one exported model file (KIND below)
+    python3 test/fuzz_models.py model KIND OUT [DTYPE]   one exported model file (KIND below)
+    python3 test/fuzz_models.py checkpoint KIND DIR      just the Hugging Face checkpoint
 
 Kinds:
     lucie-like  a Lucie-shaped tokenizer in miniature (NFC, charset and "space after"
@@ -11,6 +12,8 @@ Kinds:
                 no byte fallback
     lucie-vocab Lucie-7B-Instruct's real tokenizer.json and chat template (from ../shared;
                 65024 tokens) on a 1-layer, dim-8 random model: what the tokenizer fuzzer runs on
+    quant-like  the llama-like tokenizer on a 2-layer dim-64 model, wide enough to quantize
+    quant-small the same at dim 32, 1 layer: the q8/q4 seeds of the loader corpus
 
 The checkpoints are written with the standard library only (safetensors is a JSON header
 plus raw little-endian data) and then exported with the project's export.py, so every
@@ -166,34 +169,53 @@ def export(hf_dir, out_path, dtype):
     subprocess.run(cmd, check=True)
 
 
-def make_model(kind, out_path):
+def make_checkpoint(kind, out_dir):
+    """Writes the Hugging Face checkpoint of a model kind; returns its natural export dtype."""
+    if kind == "lucie-like":
+        tok, vocab = lucie_like_tokenizer()
+        write_checkpoint(out_dir, tok, vocab, bos=0, eos=1)
+        return "bf16"
+    if kind == "llama-like":
+        tok, vocab = llama_like_tokenizer()
+        write_checkpoint(out_dir, tok, vocab, tied=True, bos=1, eos=2, dim=4, n_heads=1, n_kv_heads=1)
+        return "f32"
+    if kind == "lucie-vocab":
+        instruct = os.path.join(SHARED, "lucie", "instruct")
+        with open(os.path.join(instruct, "tokenizer.json"), encoding="utf-8") as f:
+            tok = json.load(f)
+        write_checkpoint(out_dir, tok, 65024, dim=8, hidden=8, n_heads=2, n_kv_heads=1, tied=True)
+        shutil.copy(os.path.join(instruct, "tokenizer_config.json"), out_dir)  # the real chat template
+        return "bf16"
+    if kind == "quant-like":
+        # wide enough for whole quantization groups (dim and FFN multiples of 64)
+        tok, vocab = llama_like_tokenizer()
+        write_checkpoint(out_dir, tok, vocab, dim=64, hidden=128, n_layers=2, n_heads=4, n_kv_heads=2, bos=1, eos=2)
+        return "f32"
+    if kind == "quant-small":
+        # the smallest shapes that hold whole quantization groups: seeds for the q8/q4 loaders
+        tok, vocab = llama_like_tokenizer()
+        write_checkpoint(out_dir, tok, vocab, dim=32, hidden=32, n_layers=1, n_heads=2, n_kv_heads=1, bos=1, eos=2)
+        return "q8"
+    raise SystemExit("unknown model kind %r" % kind)
+
+
+def make_model(kind, out_path, dtype=None):
     with tempfile.TemporaryDirectory() as tmp:
-        if kind == "lucie-like":
-            tok, vocab = lucie_like_tokenizer()
-            write_checkpoint(tmp, tok, vocab, bos=0, eos=1)
-            export(tmp, out_path, "bf16")
-        elif kind == "llama-like":
-            tok, vocab = llama_like_tokenizer()
-            write_checkpoint(tmp, tok, vocab, tied=True, bos=1, eos=2, dim=4, n_heads=1, n_kv_heads=1)
-            export(tmp, out_path, "f32")
-        elif kind == "lucie-vocab":
-            instruct = os.path.join(SHARED, "lucie", "instruct")
-            with open(os.path.join(instruct, "tokenizer.json"), encoding="utf-8") as f:
-                tok = json.load(f)
-            write_checkpoint(tmp, tok, 65024, dim=8, hidden=8, n_heads=2, n_kv_heads=1, tied=True)
-            shutil.copy(os.path.join(instruct, "tokenizer_config.json"), tmp)  # the real chat template
-            export(tmp, out_path, "bf16")
-        else:
-            raise SystemExit("unknown model kind %r" % kind)
+        natural = make_checkpoint(kind, tmp)
+        export(tmp, out_path, dtype or natural)
 
 
 def main(argv):
     if len(argv) == 3 and argv[1] == "seeds":
         os.makedirs(argv[2], exist_ok=True)
-        for kind in ("lucie-like", "llama-like"):
-            make_model(kind, os.path.join(argv[2], kind))  # no .bin: the corpus is committed
-    elif len(argv) == 4 and argv[1] == "model":
-        make_model(argv[2], argv[3])
+        for kind, dtype in (("lucie-like", None), ("llama-like", None), ("quant-small", "q8"),
+                            ("quant-small", "q4")):
+            name = kind if dtype is None else "%s-%s" % (kind, dtype)
+            make_model(kind, os.path.join(argv[2], name), dtype)  # no .bin: the corpus is committed
+    elif len(argv) in (4, 5) and argv[1] == "model":
+        make_model(argv[2], argv[3], argv[4] if len(argv) == 5 else None)
+    elif len(argv) == 4 and argv[1] == "checkpoint":
+        make_checkpoint(argv[2], argv[3])
     else:
         raise SystemExit(__doc__)
 

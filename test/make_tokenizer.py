@@ -12,6 +12,11 @@ Kinds:
          after normalization).
   llama  a plain Llama-2 style tokenizer: Prepend "▁", " " -> "▁", BPE with byte
          fallback, decoder Replace/ByteFallback/Fuse/Strip.
+  generic-a, generic-b
+         Llama-like, with the less common constructs lucie.c also supports: unk
+         (missing byte tokens) with and without fuse_unk, BOS+EOS, a multi-character
+         normalizer Replace, decoder steps on either side of Fuse (Replace patterns
+         that span tokens, Metaspace schemes "never"/"first", Strip at both ends).
   bytes  no merges: every character becomes its UTF-8 byte tokens, so encoding shows
          exactly what the normalizer produced. --normalizer picks the normalizer
          (only NFC; only Lucie's "space after" rules; Lucie's whole sequence).
@@ -170,7 +175,7 @@ def build(kind, normalizer="nfc"):
                       "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True,
                       "vocab": dict((s, i) for i, s in enumerate(vocab)), "merges": []},
         }
-    text = simple_normalize(CORPUS, kind)
+    text = simple_normalize(CORPUS, "llama" if kind.startswith("generic") else kind)
     counts = {}
     for c in text:
         counts[c] = counts.get(c, 0) + 1
@@ -207,6 +212,40 @@ def build(kind, normalizer="nfc"):
                       "vocab": dict((s, i) for i, s in enumerate(vocab)),
                       "merges": ["%s %s" % m for m in merges]},
         }
+    if kind in ("generic-a", "generic-b"):
+        # Less common constructs: no byte tokens for 4-byte UTF-8 lead bytes (emoji
+        # fall back to unk), fuse_unk off (a) / on (b), a multi-character normalizer
+        # Replace, BOS and EOS, and decoder steps in other places and shapes.
+        specials = ["<unk>", "<s>", "</s>"]
+        vocab = specials + [b for b in byte_tokens() if not "<0xF0>" <= b <= "<0xF4>"] + learned
+        if kind == "generic-a":
+            decoder = [{"type": "Replace", "pattern": {"String": "\u2581\u2581"}, "content": "\u2581_"},
+                       {"type": "ByteFallback"},
+                       {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "never", "split": True},
+                       {"type": "Fuse"},
+                       {"type": "Replace", "pattern": {"String": "  "}, "content": " "},
+                       {"type": "Replace", "pattern": {"String": "e d"}, "content": "E-D"},
+                       {"type": "Strip", "content": " ", "start": 1, "stop": 1}]
+        else:
+            decoder = [{"type": "ByteFallback"}, {"type": "Fuse"},
+                       {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": True},
+                       {"type": "Strip", "content": "e", "start": 2, "stop": 0}]
+        post = template("<s>", 1)
+        post["single"].append({"SpecialToken": {"id": "</s>", "type_id": 0}})
+        post["special_tokens"]["</s>"] = {"id": "</s>", "ids": [2], "tokens": ["</s>"]}
+        return {
+            "version": "1.0", "truncation": None, "padding": None,
+            "added_tokens": [added(s, i) for i, s in enumerate(specials)],
+            "normalizer": {"type": "Sequence", "normalizers": [
+                {"type": "NFC"}, {"type": "Replace", "pattern": {"String": "oe"}, "content": "\u0153"}]
+                + llama_normalizer_steps()},
+            "pre_tokenizer": None, "post_processor": post,
+            "decoder": {"type": "Sequence", "decoders": decoder},
+            "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
+                      "end_of_word_suffix": None, "fuse_unk": kind == "generic-b", "byte_fallback": True,
+                      "vocab": dict((s, i) for i, s in enumerate(vocab)),
+                      "merges": ["%s %s" % m for m in merges]},
+        }
     raise ValueError("unknown tokenizer kind %r" % kind)
 
 
@@ -227,7 +266,7 @@ def make_tokenizer(out_dir, kind, normalizer="nfc"):
 def main(argv=None):
     p = argparse.ArgumentParser(description="Write a small tokenizer.json for the tests.")
     p.add_argument("out_dir")
-    p.add_argument("--kind", choices=("lucie", "llama", "bytes"), required=True)
+    p.add_argument("--kind", choices=("lucie", "llama", "bytes", "generic-a", "generic-b"), required=True)
     p.add_argument("--normalizer", choices=("nfc", "space_after", "lucie"), default="nfc")
     args = p.parse_args(argv)
     make_tokenizer(args.out_dir, args.kind, args.normalizer)

@@ -74,56 +74,12 @@ static int collect_token(const char *text, size_t len, int token, void *user) {
     return 0;
 }
 
-int main(int argc, char **argv) {
-    lucie_model *model = NULL;
-    lucie_session *session = NULL;
-    lucie_session_options opts;
-    const lucie_config *c;
-    const char *logits_path = NULL;
-    FILE *logits_out = NULL;
+/* Runs the commands argv[first..]; returns a lucie status, or 2 on bad usage. */
+static int run_commands(lucie_session *session, const lucie_config *c, char **argv, int first, int argc,
+                        FILE *logits_out, float *logits) {
     id_list ids = {NULL, 0, 0};
-    float *logits;
-    char err[256];
-    int i, k, rc = LUCIE_OK;
-    if (argc < 3) {
-        fprintf(stderr, "usage: %s MODEL.bin [options] COMMAND [COMMAND ...] (see test/session.c)\n", argv[0]);
-        return 2;
-    }
-    if (lucie_open(argv[1], NULL, &model, err, sizeof err) != LUCIE_OK) {
-        fprintf(stderr, "session: %s\n", err);
-        return 1;
-    }
-    c = lucie_model_config(model);
-    lucie_session_defaults(NULL, &opts);
-    opts.temperature = 0.0f;
-    for (i = 2; i + 1 < argc && argv[i][0] == '-'; i += 2) {
-        const char *o = argv[i], *v = argv[i + 1];
-        if (strcmp(o, "--ctx") == 0) opts.context = atoi(v);
-        else if (strcmp(o, "--threads") == 0) opts.n_threads = atoi(v);
-        else if (strcmp(o, "--temp") == 0) opts.temperature = (float)atof(v);
-        else if (strcmp(o, "--top-k") == 0) opts.top_k = atoi(v);
-        else if (strcmp(o, "--top-p") == 0) opts.top_p = (float)atof(v);
-        else if (strcmp(o, "--min-p") == 0) opts.min_p = (float)atof(v);
-        else if (strcmp(o, "--penalty") == 0) opts.repetition_penalty = (float)atof(v);
-        else if (strcmp(o, "--window") == 0) opts.repetition_window = atoi(v);
-        else if (strcmp(o, "--seed") == 0) opts.seed = strtoull(v, NULL, 10);
-        else if (strcmp(o, "--logits") == 0) logits_path = v;
-        else {
-            fprintf(stderr, "session: unknown option '%s'\n", o);
-            return 2;
-        }
-    }
-    if (lucie_session_new(model, &opts, &session, err, sizeof err) != LUCIE_OK) {
-        fprintf(stderr, "session: %s\n", err);
-        return 1;
-    }
-    logits = (float *)malloc((size_t)c->vocab_size * sizeof *logits);
-    if (!logits) return 1;
-    if (logits_path && !(logits_out = fopen(logits_path, "wb"))) {
-        fprintf(stderr, "session: cannot write %s\n", logits_path);
-        return 1;
-    }
-    for (; i < argc && rc == LUCIE_OK; i++) {
+    int i, k, rc = LUCIE_OK, usage = 0;
+    for (i = first; i < argc && rc == LUCIE_OK && !usage; i++) {
         const char *cmd = argv[i], *arg = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(cmd, "pos") == 0) {
             printf("pos: %d\n", lucie_session_position(session));
@@ -131,15 +87,15 @@ int main(int argc, char **argv) {
         }
         if (!arg) {
             fprintf(stderr, "session: %s needs an argument\n", cmd);
-            return 2;
+            usage = 1;
+            break;
         }
         i++;
         if (strcmp(cmd, "eval") == 0 || strcmp(cmd, "step") == 0) {
             if (!parse_ids(arg, &ids)) {
                 fprintf(stderr, "session: bad id list '%s'\n", arg);
-                return 2;
-            }
-            if (strcmp(cmd, "eval") == 0) {
+                usage = 1;
+            } else if (strcmp(cmd, "eval") == 0) {
                 rc = lucie_eval(session, ids.ids, ids.n, logits, 0);
             } else {
                 for (k = 0; k < ids.n && rc == LUCIE_OK; k++) {
@@ -166,7 +122,8 @@ int main(int argc, char **argv) {
             ids.n = 0;
             if (strcmp(input, "-") != 0 && !parse_ids(input, &ids)) {
                 fprintf(stderr, "session: bad id list '%s'\n", input);
-                return 2;
+                usage = 1;
+                break;
             }
             memset(&go, 0, sizeof go);
             memset(&stats, 0, sizeof stats);
@@ -184,15 +141,65 @@ int main(int argc, char **argv) {
             rc = lucie_session_rewind(session, atoi(arg));
         } else {
             fprintf(stderr, "session: unknown command '%s'\n", cmd);
-            return 2;
+            usage = 1;
         }
         fflush(stdout);
     }
-    if (rc != LUCIE_OK) fprintf(stderr, "session: %s (%s)\n", lucie_session_error(session), lucie_status_string(rc));
-    if (logits_out && fclose(logits_out) != 0) rc = LUCIE_EIO;
     free(ids.ids);
+    if (rc != LUCIE_OK) fprintf(stderr, "session: %s (%s)\n", lucie_session_error(session), lucie_status_string(rc));
+    return usage ? 2 : rc;
+}
+
+int main(int argc, char **argv) {
+    lucie_model *model = NULL;
+    lucie_session *session = NULL;
+    lucie_session_options opts;
+    const char *logits_path = NULL;
+    FILE *logits_out = NULL;
+    float *logits = NULL;
+    char err[256];
+    int i, rc;
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s MODEL.bin [options] COMMAND [COMMAND ...] (see test/session.c)\n", argv[0]);
+        return 2;
+    }
+    lucie_session_defaults(NULL, &opts);
+    opts.temperature = 0.0f;
+    for (i = 2; i + 1 < argc && argv[i][0] == '-'; i += 2) {
+        const char *o = argv[i], *v = argv[i + 1];
+        if (strcmp(o, "--ctx") == 0) opts.context = atoi(v);
+        else if (strcmp(o, "--threads") == 0) opts.n_threads = atoi(v);
+        else if (strcmp(o, "--temp") == 0) opts.temperature = (float)atof(v);
+        else if (strcmp(o, "--top-k") == 0) opts.top_k = atoi(v);
+        else if (strcmp(o, "--top-p") == 0) opts.top_p = (float)atof(v);
+        else if (strcmp(o, "--min-p") == 0) opts.min_p = (float)atof(v);
+        else if (strcmp(o, "--penalty") == 0) opts.repetition_penalty = (float)atof(v);
+        else if (strcmp(o, "--window") == 0) opts.repetition_window = atoi(v);
+        else if (strcmp(o, "--seed") == 0) opts.seed = strtoull(v, NULL, 10);
+        else if (strcmp(o, "--logits") == 0) logits_path = v;
+        else {
+            fprintf(stderr, "session: unknown option '%s'\n", o);
+            return 2;
+        }
+    }
+    if (lucie_open(argv[1], NULL, &model, err, sizeof err) != LUCIE_OK) {
+        fprintf(stderr, "session: %s\n", err);
+        return 1;
+    }
+    rc = lucie_session_new(model, &opts, &session, err, sizeof err);
+    if (rc != LUCIE_OK) {
+        fprintf(stderr, "session: %s\n", err);
+    } else if (!(logits = (float *)malloc((size_t)lucie_model_config(model)->vocab_size * sizeof *logits))) {
+        rc = LUCIE_ENOMEM;
+    } else if (logits_path && !(logits_out = fopen(logits_path, "wb"))) {
+        fprintf(stderr, "session: cannot write %s\n", logits_path);
+        rc = LUCIE_EIO;
+    } else {
+        rc = run_commands(session, lucie_model_config(model), argv, i, argc, logits_out, logits);
+    }
+    if (logits_out && fclose(logits_out) != 0 && rc == LUCIE_OK) rc = LUCIE_EIO;
     free(logits);
     lucie_session_free(session);
     lucie_close(model);
-    return rc == LUCIE_OK ? 0 : 1;
+    return rc == LUCIE_OK ? 0 : rc == 2 ? 2 : 1;
 }

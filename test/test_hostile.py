@@ -111,7 +111,7 @@ def truncated(data, length, fix_header):
 
 def run(args, stdin=None):
     need_binary(RUN)
-    return subprocess.run([RUN] + [str(a) for a in args], input=stdin, stdout=subprocess.PIPE,
+    return subprocess.run([RUN] + [a if isinstance(a, bytes) else str(a) for a in args], input=stdin, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, timeout=TIMEOUT)
 
 
@@ -744,45 +744,64 @@ def test_valgrind_error_paths(models, tmp_path, valgrind_run):
         assert proc.returncode in (1, 2), "%s: %s" % (args, proc.stderr.decode("utf-8", "replace")[-3000:])
 
 
-# ---- fuzzer findings, replayed -------------------------------------------------------
-# test/fuzz_corpus/regressions/<target>-<name>: inputs that once crashed or broke an
-# invariant. Each is replayed through ./run the way the fuzz target would have used it,
-# so the regression is caught by the normal (and the SANITIZE=1) test run even when the
-# fuzzers are not built; when they are built (make fuzz), the input is also replayed
-# through the fuzz target itself.
+# ---- fuzz corpus and fuzzer findings, replayed ------------------------------------------
+# test/replay_TARGET is test/fuzz_TARGET.c linked with test/fuzz_replay.c instead of
+# libFuzzer, so any compiler (and SANITIZE=1) runs the fuzz targets' inputs with the same
+# checks. The seed corpus must replay clean, and so must every saved finding in
+# test/fuzz_corpus/regressions/TARGET[@MODEL]-NAME (MODEL: a fuzz_models.py kind the input
+# was found with, when not the default seed model). Findings that are whole model files or
+# command lines are also replayed through ./run itself.
 
+TARGETS = ["load", "tokenize", "session", "args"]
 REGRESSIONS = sorted(glob.glob(os.path.join(CORPUS, "regressions", "*")))
 
 
-def replay_through_run(path, model_path, tmp_path):
-    target = os.path.basename(path).split("-", 1)[0]
-    with open(path, "rb") as f:
-        data = f.read()
-    if target in ("load", "tokfile"):
-        if target == "tokfile":
-            pytest.skip("tokenizer-section inputs are replayed through the fuzz target only")
-        proc = run([write(tmp_path, data), "-n", "3", "--temp", "0.8", "--top-p", "0.9", "--top-k", "3",
-                    "--min-p", "0.05", "--repeat-penalty", "1.3", "--seed", "42", "-c", "6", "-p", "a"])
-    elif target == "tokenize":
-        proc = run([model_path, "--tokenize", "-"], stdin=data[1:])
-    elif target == "args":
-        args = [a.decode("utf-8", "surrogateescape") for a in data.split(b"\0") if a]
-        args = [a for a in args if a not in ("-h", "--help")]
-        proc = run([model_path] + args, stdin=b"")
-    else:
-        pytest.fail("unknown fuzz target prefix in %s" % path)
+def replay(target, paths, model=None):
+    binary = need_binary(os.path.join(TEST_DIR, "replay_" + target))
+    env = dict(os.environ)
+    env.pop("LUCIE_FUZZ_MODEL", None)
+    if model:
+        env["LUCIE_FUZZ_MODEL"] = model
+    proc = subprocess.run([binary] + paths, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env,
+                          timeout=600)
     err = proc.stderr.decode("utf-8", "replace")
-    for w in SANITIZER_WORDS:
-        assert w not in err, err
-    assert proc.returncode in (0, 1, 2), err
+    for w in SANITIZER_WORDS + ("invariant broken",):
+        assert w not in err, err[-4000:]
+    assert proc.returncode == 0, err[-4000:]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_seed_corpus_replays_clean(target):
+    replay(target, sorted(glob.glob(os.path.join(CORPUS, target, "*"))))
 
 
 @pytest.mark.parametrize("path", REGRESSIONS, ids=[os.path.basename(p) for p in REGRESSIONS])
 def test_fuzz_regression(path, model_path, tmp_path):
-    replay_through_run(path, model_path, tmp_path)
-    target = os.path.basename(path).split("-", 1)[0]
-    fuzzer = os.path.join(TEST_DIR, "fuzz_" + target)
-    if os.access(fuzzer, os.X_OK):
-        proc = subprocess.run([fuzzer, path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=TIMEOUT,
-                              cwd=REPO)
-        assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")[-3000:]
+    name = os.path.basename(path)
+    target, _, rest = name.partition("-")
+    target, _, kind = target.partition("@")
+    assert target in TARGETS, "regression file %s does not start with a fuzz target name" % name
+    with open(path, "rb") as f:
+        data = f.read()
+    if target == "load":
+        assert_no_crash(run([path, "-n", "3", "--temp", "0.8", "--top-p", "0.9", "--top-k", "3", "--min-p", "0.05",
+                             "--repeat-penalty", "1.3", "--seed", "42", "-c", "6", "-p", "a"]))
+    elif target == "args" and not kind:
+        args = [a for a in data.split(b"\0")]
+        assert_no_crash(run([model_path, "--seed", "7"] + [a for a in args if a not in (b"-h", b"--help")],
+                            stdin=b""))
+    model = None
+    if kind:
+        model = str(tmp_path / (kind + ".bin"))
+        try:
+            fuzz_models.make_model(kind, model)
+        except (OSError, subprocess.CalledProcessError) as e:
+            pytest.skip("cannot build the %s model: %s" % (kind, e))
+    replay(target, [path], model)
+
+
+def assert_no_crash(proc):
+    err = proc.stderr.decode("utf-8", "replace")
+    for w in SANITIZER_WORDS:
+        assert w not in err, err[-4000:]
+    assert proc.returncode in (0, 1, 2), err[-4000:]

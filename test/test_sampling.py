@@ -146,6 +146,23 @@ def test_generate_api_matches_greedy_loop(stories_bin, hf_model):
     assert stop_reason == (1 if expected[-1] == eos else 0)
 
 
+def test_callback_sees_every_token(stories_bin):
+    """At a high temperature stories260K emits byte tokens (<0xE6>...) whose text is
+    not complete yet: the callback still gets called for them, with empty text
+    (lucie.h: "the newly decoded text (...; may be empty) and the token id")."""
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = tokenizers.Tokenizer.from_file(os.path.join(STORIES_UNTIED, "tokenizer.json"))
+    ids = prompt_ids(PROMPTS[0])
+    options = ["--temp", "4", "--seed", "2"]
+    sampled = run_session(stories_bin, options, ["eval", ids_arg(ids), "sample", "300"])["sample"]
+    pieces = [tok.id_to_token(i) for i in sampled]
+    # test design: the draw contains the first byte of a multi-byte character
+    assert any(p.startswith("<0x") and int(p[3:5], 16) >= 0x80 for p in pieces), pieces
+    out = run_session(stories_bin, options, ["generate", "300", ids_arg(ids)])
+    assert out["stats"][1] == len(sampled)
+    assert out["generate"] == sampled
+
+
 def test_generate_from_session_logits(stories_bin):
     """lucie_generate_tokens with no input tokens continues from the session's last
     evaluation (lucie.h: n_ids may be 0 when the session already holds the input)."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generates unicode_tables.inc.c: the Unicode data lucie.c's tokenizer needs.
 
-    python3 tools/gen_unicode.py [OUT]        (default: unicode_tables.inc.c)
+    python3 tools/gen_unicode.py [OUT]        (default: unicode_tables.inc.c at the top of the repo)
 
 The tokenizer must reproduce Hugging Face `tokenizers` exactly, so the tables
 are taken from that reference implementation itself, probed live through its
@@ -54,7 +54,8 @@ def one_step_decomposition(c):
 
 
 def main():
-    out_path = sys.argv[1] if len(sys.argv) > 1 else "unicode_tables.inc.c"
+    out_path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                 "..", "unicode_tables.inc.c")
     nfd = normalizers.NFD().normalize_str
     nfc = normalizers.NFC().normalize_str
 
@@ -104,7 +105,7 @@ def main():
 
     with open(out_path, "w", encoding="utf-8") as f:
         f.write(render(ccc, decomp, comp, word))
-    print(f"wrote {out_path}: {len(ranges_of(ccc))} class ranges, {len(decomp)} decompositions, "
+    print(f"wrote {os.path.normpath(out_path)}: {len(ranges_of(ccc))} class ranges, {len(decomp)} decompositions, "
           f"{len(comp)} compositions, {len(ranges_of(dict.fromkeys(word, 1)))} word ranges")
 
 

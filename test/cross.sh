@@ -1,0 +1,238 @@
+#!/bin/sh
+# test/cross.sh [TARGET...] - build lucie.c for other machines and run it there.
+#
+# Targets (default: all whose toolchain is installed; missing ones are reported, not failed):
+#   aarch64   aarch64-linux-gnu-gcc, twice (armv8-a, and armv8.2-a+dotprod), run under
+#             qemu-aarch64: the C unit tests must pass, and the logits of every test model
+#             must match this machine's (same tolerance as test_forward.py: 1e-4 of the
+#             largest |logit|), greedy text too
+#   windows   x86_64-w64-mingw32-gcc (the Windows mapping code), warning-free; when wine is
+#             installed the same checks as aarch64 run under wine, with both load modes
+#   win32     i686-w64-mingw32-gcc: a 32-bit size_t build, warning-free (not run)
+#   s390x     s390x-linux-gnu-gcc, run under qemu-s390x: a big-endian host must refuse the
+#             (little-endian) model file at load with a clear one-line message
+# Debian packages: gcc-aarch64-linux-gnu qemu-user mingw-w64 wine gcc-s390x-linux-gnu.
+# Every build uses -std=c99 -Wall -Wextra -pedantic -Werror -fopenmp (builds without OpenMP
+# are test/warnings.sh's job). Exits 1 if anything failed.
+set -u
+cd "$(dirname "$0")/.." || exit 2
+PYTHON=${PYTHON:-python3}
+WARN="-std=c99 -Wall -Wextra -pedantic -Werror"
+TARGETS=${*:-aarch64 windows win32 s390x}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/lucie-cross.XXXXXX") || exit 2
+trap 'rm -rf "$WORK"' EXIT INT TERM
+failed=0
+fail() { echo "FAIL: $*"; failed=1; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# build DIR CC FLAGS...: run, test/logits and the unit tests that include lucie.c ($EXE: suffix)
+EXE=
+build() {
+    dir=$1 cc=$2
+    shift 2
+    mkdir -p "$dir"
+    ok=0
+    $cc $WARN "$@" -o "$dir/run$EXE" run.c lucie.c -lm >"$dir/build.log" 2>&1 || ok=1
+    $cc $WARN "$@" -o "$dir/logits$EXE" test/logits.c lucie.c -lm >>"$dir/build.log" 2>&1 || ok=1
+    for t in test/test_kernels test/test_float_kernels; do
+        [ -f "$t.c" ] || continue
+        $cc $WARN "$@" -o "$dir/$(basename $t)$EXE" "$t.c" -lm >>"$dir/build.log" 2>&1 || ok=1
+    done
+    if [ $ok -ne 0 ]; then
+        sed 's/^/    /' "$dir/build.log" | head -40
+    fi
+    return $ok
+}
+
+# ---- reference: this machine, portable flags --------------------------------------
+echo "== reference build (host $(uname -m))"
+build "$WORK/host" "${CC:-cc}" -O2 -fopenmp || { echo "the host build fails; nothing to compare with"; exit 1; }
+
+echo "== test models"
+${MAKE:-make} -s run >/dev/null || fail "make run (export.py quantizes with it)"
+mkdir -p "$WORK/models"
+MODELS=""
+add_model() { # NAME KIND|DIR DTYPE
+    out="$WORK/models/$1.bin"
+    if [ -d "$2" ]; then
+        $PYTHON export.py "$2" "$out" --dtype "$3" --quiet
+    else
+        $PYTHON test/fuzz_models.py model "$2" "$out" "$3"
+    fi && MODELS="$MODELS $1" || echo "  (cannot make $1; skipped)"
+}
+add_model lucie-like-bf16 lucie-like bf16
+add_model llama-like-f32 llama-like f32
+add_model quant-q8 quant-like q8
+add_model quant-q4 quant-like q4
+if [ -d ../shared/stories260K/hf-untied ]; then
+    for dt in f32 bf16 q8 q4; do add_model "stories260K-$dt" ../shared/stories260K/hf-untied $dt; done
+fi
+echo "  $MODELS"
+
+# ids MODEL: 12 token ids spread over the model's vocabulary
+ids() {
+    $PYTHON -c "import struct,sys; v=struct.unpack_from('<I', open(sys.argv[1],'rb').read(64), 56)[0]; print(' '.join(str((1 + 37 * i) % v) for i in range(12)))" "$1"
+}
+
+# compare A.f32 B.f32: prints the relative difference, fails above 1e-4
+compare() {
+    $PYTHON - "$1" "$2" <<'EOF'
+import struct, sys
+a, b = (open(p, "rb").read() for p in sys.argv[1:3])
+if len(a) != len(b) or not a:
+    print("sizes differ: %d vs %d bytes" % (len(a), len(b)))
+    sys.exit(1)
+x = struct.unpack("<%df" % (len(a) // 4), a)
+y = struct.unpack("<%df" % (len(b) // 4), b)
+scale = max(abs(v) for v in x) or 1.0
+diff = max(abs(p - q) for p, q in zip(x, y))
+print("max |diff| %.3g = %.3g of max |logit|%s" % (diff, diff / scale, " (bit-identical)" if x == y else ""))
+sys.exit(0 if diff <= 1e-4 * scale else 1)
+EOF
+}
+
+# check NAME EMULATOR...: unit tests, logits and greedy text of every model vs the host
+check() {
+    name=$1
+    shift
+    dir="$WORK/$name"
+    for t in test_kernels test_float_kernels; do
+        [ -f "$dir/$t$EXE" ] || continue
+        if "$@" "$dir/$t$EXE" >"$dir/$t.log" 2>&1; then
+            echo "  $t: ok"
+        else
+            fail "$name: $t"; tail -5 "$dir/$t.log" | sed 's/^/    /'
+        fi
+    done
+    # text through the command line: non-ASCII arguments and bytes on stdout must be
+    # exactly the host's (UTF-8 arguments, no newline translation)
+    model="$WORK/models/lucie-like-bf16.bin"
+    if [ -f "$model" ]; then
+        text="é «ab» — (ca)"
+        "$WORK/host/run" "$model" --tokenize "$text" >"$WORK/host-tok.txt" 2>&1
+        "$@" "$dir/run$EXE" "$model" --tokenize "$text" >"$dir/tok.txt" 2>&1
+        if cmp -s "$WORK/host-tok.txt" "$dir/tok.txt"; then
+            echo "  UTF-8 argument: ok"
+        else
+            fail "$name: --tokenize of a UTF-8 argument: '$(cat "$dir/tok.txt")', host: '$(cat "$WORK/host-tok.txt")'"
+        fi
+        nl_ids=$(printf 'a\nb\n' | "$WORK/host/run" "$model" --tokenize - --no-bos)
+        "$WORK/host/run" "$model" --detokenize "$nl_ids" >"$WORK/host-detok.txt" 2>&1
+        "$@" "$dir/run$EXE" "$model" --detokenize "$nl_ids" >"$dir/detok.txt" 2>&1
+        if cmp -s "$WORK/host-detok.txt" "$dir/detok.txt"; then
+            echo "  newlines on stdout: ok"
+        else
+            fail "$name: --detokenize output bytes differ: $(od -An -tx1 "$dir/detok.txt"), host: $(od -An -tx1 "$WORK/host-detok.txt")"
+        fi
+    fi
+    for m in $MODELS; do
+        model="$WORK/models/$m.bin"
+        # shellcheck disable=SC2046
+        "$WORK/host/logits" "$model" prefill "$WORK/host-$m.f32" $(ids "$model") >/dev/null 2>&1
+        # shellcheck disable=SC2046
+        if ! "$@" "$dir/logits$EXE" "$model" prefill "$dir/$m.f32" $(ids "$model") >"$dir/$m.log" 2>&1; then
+            fail "$name: logits on $m"; tail -3 "$dir/$m.log" | sed 's/^/    /'
+            continue
+        fi
+        printf '  %-18s logits: ' "$m"
+        compare "$WORK/host-$m.f32" "$dir/$m.f32" || fail "$name: logits of $m differ from the host's"
+        "$WORK/host/run" "$model" -n 12 --temp 0 -t 1 -p "once a" >"$WORK/host-$m.txt" 2>/dev/null
+        for load in mmap read; do
+            "$@" "$dir/run$EXE" "$model" -n 12 --temp 0 -t 1 -p "once a" --load $load >"$dir/$m.$load.txt" 2>"$dir/$m.err"
+            rc=$?
+            if [ $rc -ne 0 ]; then
+                fail "$name: run --load $load on $m exits $rc"; tail -3 "$dir/$m.err" | sed 's/^/    /'
+            elif ! cmp -s "$WORK/host-$m.txt" "$dir/$m.$load.txt"; then
+                fail "$name: greedy text on $m (--load $load) differs from the host's"
+            fi
+        done
+    done
+}
+
+for target in $TARGETS; do
+    case $target in
+    aarch64)
+        echo "== aarch64 (qemu-aarch64)"
+        if ! have aarch64-linux-gnu-gcc || ! have qemu-aarch64; then
+            echo "  skipped: needs gcc-aarch64-linux-gnu and qemu-user"
+            continue
+        fi
+        for variant in "armv8-a" "armv8.2-a+dotprod"; do
+            name="aarch64-$(echo $variant | tr '.+' '__')"
+            echo "-- -march=$variant"
+            if build "$WORK/$name" aarch64-linux-gnu-gcc -O2 -march=$variant -fopenmp -static; then
+                echo "  build: ok (warning-free)"
+                check "$name" qemu-aarch64 -cpu max
+            else
+                fail "$name: build"
+            fi
+        done
+        ;;
+    windows)
+        echo "== windows x86-64 (mingw-w64$(have wine && echo ', wine'))"
+        if ! have x86_64-w64-mingw32-gcc; then
+            echo "  skipped: needs mingw-w64"
+            continue
+        fi
+        EXE=.exe
+        if build "$WORK/windows" x86_64-w64-mingw32-gcc -O2 -fopenmp -static; then
+            echo "  build: ok (warning-free)"
+            if have wine; then
+                export WINEPREFIX="$WORK/wineprefix" WINEDEBUG=-all
+                wine cmd /c exit >/dev/null 2>&1
+                check windows wine
+                wineserver -w
+            else
+                echo "  not run: wine is not installed"
+            fi
+        else
+            fail "windows: build"
+        fi
+        EXE=
+        ;;
+    win32)
+        echo "== windows x86 32-bit (build only)"
+        if ! have i686-w64-mingw32-gcc; then
+            echo "  skipped: needs mingw-w64"
+            continue
+        fi
+        EXE=.exe
+        if build "$WORK/win32" i686-w64-mingw32-gcc -O2 -fopenmp -static; then
+            echo "  build: ok (warning-free)"
+        else
+            fail "win32: build"
+        fi
+        EXE=
+        ;;
+    s390x)
+        echo "== s390x, big-endian (qemu-s390x)"
+        if ! have s390x-linux-gnu-gcc || ! have qemu-s390x; then
+            echo "  skipped: needs gcc-s390x-linux-gnu and qemu-user"
+            continue
+        fi
+        dir="$WORK/s390x"
+        mkdir -p "$dir"
+        if ! s390x-linux-gnu-gcc $WARN -O2 -fopenmp -static -o "$dir/run" run.c lucie.c -lm 2>"$dir/build.log"; then
+            fail "s390x: build"; head -20 "$dir/build.log" | sed 's/^/    /'
+            continue
+        fi
+        echo "  build: ok (warning-free)"
+        for m in $MODELS; do
+            qemu-s390x "$dir/run" "$WORK/models/$m.bin" -n 1 >"$dir/out" 2>"$dir/err"
+            rc=$?
+            lines=$(grep -c . "$dir/err")
+            if [ $rc -eq 1 ] && [ "$lines" -eq 1 ] && grep -q "big-endian" "$dir/err" && [ ! -s "$dir/out" ]; then
+                echo "  $m: refused: $(cat "$dir/err")"
+            else
+                fail "s390x: $m: exit $rc, stderr: $(head -3 "$dir/err")"
+            fi
+        done
+        ;;
+    *)
+        echo "unknown target $target (aarch64 windows win32 s390x)"
+        failed=1
+        ;;
+    esac
+done
+[ $failed -eq 0 ] && echo "cross.sh: all ok" || echo "cross.sh: FAILED"
+exit $failed

@@ -1,0 +1,184 @@
+/* test/test_float_kernels.c: the f32/bf16 matrix kernels keep their
+ * arithmetic contract (see the float kernels part of lucie.c).
+ *
+ * For many shapes (odd column counts, rows that are not a multiple of the
+ * tile, 1..9 tokens and batches larger than a block) it checks, bit for bit:
+ *   - the compiled kernel (SIMD when the build has it) against the plain C
+ *     reference (one dot_bf16/dot_f32 per output);
+ *   - a batch of n tokens against n calls of one token (prefill == decoding);
+ *   - 1, 2 and 3 threads against each other (OpenMP builds);
+ *   - f32 weights against bf16 weights of the same values;
+ * and, as a sanity check of the reference itself, every output against a
+ * double-precision dot product, within the error bound of a float sum.
+ * Build it like lucie.c (any compiler, flags, with or without OpenMP):
+ *   cc -std=c99 -O3 -march=native -fopenmp test/test_float_kernels.c -o t -lm && ./t
+ * Prints one line per failure and a summary with a hash of all the results:
+ * builds whose targets have FMA must all print the same hash (builds without
+ * FMA multiply then add, so they get another one). Exit status 1 on failure. */
+#include "../lucie.c"
+
+typedef struct {
+    uint64_t state;
+} rng;
+
+static uint64_t next(rng *g) {
+    g->state ^= g->state << 13;
+    g->state ^= g->state >> 7;
+    g->state ^= g->state << 17;
+    return g->state;
+}
+
+/* Values over a wide exponent range, both signs, with some exact (signed)
+ * zeros, so that cancellation, rounding and -0 handling are all exercised. */
+static float random_value(rng *g) {
+    uint64_t u = next(g);
+    int kind = (int)(u % 16);
+    float mantissa = (float)((u >> 8) % 2000001) / 1000000.0f - 1.0f; /* [-1, 1] */
+    if (kind == 0) return 0.0f;
+    if (kind == 1) return -0.0f;
+    return ldexpf(mantissa, (int)((u >> 40) % 24) - 12);
+}
+
+static uint16_t f32_to_bf16_truncate(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)(u >> 16);
+}
+
+typedef struct {
+    int failures, checks;
+    uint64_t hash; /* FNV-1a of every reference output: equal hashes = same results across builds */
+} tally;
+
+static void expect_same(tally *tl, const float *got, const float *want, size_t count, const char *what, int rows,
+                        int cols, int n, int threads) {
+    tl->checks++;
+    if (memcmp(got, want, count * sizeof(float)) != 0) {
+        size_t i = 0;
+        while (memcmp(got + i, want + i, sizeof(float)) == 0) i++;
+        printf("FAIL %s: rows %d cols %d n %d threads %d: element %zu is %.9g, expected %.9g\n", what, rows, cols, n,
+               threads, i, (double)got[i], (double)want[i]);
+        tl->failures++;
+    }
+}
+
+static void check_shape(tally *tl, rng *g, int rows, int cols, int n) {
+    size_t wn = (size_t)rows * cols, xn = (size_t)n * cols, on = (size_t)n * rows, i;
+    uint16_t *wb = (uint16_t *)malloc(wn * sizeof *wb);
+    float *wf = (float *)malloc(wn * sizeof *wf);
+    float *x = (float *)malloc(xn * sizeof *x);
+    float *ref = (float *)malloc(on * sizeof *ref);
+    float *got = (float *)malloc(on * sizeof *got);
+    float *one = (float *)malloc((size_t)rows * sizeof *one);
+    int r, t, threads;
+    kernel_ctx ctx;
+    if (!wb || !wf || !x || !ref || !got || !one) {
+        printf("FAIL out of memory\n");
+        exit(1);
+    }
+    for (i = 0; i < wn; i++) {
+        wb[i] = f32_to_bf16_truncate(random_value(g));
+        wf[i] = bf16_to_f32(wb[i]);
+    }
+    if (rows > 2) /* a row of zeros times negative products: the sign of zero must match too */
+        for (i = 0; i < (size_t)cols; i++) {
+            wb[i] = 0x8000; /* -0 */
+            wf[i] = -0.0f;
+        }
+    for (i = 0; i < xn; i++) x[i] = random_value(g);
+
+    /* the reference: one plain-C dot product per output */
+    for (r = 0; r < rows; r++)
+        for (t = 0; t < n; t++) ref[(size_t)t * rows + r] = dot_bf16(wb + (size_t)r * cols, x + (size_t)t * cols, cols);
+
+    for (i = 0; i < on; i++) {
+        uint32_t bits;
+        int byte;
+        memcpy(&bits, ref + i, 4);
+        for (byte = 0; byte < 4; byte++) tl->hash = (tl->hash ^ ((bits >> (8 * byte)) & 0xFF)) * 0x100000001B3ull;
+    }
+    /* ... is a correct dot product: within n*eps*sum|w x| of the exact value */
+    for (r = 0; r < rows; r++)
+        for (t = 0; t < n; t++) {
+            double exact = 0.0, magnitude = 0.0, bound;
+            int c;
+            for (c = 0; c < cols; c++) {
+                double p = (double)wf[(size_t)r * cols + c] * x[(size_t)t * cols + c];
+                exact += p;
+                magnitude += fabs(p);
+            }
+            bound = (cols + 16) * (double)FLT_EPSILON * magnitude + 1e-30;
+            tl->checks++;
+            if (fabs(ref[(size_t)t * rows + r] - exact) > bound) {
+                printf("FAIL reference: rows %d cols %d n %d: %g vs exact %g\n", rows, cols, n,
+                       (double)ref[(size_t)t * rows + r], exact);
+                tl->failures++;
+            }
+        }
+
+    for (threads = 1; threads <= 3; threads++) {
+        ctx.n_threads = threads;
+        /* the kernels as the forward pass calls them, bf16 and f32 weights */
+        bf16_kernels.matmul(&ctx, got, x, NULL, wb, n, rows, cols, 0);
+        expect_same(tl, got, ref, on, "bf16 matmul vs plain C", rows, cols, n, threads);
+        f32_kernels.matmul(&ctx, got, x, NULL, wf, n, rows, cols, 0);
+        expect_same(tl, got, ref, on, "f32 matmul vs plain C", rows, cols, n, threads);
+        /* one token at a time, as decoding does (2 threads: each call is a parallel region) */
+        for (t = 0; t < n && threads == 2; t++) {
+            bf16_kernels.matmul(&ctx, one, x + (size_t)t * cols, NULL, wb, 1, rows, cols, 0);
+            expect_same(tl, one, ref + (size_t)t * rows, (size_t)rows, "bf16 one token vs batch", rows, cols, n,
+                        threads);
+            f32_kernels.matmul(&ctx, one, x + (size_t)t * cols, NULL, wf, 1, rows, cols, 0);
+            expect_same(tl, one, ref + (size_t)t * rows, (size_t)rows, "f32 one token vs batch", rows, cols, n,
+                        threads);
+        }
+    }
+    /* the plain C row kernels too (they serve the rows the tiles leave over) */
+    rows_bf16_portable(got, x, wb, n, rows, cols, 0, rows);
+    expect_same(tl, got, ref, on, "rows_bf16_portable", rows, cols, n, 1);
+    rows_f32_portable(got, x, wf, n, rows, cols, 0, rows);
+    expect_same(tl, got, ref, on, "rows_f32_portable", rows, cols, n, 1);
+    /* dot_f32 (attention) agrees with dot_bf16 on the same values */
+    for (r = 0; r < rows; r++) {
+        float d = dot_f32(wf + (size_t)r * cols, x, cols);
+        expect_same(tl, &d, ref + r, 1, "dot_f32 vs dot_bf16", rows, cols, 1, 1);
+    }
+    free(wb);
+    free(wf);
+    free(x);
+    free(ref);
+    free(got);
+    free(one);
+}
+
+int main(void) {
+    static const int rows_list[] = {1, 3, 4, 5, 8, 13, 17, 32, 37};
+    static const int cols_list[] = {1, 7, 15, 16, 17, 31, 48, 100, 511, 512, 513, 1029};
+    static const int big_n[] = {12, 13, 63, 64, 65, 130};
+    tally tl = {0, 0, 0xCBF29CE484222325ull};
+    rng g = {0x9E3779B97F4A7C15ull};
+    size_t a, b;
+    int n;
+    for (a = 0; a < sizeof rows_list / sizeof *rows_list; a++)
+        for (b = 0; b < sizeof cols_list / sizeof *cols_list; b++)
+            for (n = 1; n <= 9; n++) check_shape(&tl, &g, rows_list[a], cols_list[b], n);
+    for (a = 0; a < sizeof big_n / sizeof *big_n; a++) {
+        check_shape(&tl, &g, 37, 100, big_n[a]);
+        check_shape(&tl, &g, 20, 1100, big_n[a]);
+    }
+    check_shape(&tl, &g, 64, 4096, 7);  /* several column passes */
+    check_shape(&tl, &g, 44, 2600, 66); /* and more than one token block */
+#ifdef LUCIE_SIMD
+    printf("kernel: %s tiles %dx%d; ", LUCIE_SIMD_NAME, TILE_ROWS, TILE_TOKENS);
+#else
+    printf("kernel: plain C only; ");
+#endif
+    printf("fma: %s; ", LUCIE_HAVE_FMA ? "fused" : "multiply then add");
+#ifdef _OPENMP
+    printf("OpenMP on; ");
+#else
+    printf("OpenMP off; ");
+#endif
+    printf("%d checks, %d failures; results hash %016llx\n", tl.checks, tl.failures, (unsigned long long)tl.hash);
+    return tl.failures ? 1 : 0;
+}
