@@ -766,6 +766,7 @@ typedef struct {
     float temperature, top_p, min_p, repetition_penalty;
     int top_k, repetition_window;
     uint64_t rng;
+    unsigned stamp; /* current mark in lucie_session.penalised */
 } sampler;
 
 typedef struct {
@@ -784,6 +785,9 @@ struct lucie_session {
     float *rope_cos, *rope_sin; /* [context][head_dim / 2] */
     int *history;      /* every token in the cache, for the repetition penalty */
     prob_index *candidates;
+    unsigned *penalised; /* [vocab]: stamp of the last penalty call that saw the token */
+    int have_logits;   /* logits holds the prediction after the last cached token */
+    float *sample_logits; /* lucie_sample's working copy (penalised, never the caller's) */
     sampler samp;
     char error[256];
 };
@@ -867,7 +871,9 @@ static void attention(lucie_session *s, int layer, int n) {
     const float *kc = s->key_cache + (size_t)layer * s->context * kv_dim;
     const float *vc = s->value_cache + (size_t)layer * s->context * kv_dim;
     int work, total = n * c->n_heads;
+#ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 1) num_threads(s->n_threads)
+#endif
     for (work = 0; work < total; work++) {
         int t = work / c->n_heads, h = work % c->n_heads, len = s->pos + t + 1, p, i;
         const float *q = s->q + (size_t)t * c->n_heads * hd + (size_t)h * hd;
@@ -958,9 +964,16 @@ int lucie_eval(lucie_session *s, const int *tokens, int n, float *logits, int fl
         float *out = NULL;
         if (logits) out = all ? logits + (size_t)done * c->vocab_size : (done + chunk == n ? logits : NULL);
         forward_batch(s, tokens + done, chunk, out, all);
+        /* The session keeps its own copy of the last prediction: it is what
+         * lucie_generate_tokens continues from when given no input. */
+        if (out && done + chunk == n) {
+            const float *last = all ? out + (size_t)(chunk - 1) * c->vocab_size : out;
+            if (last != s->logits) memcpy(s->logits, last, (size_t)c->vocab_size * sizeof(float));
+        }
         for (i = 0; i < chunk; i++) s->history[s->pos - chunk + i] = tokens[done + i];
         done += chunk;
     }
+    s->have_logits = logits != NULL;
     return LUCIE_OK;
 }
 
@@ -993,6 +1006,7 @@ void lucie_session_free(lucie_session *s) {
     aligned_free64(s->hb2);
     aligned_free64(s->scores);
     aligned_free64(s->logits);
+    aligned_free64(s->sample_logits);
     aligned_free64(s->xq);
     aligned_free64(s->key_cache);
     aligned_free64(s->value_cache);
@@ -1000,6 +1014,7 @@ void lucie_session_free(lucie_session *s) {
     aligned_free64(s->rope_sin);
     free(s->history);
     free(s->candidates);
+    free(s->penalised);
     free(s);
 }
 
@@ -1103,6 +1118,7 @@ int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, l
     s->hb2 = (float *)aligned_alloc64((size_t)MAX_BATCH * c->hidden_dim * sizeof(float));
     s->scores = (float *)aligned_alloc64((size_t)n_threads * context * sizeof(float));
     s->logits = (float *)aligned_alloc64((size_t)c->vocab_size * sizeof(float));
+    s->sample_logits = (float *)aligned_alloc64((size_t)c->vocab_size * sizeof(float));
     s->xq = aligned_alloc64(xq_bytes ? xq_bytes : 64);
     s->key_cache = (float *)aligned_alloc64(kv_elems * sizeof(float));
     s->value_cache = (float *)aligned_alloc64(kv_elems * sizeof(float));
@@ -1110,8 +1126,9 @@ int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, l
     s->rope_sin = (float *)aligned_alloc64((size_t)context * (c->head_dim / 2) * sizeof(float));
     s->history = (int *)calloc((size_t)context, sizeof(int));
     s->candidates = (prob_index *)calloc((size_t)c->vocab_size, sizeof(prob_index));
-    if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att_out || !s->hb || !s->hb2 || !s->scores || !s->logits ||
-        !s->xq || !s->key_cache || !s->value_cache || !s->rope_cos || !s->rope_sin || !s->history || !s->candidates) {
+    s->penalised = (unsigned *)calloc((size_t)c->vocab_size, sizeof(unsigned));
+    if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att_out || !s->hb || !s->hb2 || !s->scores || !s->logits || !s->sample_logits ||
+        !s->xq || !s->key_cache || !s->value_cache || !s->rope_cos || !s->rope_sin || !s->history || !s->candidates || !s->penalised) {
         lucie_session_free(s);
         set_error(err, err_size, "out of memory for a session with context %d", context);
         return LUCIE_ENOMEM;
@@ -1125,9 +1142,11 @@ int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, l
 const char *lucie_session_error(const lucie_session *s) { return s ? s->error : "no session"; }
 int lucie_session_position(const lucie_session *s) { return s ? s->pos : 0; }
 int lucie_session_context(const lucie_session *s) { return s ? s->context : 0; }
+int lucie_session_threads(const lucie_session *s) { return s ? s->n_threads : 0; }
 
 int lucie_session_rewind(lucie_session *s, int pos) {
     if (!s || pos < 0 || pos > s->pos) return LUCIE_EINVAL;
+    if (pos != s->pos) s->have_logits = 0;
     s->pos = pos; /* the cache beyond pos is simply overwritten later */
     return LUCIE_OK;
 }
@@ -1163,16 +1182,21 @@ static int argmax(const float *v, int n) {
 }
 
 /* HF RepetitionPenaltyLogitsProcessor: each distinct previous token's logit is
- * divided by the penalty if positive, multiplied if negative. */
+ * divided by the penalty if positive, multiplied if negative. A per-token
+ * stamp marks the tokens already penalised in this call: O(window). */
 static void apply_repetition_penalty(lucie_session *s, float *logits) {
-    const sampler *sp = &s->samp;
-    int start = 0, i, j;
+    sampler *sp = &s->samp;
+    int start = 0, i;
     if (sp->repetition_penalty == 1.0f) return;
     if (sp->repetition_window > 0 && s->pos > sp->repetition_window) start = s->pos - sp->repetition_window;
+    if (++sp->stamp == 0) { /* wrapped: forget every old stamp */
+        memset(s->penalised, 0, (size_t)s->model->config.vocab_size * sizeof *s->penalised);
+        sp->stamp = 1;
+    }
     for (i = start; i < s->pos; i++) {
-        int id = s->history[i], seen = 0;
-        for (j = start; j < i && !seen; j++) seen = s->history[j] == id;
-        if (seen) continue;
+        int id = s->history[i];
+        if (s->penalised[id] == sp->stamp) continue;
+        s->penalised[id] = sp->stamp;
         logits[id] = logits[id] > 0 ? logits[id] / sp->repetition_penalty : logits[id] * sp->repetition_penalty;
     }
 }
@@ -1208,8 +1232,8 @@ int lucie_sample(lucie_session *s, const float *logits_in) {
     if (!s || !logits_in) return LUCIE_EINVAL;
     sp = &s->samp;
     vocab = s->model->config.vocab_size;
-    logits = s->logits;
-    if (logits != logits_in) memcpy(logits, logits_in, (size_t)vocab * sizeof(float));
+    logits = s->sample_logits;
+    memcpy(logits, logits_in, (size_t)vocab * sizeof(float));
     apply_repetition_penalty(s, logits);
     if (sp->temperature == 0.0f) return argmax(logits, vocab);
     c = s->candidates;
@@ -1225,6 +1249,11 @@ int lucie_sample(lucie_session *s, const float *logits_in) {
     if (sp->top_k > 0 && sp->top_k < n) {
         select_top_k(c, n, sp->top_k);
         n = sp->top_k;
+        /* top-p and min-p see the distribution renormalised over the k survivors,
+         * as transformers applies its softmax after TopKLogitsWarper. */
+        sum = 0.0f;
+        for (i = 0; i < n; i++) sum += c[i].prob;
+        for (i = 0; i < n; i++) c[i].prob /= sum;
     }
     if (sp->top_p < 1.0f) {
         /* Tokens below (1 - top_p) / (n - 1) can never be needed to reach top_p. */
@@ -1346,8 +1375,9 @@ int lucie_generate_tokens(lucie_session *s, const int *ids, int n_ids, const luc
         return LUCIE_EINVAL;
     }
     c = &s->model->config;
-    if (n_ids == 0 && s->pos == 0) {
-        snprintf(s->error, sizeof s->error, "nothing to generate from: no input tokens and an empty session");
+    if (n_ids == 0 && !s->have_logits) {
+        snprintf(s->error, sizeof s->error,
+                 "nothing to generate from: no input tokens and no prediction in the session (evaluate a token first)");
         return LUCIE_EINVAL;
     }
     if (n_ids > s->context - s->pos) {
@@ -1396,7 +1426,7 @@ int lucie_generate_tokens(lucie_session *s, const int *ids, int n_ids, const luc
             break;
         }
         safe = stop_scan(&pending, o, &found);
-        if (cb && (safe > 0 || found) && cb(pending.text, safe, token, user)) {
+        if (cb && cb(pending.text, safe, token, user)) {
             st.stop_reason = 2;
             break;
         }
@@ -1510,7 +1540,30 @@ static void chat_append_id(int id, int *ids, int max_ids, int *n) {
     (*n)++;
 }
 
-static int is_jinja_space(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v'; }
+/* Jinja's trim is Python's str.strip(): it removes the code points for which
+ * str.isspace() is true, Unicode spaces (U+00A0, U+3000...) and the ASCII
+ * separators U+001C..U+001F included. */
+static int is_python_space(uint32_t cp) {
+    return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
+           cp == 0x3000;
+}
+
+/* Narrows [*start, *end) to the text without leading and trailing spaces. */
+static void jinja_trim(const char **start, const char **end) {
+    uint32_t cp;
+    int len;
+    while (*start < *end &&
+           (len = utf8_decode((const unsigned char *)*start, (size_t)(*end - *start), &cp)) > 0 && is_python_space(cp))
+        *start += len;
+    while (*end > *start) {
+        const char *last = *end - 1;
+        while (last > *start && *end - last < 4 && ((unsigned char)*last & 0xC0) == 0x80) last--;
+        len = utf8_decode((const unsigned char *)last, (size_t)(*end - last), &cp);
+        if (len <= 0 || last + len != *end || !is_python_space(cp)) break;
+        *end = last;
+    }
+}
 
 int lucie_chat_tokens(const lucie_model *m, const lucie_chat_message *msgs, int n_msgs, int flags, int *ids,
                       int max_ids, int *n_ids, char *err, size_t err_size) {
@@ -1535,11 +1588,8 @@ int lucie_chat_tokens(const lucie_model *m, const lucie_chat_message *msgs, int 
             set_error(err, err_size, "chat message %d has no role or content", i);
             return LUCIE_EINVAL;
         }
-        /* Jinja's trim strips Python whitespace; ASCII covers what chat
-         * content carries at its ends in practice. */
-        while (is_jinja_space(*content)) content++;
         end = content + strlen(content);
-        while (end > content && is_jinja_space(end[-1])) end--;
+        jinja_trim(&content, &end);
         len = (size_t)(end - content);
         body = (char *)malloc(len + 3);
         if (!body) {
@@ -1585,10 +1635,27 @@ int lucie_chat_tokens(const lucie_model *m, const lucie_chat_message *msgs, int 
 #define SESSION_VERSION 1
 #define SESSION_HEADER 40
 
+static uint64_t fnv1a(uint64_t h, const unsigned char *p, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+/* Identifies the model a cache belongs to: the header and entry table (the
+ * shapes), plus the first and last 4 KB of every section, so that two models
+ * of the same shape with different weights (a fine-tune, another seed) differ
+ * without reading gigabytes. Entry ranges were validated at load. */
 static uint64_t model_fingerprint(const lucie_model *m) {
-    uint64_t h = 1469598103934665603ull;
-    size_t i, n = HEADER_SIZE + (size_t)read_u32(m->file.data + 24) * ENTRY_SIZE;
-    for (i = 0; i < n; i++) h = (h ^ m->file.data[i]) * 1099511628211ull;
+    const unsigned char *d = m->file.data;
+    uint32_t i, n_entries = read_u32(d + 24);
+    uint64_t h = fnv1a(1469598103934665603ull, d, HEADER_SIZE + (size_t)n_entries * ENTRY_SIZE);
+    for (i = 0; i < n_entries; i++) {
+        const unsigned char *e = d + HEADER_SIZE + (size_t)i * ENTRY_SIZE;
+        uint64_t offset = read_u64(e + 112), size = read_u64(e + 120);
+        size_t head = size < 4096 ? (size_t)size : 4096;
+        h = fnv1a(h, d + offset, head);
+        h = fnv1a(h, d + offset + size - head, head);
+    }
     return h;
 }
 
@@ -1650,6 +1717,7 @@ int lucie_session_load(lucie_session *s, const char *path) {
     uint32_t pos;
     long size;
     FILE *f;
+    unsigned char *ids;
     int i, ok = 1;
     if (!s || !path) return LUCIE_EINVAL;
     c = &s->model->config;
@@ -1688,22 +1756,39 @@ int lucie_session_load(lucie_session *s, const char *path) {
         snprintf(s->error, sizeof s->error, "session file '%s' is truncated or has trailing data", path);
         return LUCIE_EFORMAT;
     }
-    for (i = 0; i < (int)pos && ok; i++) {
-        unsigned char b[4];
-        ok = fread(b, 1, 4, f) == 4;
-        s->history[i] = read_i32(b);
-        if (s->history[i] < 0 || s->history[i] >= c->vocab_size) ok = 0;
+    /* The token ids are checked before the session is touched, so a corrupt
+     * file leaves it as it was. */
+    ids = (unsigned char *)malloc((size_t)pos * 4 + 1);
+    if (!ids) {
+        fclose(f);
+        snprintf(s->error, sizeof s->error, "out of memory");
+        return LUCIE_ENOMEM;
     }
+    ok = fread(ids, 4, pos, f) == pos;
+    for (i = 0; i < (int)pos && ok; i++) {
+        int32_t id = read_i32(ids + 4 * (size_t)i);
+        if (id < 0 || id >= c->vocab_size) ok = 0;
+    }
+    if (!ok) {
+        free(ids);
+        fclose(f);
+        snprintf(s->error, sizeof s->error, "session file '%s' is corrupt (token id out of range)", path);
+        return LUCIE_EFORMAT;
+    }
+    for (i = 0; i < (int)pos; i++) s->history[i] = read_i32(ids + 4 * (size_t)i);
+    free(ids);
     for (l = 0; l < (size_t)c->n_layers && ok; l++)
         ok = fread(s->key_cache + l * s->context * kv_dim, sizeof(float), count, f) == count &&
              fread(s->value_cache + l * s->context * kv_dim, sizeof(float), count, f) == count;
     fclose(f);
-    if (!ok) {
+    if (!ok) { /* a read error after the size check: the cache is half overwritten */
         s->pos = 0;
-        snprintf(s->error, sizeof s->error, "session file '%s' is corrupt", path);
-        return LUCIE_EFORMAT;
+        s->have_logits = 0;
+        snprintf(s->error, sizeof s->error, "read error on session file '%s'; the session was reset", path);
+        return LUCIE_EIO;
     }
     s->pos = (int)pos;
+    s->have_logits = 0; /* the file holds no logits: evaluate a token next */
     s->samp.rng = read_u64(header + 32);
     return LUCIE_OK;
 }

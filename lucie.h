@@ -235,6 +235,7 @@ void lucie_session_free(lucie_session *session);
 const char *lucie_session_error(const lucie_session *session);
 int lucie_session_position(const lucie_session *session); /* tokens in the cache */
 int lucie_session_context(const lucie_session *session);
+int lucie_session_threads(const lucie_session *session); /* threads it computes with */
 /* Forgets the cache from position pos on (0 = start over). */
 int lucie_session_rewind(lucie_session *session, int pos);
 
@@ -252,7 +253,9 @@ int lucie_eval(lucie_session *session, const int *tokens, int n, float *logits, 
 int lucie_sample(lucie_session *session, const float *logits);
 
 /* Per-token callback for generation: the newly decoded text (whole UTF-8
- * characters; may be empty) and the token id. Return non-zero to stop. */
+ * characters; may be empty) and the token id. A last call with token -1 may
+ * carry text held back until the end (an unfinished stop-string prefix, a
+ * byte sequence). Return non-zero to stop. */
 typedef int (*lucie_token_callback)(const char *text, size_t len, int token, void *user);
 
 typedef struct {

@@ -421,8 +421,12 @@ static int do_generate(const lucie_model *model, const options *o, double load_s
     if (rc != LUCIE_OK) {
         fprintf(stderr, "run: %s\n", lucie_session_error(session));
     } else {
-        if (stats.stop_reason == 3) fprintf(stderr, "\nrun: %s\n", lucie_session_error(session));
         print_stats(&stats, load_seconds);
+        if (stats.stop_reason == 3) {
+            fprintf(stderr, "run: %s: the output stopped before -n tokens (use a larger -c)\n",
+                    lucie_session_error(session));
+            rc = LUCIE_ECONTEXT;
+        }
     }
     lucie_session_free(session);
     free(ids);
@@ -687,7 +691,7 @@ static int do_bench(const lucie_model *model, const options *o, double load_seco
     printf("{\"load_s\": %.4f, \"prompt_tokens\": %d, \"prefill_tok_s\": %.4f, \"gen_tokens\": %d, "
            "\"decode_tok_s\": %.4f, \"threads\": %d}\n",
            load_seconds, o->bench_prompt, o->bench_prompt / prefill, n_gen, n_gen > 0 ? n_gen / decode : 0.0,
-           o->threads);
+           lucie_session_threads(session));
     lucie_session_free(session);
     free(prompt);
     free(logits);
