@@ -25,9 +25,9 @@
  * reference and runs everywhere; compilers vectorise it well enough to
  * stream weights near memory speed. On x86 with AVX-512 a register-tiled
  * kernel (below) does the same arithmetic in a cache-friendly order: a tile
- * of TILE_ROWS weight rows times TILE_TOKENS tokens is accumulated in
+ * of FLOAT_TILE_ROWS weight rows times FLOAT_TILE_TOKENS tokens is accumulated in
  * registers, so each weight vector is loaded and widened once per
- * TILE_TOKENS tokens, which is what makes prompt processing (prefill)
+ * FLOAT_TILE_TOKENS tokens, which is what makes prompt processing (prefill)
  * compute-bound instead of memory-bound. */
 
 #define DOT_LANES 16
@@ -46,29 +46,32 @@ static float madd(float acc, float w, float x) {
 }
 #endif
 
-/* Step 2 of the contract: adds the lanes by halves (destroys acc). */
+/* Step 2 of the contract: a balanced binary tree over the lanes in order,
+ * ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) + ... (destroys acc). */
 static float sum_lanes(float *acc) {
     int width, k;
     for (width = DOT_LANES / 2; width > 0; width /= 2)
-        for (k = 0; k < width; k++) acc[k] = acc[k] + acc[k + width];
+        for (k = 0; k < width; k++) acc[k] = acc[2 * k] + acc[2 * k + 1];
     return acc[0];
 }
 
+/* The loops are written the way compilers vectorise best: a 16-lane step on
+ * advancing pointers, then the tail into the first lanes. */
 static float dot_f32(const float *w, const float *x, int n) {
     float acc[DOT_LANES] = {0};
-    int i = 0, k;
-    for (; i + DOT_LANES <= n; i += DOT_LANES)
-        for (k = 0; k < DOT_LANES; k++) acc[k] = madd(acc[k], w[i + k], x[i + k]);
-    for (k = 0; i + k < n; k++) acc[k] = madd(acc[k], w[i + k], x[i + k]);
+    int i, k;
+    for (i = 0; i + DOT_LANES <= n; i += DOT_LANES, w += DOT_LANES, x += DOT_LANES)
+        for (k = 0; k < DOT_LANES; k++) acc[k] = madd(acc[k], w[k], x[k]);
+    for (k = 0; i + k < n; k++) acc[k] = madd(acc[k], w[k], x[k]);
     return sum_lanes(acc);
 }
 
 static float dot_bf16(const uint16_t *w, const float *x, int n) {
     float acc[DOT_LANES] = {0};
-    int i = 0, k;
-    for (; i + DOT_LANES <= n; i += DOT_LANES)
-        for (k = 0; k < DOT_LANES; k++) acc[k] = madd(acc[k], bf16_to_f32(w[i + k]), x[i + k]);
-    for (k = 0; i + k < n; k++) acc[k] = madd(acc[k], bf16_to_f32(w[i + k]), x[i + k]);
+    int i, k;
+    for (i = 0; i + DOT_LANES <= n; i += DOT_LANES, w += DOT_LANES, x += DOT_LANES)
+        for (k = 0; k < DOT_LANES; k++) acc[k] = madd(acc[k], bf16_to_f32(w[k]), x[k]);
+    for (k = 0; i + k < n; k++) acc[k] = madd(acc[k], bf16_to_f32(w[k]), x[k]);
     return sum_lanes(acc);
 }
 
@@ -94,13 +97,13 @@ static void rows_bf16_portable(float *out, const float *x, const uint16_t *w, in
 /* ---- the tiled SIMD kernel (x86 AVX-512 or AVX2 with FMA) -------------
  *
  * The same arithmetic as above, reorganised for speed. A register tile of
- * TILE_ROWS weight rows x TILE_TOKENS tokens keeps all its lanes in
+ * FLOAT_TILE_ROWS weight rows x FLOAT_TILE_TOKENS tokens keeps all its lanes in
  * registers, so each weight vector loaded (and widened from bf16) serves
- * TILE_TOKENS tokens and each x vector TILE_ROWS rows. Around it, blocking
+ * FLOAT_TILE_TOKENS tokens and each x vector FLOAT_TILE_ROWS rows. Around it, blocking
  * keeps the data being reused in cache:
- *   blocks of BLOCK_ROWS rows: their weights are read from memory once;
- *   blocks of up to BLOCK_TOKENS tokens;
- *   passes of BLOCK_COLS columns: for a batch, the bf16 weights of the row
+ *   blocks of FLOAT_BLOCK_ROWS rows: their weights are read from memory once;
+ *   blocks of up to FLOAT_BLOCK_TOKENS tokens;
+ *   passes of FLOAT_BLOCK_COLS columns: for a batch, the bf16 weights of the row
  *     block are widened once into an f32 panel (16 KB, stays in L1) that
  *     every token tile then reuses;
  *   token tiles, then row tiles: the micro-kernel.
@@ -114,21 +117,21 @@ static void rows_bf16_portable(float *out, const float *x, const uint16_t *w, in
 #if defined(__GNUC__) && !defined(LUCIE_NO_SIMD) && LUCIE_HAVE_FMA && \
     (defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)))
 #include <immintrin.h>
-#define LUCIE_SIMD 1
-#define ALWAYS_INLINE inline __attribute__((always_inline))
+#define FLOAT_SIMD 1
+#define FLOAT_INLINE inline __attribute__((always_inline))
 
 #if defined(__AVX512F__)
-#define LUCIE_SIMD_NAME "avx512"
-#define TILE_ROWS 4   /* 4 x 6 accumulators + 4 weights + 1 x = 29 of the 32 registers */
-#define TILE_TOKENS 6
+#define FLOAT_SIMD_NAME "avx512"
+#define FLOAT_TILE_ROWS 4   /* 4 x 6 accumulators + 4 weights + 1 x = 29 of the 32 registers */
+#define FLOAT_TILE_TOKENS 6
 typedef __m512 vec16;
-static ALWAYS_INLINE vec16 vec16_zero(void) { return _mm512_setzero_ps(); }
-static ALWAYS_INLINE vec16 vec16_load(const float *p) { return _mm512_loadu_ps(p); }
-static ALWAYS_INLINE void vec16_store(float *p, vec16 v) { _mm512_storeu_ps(p, v); }
-static ALWAYS_INLINE vec16 vec16_fma(vec16 w, vec16 x, vec16 acc) { return _mm512_fmadd_ps(w, x, acc); }
+static FLOAT_INLINE vec16 vec16_zero(void) { return _mm512_setzero_ps(); }
+static FLOAT_INLINE vec16 vec16_load(const float *p) { return _mm512_loadu_ps(p); }
+static FLOAT_INLINE void vec16_store(float *p, vec16 v) { _mm512_storeu_ps(p, v); }
+static FLOAT_INLINE vec16 vec16_fma(vec16 w, vec16 x, vec16 acc) { return _mm512_fmadd_ps(w, x, acc); }
 /* bf16 is the top half of an f32: widening puts each 16-bit word in the high
  * half of a 32-bit lane and zeroes the low half (one permute with AVX-512BW). */
-static ALWAYS_INLINE vec16 vec16_load_bf16(const uint16_t *p) {
+static FLOAT_INLINE vec16 vec16_load_bf16(const uint16_t *p) {
     __m256i words = _mm256_loadu_si256((const __m256i *)p);
 #ifdef __AVX512BW__
     const __m512i spread = _mm512_set_epi16(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8, 7, 7, 6, 6,
@@ -140,33 +143,33 @@ static ALWAYS_INLINE vec16 vec16_load_bf16(const uint16_t *p) {
 #endif
 }
 #else
-#define LUCIE_SIMD_NAME "avx2"
-#define TILE_ROWS 2   /* 16 registers: 2 x 2 x 2 accumulators + 4 weights + 2 x */
-#define TILE_TOKENS 2
+#define FLOAT_SIMD_NAME "avx2"
+#define FLOAT_TILE_ROWS 2   /* 16 registers: 2 x 3 x 2 accumulators + 2 x 2 weights (x comes from memory) */
+#define FLOAT_TILE_TOKENS 3
 typedef struct {
     __m256 lo, hi; /* lanes 0-7, 8-15 */
 } vec16;
-static ALWAYS_INLINE vec16 vec16_zero(void) {
+static FLOAT_INLINE vec16 vec16_zero(void) {
     vec16 v;
     v.lo = v.hi = _mm256_setzero_ps();
     return v;
 }
-static ALWAYS_INLINE vec16 vec16_load(const float *p) {
+static FLOAT_INLINE vec16 vec16_load(const float *p) {
     vec16 v;
     v.lo = _mm256_loadu_ps(p);
     v.hi = _mm256_loadu_ps(p + 8);
     return v;
 }
-static ALWAYS_INLINE void vec16_store(float *p, vec16 v) {
+static FLOAT_INLINE void vec16_store(float *p, vec16 v) {
     _mm256_storeu_ps(p, v.lo);
     _mm256_storeu_ps(p + 8, v.hi);
 }
-static ALWAYS_INLINE vec16 vec16_fma(vec16 w, vec16 x, vec16 acc) {
+static FLOAT_INLINE vec16 vec16_fma(vec16 w, vec16 x, vec16 acc) {
     acc.lo = _mm256_fmadd_ps(w.lo, x.lo, acc.lo);
     acc.hi = _mm256_fmadd_ps(w.hi, x.hi, acc.hi);
     return acc;
 }
-static ALWAYS_INLINE vec16 vec16_load_bf16(const uint16_t *p) {
+static FLOAT_INLINE vec16 vec16_load_bf16(const uint16_t *p) {
     vec16 v;
     v.lo = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
     v.hi = _mm256_castsi256_ps(
@@ -175,27 +178,30 @@ static ALWAYS_INLINE vec16 vec16_load_bf16(const uint16_t *p) {
 }
 #endif
 
-#ifndef BLOCK_ROWS
-#define BLOCK_ROWS 8 /* a multiple of TILE_ROWS */
+#ifndef FLOAT_BLOCK_ROWS
+#define FLOAT_BLOCK_ROWS 8 /* a multiple of FLOAT_TILE_ROWS */
 #endif
-#define BLOCK_TOKENS 64
-#ifndef BLOCK_COLS
-#define BLOCK_COLS 512 /* a multiple of 16: the f32 panel is 8 x 512 x 4 = 16 KB, a token tile of x 12 KB */
+#define FLOAT_BLOCK_TOKENS 64
+#ifndef FLOAT_BLOCK_COLS
+#define FLOAT_BLOCK_COLS 512 /* a multiple of 16: the f32 panel is 8 x 512 x 4 = 16 KB, a token tile of x 12 KB */
 #endif
-#define PACK_MIN_TOKENS (TILE_TOKENS + 1) /* fewer tokens: widen bf16 on the fly, it is reused less */
+#ifndef FLOAT_DECODE_ONE_PASS
+#define FLOAT_DECODE_ONE_PASS 1
+#endif
+#define FLOAT_PACK_MIN_TOKENS (FLOAT_TILE_TOKENS + 1) /* fewer tokens: widen bf16 on the fly, it is reused less */
 
 /* The micro-kernel: the lanes of an R x T tile (weight rows w + r * w_stride,
  * tokens x + t * x_stride) take n_chunks more 16-column chunks. lanes (16
- * floats per output, row r token t at (r * BLOCK_TOKENS + t) * 16) holds them
+ * floats per output, row r token t at (r * FLOAT_BLOCK_TOKENS + t) * 16) holds them
  * between passes; `first` starts from zero instead. R and T are constants at
  * every call, so the loops unroll and the accumulators stay in registers. */
-static ALWAYS_INLINE void tile(const int R, const int T, const int w_bf16, float *lanes, const void *w,
+static FLOAT_INLINE void tile(const int R, const int T, const int w_bf16, float *lanes, const void *w,
                                size_t w_stride, const float *x, size_t x_stride, int n_chunks, int first) {
-    vec16 acc[TILE_ROWS][TILE_TOKENS], wv[TILE_ROWS];
+    vec16 acc[FLOAT_TILE_ROWS][FLOAT_TILE_TOKENS], wv[FLOAT_TILE_ROWS];
     int r, t, i;
     for (r = 0; r < R; r++)
         for (t = 0; t < T; t++)
-            acc[r][t] = first ? vec16_zero() : vec16_load(lanes + (r * BLOCK_TOKENS + t) * DOT_LANES);
+            acc[r][t] = first ? vec16_zero() : vec16_load(lanes + (r * FLOAT_BLOCK_TOKENS + t) * DOT_LANES);
     for (i = 0; i < n_chunks; i++) {
         size_t c = (size_t)i * DOT_LANES;
         for (r = 0; r < R; r++)
@@ -207,77 +213,78 @@ static ALWAYS_INLINE void tile(const int R, const int T, const int w_bf16, float
         }
     }
     for (r = 0; r < R; r++)
-        for (t = 0; t < T; t++) vec16_store(lanes + (r * BLOCK_TOKENS + t) * DOT_LANES, acc[r][t]);
+        for (t = 0; t < T; t++) vec16_store(lanes + (r * FLOAT_BLOCK_TOKENS + t) * DOT_LANES, acc[r][t]);
 }
 
 /* One column pass over a block: every token tile times every row tile. The
  * switch turns the size of the last token tile into a constant. */
-#define TOKENS_CASE(k)                                                                                   \
+#define FLOAT_TOKENS_CASE(k)                                                                                   \
     case k:                                                                                              \
-        tile(TILE_ROWS, k < TILE_TOKENS ? k : TILE_TOKENS, w_bf16, l, wr, w_stride, xt, x_stride, n_chunks, \
+        tile(FLOAT_TILE_ROWS, k < FLOAT_TILE_TOKENS ? k : FLOAT_TILE_TOKENS, w_bf16, l, wr, w_stride, xt, x_stride, n_chunks, \
              first);                                                                                     \
         break
-static ALWAYS_INLINE void block_pass(const int w_bf16, float *lanes, const void *w, size_t w_stride, const float *x,
+static FLOAT_INLINE void block_pass(const int w_bf16, float *lanes, const void *w, size_t w_stride, const float *x,
                                      size_t x_stride, int n_rows, int n_tokens, int n_chunks, int first) {
     size_t w_size = w_bf16 ? 2 : 4;
     int t, r;
-    for (t = 0; t < n_tokens; t += TILE_TOKENS) {
+    for (t = 0; t < n_tokens; t += FLOAT_TILE_TOKENS) {
         const float *xt = x + t * x_stride;
-        for (r = 0; r < n_rows; r += TILE_ROWS) {
+        for (r = 0; r < n_rows; r += FLOAT_TILE_ROWS) {
             const void *wr = (const char *)w + r * w_stride * w_size;
-            float *l = lanes + (r * BLOCK_TOKENS + t) * DOT_LANES;
+            float *l = lanes + (r * FLOAT_BLOCK_TOKENS + t) * DOT_LANES;
             switch (n_tokens - t) {
-                TOKENS_CASE(1);
-                TOKENS_CASE(2);
-                TOKENS_CASE(3);
-                TOKENS_CASE(4);
-                TOKENS_CASE(5);
-            default: tile(TILE_ROWS, TILE_TOKENS, w_bf16, l, wr, w_stride, xt, x_stride, n_chunks, first);
+                FLOAT_TOKENS_CASE(1);
+                FLOAT_TOKENS_CASE(2);
+                FLOAT_TOKENS_CASE(3);
+                FLOAT_TOKENS_CASE(4);
+                FLOAT_TOKENS_CASE(5);
+            default: tile(FLOAT_TILE_ROWS, FLOAT_TILE_TOKENS, w_bf16, l, wr, w_stride, xt, x_stride, n_chunks, first);
             }
         }
     }
 }
-#undef TOKENS_CASE
+#undef FLOAT_TOKENS_CASE
 
 /* Widens n_rows x (16 * n_chunks) bf16 weights (row stride w_stride) into
- * an f32 panel of row stride BLOCK_COLS. */
+ * an f32 panel of row stride FLOAT_BLOCK_COLS. */
 static void widen_panel(float *panel, const uint16_t *w, size_t w_stride, int n_rows, int n_chunks) {
     int r, i;
     for (r = 0; r < n_rows; r++)
         for (i = 0; i < n_chunks; i++)
-            vec16_store(panel + r * BLOCK_COLS + i * DOT_LANES, vec16_load_bf16(w + r * w_stride + i * DOT_LANES));
+            vec16_store(panel + r * FLOAT_BLOCK_COLS + i * DOT_LANES, vec16_load_bf16(w + r * w_stride + i * DOT_LANES));
 }
 
-/* Rows [r_begin, r_end), a multiple of TILE_ROWS of them. */
+/* Rows [r_begin, r_end), a multiple of FLOAT_TILE_ROWS of them. */
 static void rows_simd(float *out, const float *x, const void *w, int is_bf16, int n, int rows, int cols, int r_begin,
                       int r_end) {
-    float lanes[BLOCK_ROWS * BLOCK_TOKENS * DOT_LANES] __attribute__((aligned(64)));
-    float panel[BLOCK_ROWS * BLOCK_COLS] __attribute__((aligned(64)));
+    float lanes[FLOAT_BLOCK_ROWS * FLOAT_BLOCK_TOKENS * DOT_LANES] __attribute__((aligned(64)));
+    float panel[FLOAT_BLOCK_ROWS * FLOAT_BLOCK_COLS] __attribute__((aligned(64)));
     size_t w_size = is_bf16 ? 2 : 4;
     int whole = cols / DOT_LANES * DOT_LANES; /* columns done in SIMD; the tail after them in C */
     int rb, tb, kb, r, t, k;
-    for (rb = r_begin; rb < r_end; rb += BLOCK_ROWS) {
-        int nr = r_end - rb < BLOCK_ROWS ? r_end - rb : BLOCK_ROWS;
-        for (tb = 0; tb < n; tb += BLOCK_TOKENS) {
-            int nt = n - tb < BLOCK_TOKENS ? n - tb : BLOCK_TOKENS;
+    for (rb = r_begin; rb < r_end; rb += FLOAT_BLOCK_ROWS) {
+        int nr = r_end - rb < FLOAT_BLOCK_ROWS ? r_end - rb : FLOAT_BLOCK_ROWS;
+        for (tb = 0; tb < n; tb += FLOAT_BLOCK_TOKENS) {
+            int nt = n - tb < FLOAT_BLOCK_TOKENS ? n - tb : FLOAT_BLOCK_TOKENS;
             const float *xb = x + (size_t)tb * cols;
+            int pass = nt < FLOAT_PACK_MIN_TOKENS && FLOAT_DECODE_ONE_PASS ? whole : FLOAT_BLOCK_COLS;
             kb = 0;
             do { /* at least one pass, which zeroes the lanes */
-                int chunks = (whole - kb < BLOCK_COLS ? whole - kb : BLOCK_COLS) / DOT_LANES;
+                int chunks = (whole - kb < pass ? whole - kb : pass) / DOT_LANES;
                 const char *wb = (const char *)w + ((size_t)rb * cols + kb) * w_size;
                 if (!is_bf16) {
                     block_pass(0, lanes, wb, (size_t)cols, xb + kb, (size_t)cols, nr, nt, chunks, kb == 0);
-                } else if (nt < PACK_MIN_TOKENS) {
+                } else if (nt < FLOAT_PACK_MIN_TOKENS) {
                     block_pass(1, lanes, wb, (size_t)cols, xb + kb, (size_t)cols, nr, nt, chunks, kb == 0);
                 } else {
                     widen_panel(panel, (const uint16_t *)wb, (size_t)cols, nr, chunks);
-                    block_pass(0, lanes, panel, BLOCK_COLS, xb + kb, (size_t)cols, nr, nt, chunks, kb == 0);
+                    block_pass(0, lanes, panel, FLOAT_BLOCK_COLS, xb + kb, (size_t)cols, nr, nt, chunks, kb == 0);
                 }
-                kb += BLOCK_COLS;
+                kb += pass;
             } while (kb < whole);
             for (r = 0; r < nr; r++)
                 for (t = 0; t < nt; t++) {
-                    float *acc = lanes + (r * BLOCK_TOKENS + t) * DOT_LANES;
+                    float *acc = lanes + (r * FLOAT_BLOCK_TOKENS + t) * DOT_LANES;
                     size_t row = (size_t)(rb + r) * cols, tok = (size_t)(tb + t) * cols;
                     for (k = 0; whole + k < cols; k++) {
                         float wk = is_bf16 ? bf16_to_f32(((const uint16_t *)w)[row + whole + k])
@@ -303,9 +310,9 @@ static size_t no_input_bytes(int n, int cols, int group_size) {
 /* One thread's share of a matmul: the SIMD kernel where there is one. */
 static void compute_rows(float *out, const float *x, const void *w, int is_bf16, int n, int rows, int cols,
                          int r_begin, int r_end) {
-#ifdef LUCIE_SIMD
+#ifdef FLOAT_SIMD
     /* whole row tiles to the tiled kernel; a few odd rows (small models only) to the plain one */
-    int r_tiled = r_begin + (r_end - r_begin) / TILE_ROWS * TILE_ROWS;
+    int r_tiled = r_begin + (r_end - r_begin) / FLOAT_TILE_ROWS * FLOAT_TILE_ROWS;
     rows_simd(out, x, w, is_bf16, n, rows, cols, r_begin, r_tiled);
     r_begin = r_tiled;
 #endif

@@ -3,12 +3,16 @@
  * A q8 or q4 weight stores each run of QUANT_GROUP = 32 consecutive values of
  * a row as small integer codes plus one f16 scale: w = (code - zero) * scale.
  *   q8: 8-bit codes, zero = 128, scale = max|w| / 127      8.5 bits per weight
- *   q4: 4-bit codes, zero = 8,   scale = w_max / -8        4.5 bits per weight
- * (w_max is the value of largest magnitude: it becomes code 0 exactly, so the
- * 16 levels -8..7 are all used.) Measured on Gaussian, heavy-tailed and the
- * trained stories260K weights, groups of 32 beat groups of 64 by ~10% relative
- * error in q4 for 0.25 more bits per weight; a q4 min/offset (asymmetric
- * codes) gains ~6% error for 0.5 more bits: not worth its extra bytes.
+ *   q4: 4-bit codes, zero = 8                              4.5 bits per weight
+ * A q4 scale starts from w_max / -8 (w_max, the value of largest magnitude,
+ * becomes code 0 and all 16 levels are used); the exporter also tries a few
+ * other scales and least-squares refits and keeps the best (relative error
+ * 8.6% -> 8.3% on Gaussian weights, KL divergence against f32 -5% on
+ * stories260K; it costs export time only).
+ * Measured on Gaussian, heavy-tailed and the trained stories260K weights,
+ * groups of 32 beat groups of 64 by ~10% relative error in q4 for 0.25 more
+ * bits per weight, and a q4 min/offset (asymmetric codes) gains ~6% error
+ * for 0.5 more bits: not worth its bytes, as decoding speed is bytes read.
  * The codes are unsigned with an implicit zero point because the integer
  * dot-product instructions (x86 VPDPBUSD, AVX2 VPMADDUBSW) multiply unsigned
  * by signed bytes; the activations are the signed side.
@@ -29,20 +33,22 @@
  * multiplies, so a single VPDPBUSD does 64 multiply-adds into 16 per-row
  * sums. No horizontal reductions, the 16 per-row scales of a group are one
  * contiguous load, and a 16-row block of a 4096-wide matrix (70 KB at q8)
- * stays in L2 while a batch of tokens streams past it (prefill).
+ * stays in L2 while a batch of tokens streams past it (prefill). The plain
+ * layout (each row's groups in order) lets gcc and clang vectorise a group's
+ * dot product by themselves, but only as a reduction: one horizontal sum per
+ * row and group, several times the work of the interleaved kernel.
  *
  * Activations are quantized once per matmul input (prepare), to int8 with a
  * float scale per group of 32 (scale = max|x| / 127). The products then are
  *   sum_g (dw_g * dx_g) * (sum_i code_i * xq_i  -  zero * sum_i xq_i)
  * with exact int32 arithmetic inside a group and one f32 fused multiply-add
  * per group. The portable C below is the definition; the AVX-512 VNNI and
- * AVX2 versions compute the same int32 sums and then the very same float
- * operations in the same order, so every path gives bit-identical results
- * (test/test_kernels.c checks it).
+ * AVX2 versions (compilers do not find VPDPBUSD for the per-row form) compute
+ * the same int32 sums and then the very same float operations in the same
+ * order, so every path gives bit-identical results (test/test_kernels.c).
  *
- * Higher precision is kept for the embedding table (only ever gathered one
- * row per token, so its size is all it costs) and the lm_head (its error
- * goes straight into the logits): see quant_target_dtype().
+ * The embedding table and the lm_head are kept at 8 bits in q4 files: see
+ * quant_target_dtype().
  * ------------------------------------------------------------------------ */
 
 #define QUANT_GROUP 32   /* weights per scale, along a row */
@@ -214,28 +220,46 @@ static void quant_unpack_group(int dtype, const unsigned char *block, int ng, in
             }
 }
 
+/* sums[r] = sum_i code(row r, element i) * xc[i] over one group: the 16 rows
+ * are independent lanes, so compilers vectorise the r loops (NEON's 4-way
+ * deinterleaving loads fit the 4-byte interleave exactly). */
+static void quant_group_sums(int dtype, const unsigned char *codes, const signed char *xc, int32_t sums[QUANT_ROWS]) {
+    int k, r, j;
+    for (r = 0; r < QUANT_ROWS; r++) sums[r] = 0;
+    if (dtype == LUCIE_DT_Q8) {
+        for (k = 0; k < 8; k++)
+            for (r = 0; r < QUANT_ROWS; r++)
+                for (j = 0; j < 4; j++) sums[r] += codes[k * 64 + r * 4 + j] * xc[4 * k + j];
+    } else {
+        for (k = 0; k < 4; k++)
+            for (r = 0; r < QUANT_ROWS; r++)
+                for (j = 0; j < 4; j++) {
+                    int b = codes[k * 64 + r * 4 + j];
+                    sums[r] += (b & 15) * xc[4 * k + j] + (b >> 4) * xc[16 + 4 * k + j];
+                }
+    }
+}
+
 /* acc[t][r] = row r of the block . token t, for nt <= QUANT_TOKENS tokens. */
 static void quant_block_portable(int dtype, const unsigned char *block, int ng, const unsigned char *xq,
                                  size_t stride, int nt, float acc[QUANT_TOKENS][QUANT_ROWS]) {
-    int zero = quant_zero(dtype), g, t, r, i;
+    const unsigned char *codes = block + (size_t)ng * QUANT_ROWS * 2;
+    int zero = quant_zero(dtype), g, t, r;
     for (t = 0; t < nt; t++)
         for (r = 0; r < QUANT_ROWS; r++) acc[t][r] = 0.0f;
     for (g = 0; g < ng; g++) {
-        unsigned char u[QUANT_ROWS][QUANT_GROUP];
         float dw[QUANT_ROWS];
-        quant_unpack_group(dtype, block, ng, g, u, dw);
+        for (r = 0; r < QUANT_ROWS; r++) dw[r] = half_to_float(load_u16(block + ((size_t)g * QUANT_ROWS + r) * 2));
         for (t = 0; t < nt; t++) {
             const unsigned char *x = xq + t * stride;
-            const signed char *xc = (const signed char *)x + (size_t)g * QUANT_GROUP;
+            int32_t sums[QUANT_ROWS], xsum;
             float dx;
-            int32_t xsum;
             memcpy(&dx, x + (size_t)ng * QUANT_GROUP + (size_t)g * 4, 4);
             memcpy(&xsum, x + (size_t)ng * (QUANT_GROUP + 4) + (size_t)g * 4, 4);
-            for (r = 0; r < QUANT_ROWS; r++) {
-                int32_t dot = 0;
-                for (i = 0; i < QUANT_GROUP; i++) dot += u[r][i] * xc[i];
-                acc[t][r] = quant_madd((float)(dot - zero * xsum), dw[r] * dx, acc[t][r]);
-            }
+            quant_group_sums(dtype, codes + g * quant_codes_per_group(dtype),
+                             (const signed char *)x + (size_t)g * QUANT_GROUP, sums);
+            for (r = 0; r < QUANT_ROWS; r++)
+                acc[t][r] = quant_madd((float)(sums[r] - zero * xsum), dw[r] * dx, acc[t][r]);
         }
     }
 }
@@ -437,66 +461,85 @@ static const weight_kernels q4_kernels = {quant_input_bytes, quant_prepare, q4_m
 
 /* ---- quantizing weights (the exporter side) ---- */
 
-/* Codes of v for the scale stored as h; returns the squared error when
- * with_error (in 8 partial sums, so that the loop vectorises). */
-static float quant_try_scale(int dtype, const float *v, uint16_t h, unsigned char *u, int with_error) {
-    float d = half_to_float(h), inv = d != 0.0f ? 1.0f / d : 0.0f, partial[8] = {0}, err = 0.0f;
-    int i, lo = dtype == LUCIE_DT_Q8 ? -127 : -8, hi = dtype == LUCIE_DT_Q8 ? 127 : 7, zero = quant_zero(dtype);
-    int q[QUANT_GROUP];
-    for (i = 0; i < QUANT_GROUP; i++) {
-        q[i] = round_to_int(clamp_float(v[i] * inv, (float)lo, (float)hi));
-        u[i] = (unsigned char)(q[i] + zero);
-    }
-    if (!with_error) return 0.0f;
-    for (i = 0; i < QUANT_GROUP; i++) {
-        float e = v[i] - (float)q[i] * d;
-        partial[i % 8] += e * e;
-    }
-    for (i = 0; i < 8; i++) err += partial[i];
+/* Codes u of the 32 values v for the scale stored as h. */
+static void quant_codes(int dtype, const float *v, uint16_t h, unsigned char *u) {
+    float d = half_to_float(h), inv = d != 0.0f ? 1.0f / d : 0.0f;
+    float lo = dtype == LUCIE_DT_Q8 ? -127.0f : -8.0f, hi = dtype == LUCIE_DT_Q8 ? 127.0f : 7.0f;
+    int i, zero = quant_zero(dtype);
+    for (i = 0; i < QUANT_GROUP; i++) u[i] = (unsigned char)(round_to_int(clamp_float(v[i] * inv, lo, hi)) + zero);
+}
+
+/* Squared error of codes u at scale h (8 partial sums, so the loop vectorises). */
+static float quant_error(const float *v, const unsigned char *u, uint16_t h) {
+    float d = half_to_float(h), partial[8] = {0}, err = 0.0f;
+    int i, j;
+    for (i = 0; i < QUANT_GROUP; i += 8)
+        for (j = 0; j < 8; j++) {
+            float e = v[i + j] - (float)(u[i + j] - Q4_ZERO) * d;
+            partial[j] += e * e;
+        }
+    for (j = 0; j < 8; j++) err += partial[j];
     return err;
 }
 
+/* The f16 scale minimising the squared error of codes u: sum(q v) / sum(q q). */
+static uint16_t quant_refit(const float *v, const unsigned char *u, uint16_t h) {
+    float num8[8] = {0}, den8[8] = {0}, num = 0.0f, den = 0.0f;
+    int i, j;
+    for (i = 0; i < QUANT_GROUP; i += 8)
+        for (j = 0; j < 8; j++) {
+            float q = (float)(u[i + j] - Q4_ZERO);
+            num8[j] += q * v[i + j];
+            den8[j] += q * q;
+        }
+    for (j = 0; j < 8; j++) {
+        num += num8[j];
+        den += den8[j];
+    }
+    return den > 0.0f ? float_to_half(num / den) : h;
+}
+
 /* Codes and f16 scale of one group of 32 values (zero-padded). q8 simply
- * maps max|v| to 127. q4, with only 16 levels, also tries a few smaller
- * scales and the least-squares scale of each candidate's codes, and keeps
- * whichever reconstructs the group best: on stories260K that cut the KL
- * divergence of q4 against f32 by 14% at no cost to the file or the kernels. */
+ * maps max|v| to 127. q4, with only 16 levels, also tries scales that put
+ * the extreme value on other levels, the least-squares scale of each
+ * candidate's codes, and the codes of that scale, and keeps whichever
+ * reconstructs the group best. */
 static uint16_t quantize_group(int dtype, const float *v, unsigned char *u) {
     float extreme = 0.0f, best_err;
-    unsigned char trial[QUANT_GROUP];
+    unsigned char trial[QUANT_GROUP], again[QUANT_GROUP];
     uint16_t best;
     int i, c;
     for (i = 0; i < QUANT_GROUP; i++)
         if (fabsf(v[i]) > fabsf(extreme)) extreme = v[i];
     if (dtype == LUCIE_DT_Q8) {
         best = float_to_half(fabsf(extreme) / 127.0f);
-        quant_try_scale(dtype, v, best, u, 0);
+        quant_codes(dtype, v, best, u);
         return best;
     }
     best = float_to_half(extreme / -8.0f);
-    best_err = quant_try_scale(dtype, v, best, u, 1);
-    for (c = 0; c < 14 && extreme != 0.0f; c++) {
-        /* extreme lands on level -7.75, -7.5, ..., -6.25, or 7, 7.25, ..., 8.5 */
-        float divisor = c < 7 ? -7.75f + 0.25f * (float)c : 7.0f + 0.25f * (float)(c - 7), num = 0.0f, den = 0.0f, err;
-        float num8[8] = {0}, den8[8] = {0};
-        uint16_t h = float_to_half(extreme / divisor);
-        quant_try_scale(dtype, v, h, trial, 0);
-        for (i = 0; i < QUANT_GROUP; i++) { /* least squares: scale = sum(q v) / sum(q q) */
-            float q = (float)(trial[i] - Q4_ZERO);
-            num8[i % 8] += q * v[i];
-            den8[i % 8] += q * q;
-        }
-        for (i = 0; i < 8; i++) {
-            num += num8[i];
-            den += den8[i];
-        }
-        if (den == 0.0f) continue;
-        h = float_to_half(num / den);
-        err = quant_try_scale(dtype, v, h, trial, 1);
-        if (err < best_err) {
+    quant_codes(dtype, v, best, u);
+    best_err = quant_error(v, u, best);
+    for (c = 0; c < 8 && extreme != 0.0f; c++) {
+        /* extreme on level -8 (refit only), -7.5, -7, -6.5, or 7, 7.5, 8, 8.5 */
+        float divisor = c < 4 ? -8.0f + 0.5f * (float)c : 7.0f + 0.5f * (float)(c - 4), err;
+        uint16_t h = float_to_half(extreme / divisor), refit;
+        quant_codes(dtype, v, h, trial);
+        if (c > 0 && (err = quant_error(v, trial, h)) < best_err) {
             best_err = err;
             best = h;
             memcpy(u, trial, QUANT_GROUP);
+        }
+        refit = quant_refit(v, trial, h);
+        if ((err = quant_error(v, trial, refit)) < best_err) {
+            best_err = err;
+            best = refit;
+            memcpy(u, trial, QUANT_GROUP);
+        }
+        quant_codes(dtype, v, refit, again);
+        if ((err = quant_error(v, again, refit)) < best_err) {
+            best_err = err;
+            best = refit;
+            memcpy(u, again, QUANT_GROUP);
         }
     }
     return best;

@@ -26,8 +26,8 @@ Cache layout ($LUCIE_BENCH_DIR, default ~/.cache/lucie-bench):
   gguf/KEY/TYPE.gguf   the same weights for llama.cpp
   bin/bandwidth        test/bandwidth.c compiled with -O3 -march=native -fopenmp
   llama.cpp-src/, llama.cpp-build/bin/llama-bench   from --setup-llama-cpp
-Model files are deleted after they are measured (peak disk at 7B: checkpoint 15 GB + one
-export + one GGUF), unless --keep, which keeps them for the next run (reused while export.py
+Model files are deleted after they are measured (peak disk at 7B: the 13.4 GB checkpoint,
+one export and one GGUF, about 41 GB), unless --keep, which keeps them for the next run (reused while export.py
 is unchanged; the export time shown is then the one recorded when it was made).
 
 Nothing here asserts a speed: this is a measurement, not a test.
@@ -89,10 +89,10 @@ class Measured:
         return lines[-1].strip() if lines else "exit code %d" % self.returncode
 
 
-def run_measured(cmd, timeout=SUBPROCESS_TIMEOUT, env=None):
+def run_measured(cmd, timeout=SUBPROCESS_TIMEOUT):
     with tempfile.TemporaryFile() as err:
         start = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
         try:
@@ -119,7 +119,8 @@ def lucie_entries(path):
     """(entries, tied) from a lucie file's header and entry table. The sizes and magic come
     from export.py; the header offsets are those of the table in lucie.h. The invariants
     checked here make a misread table fail loudly instead of giving a wrong roofline."""
-    sys.path.insert(0, REPO)
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
     import export  # the Python writer of the format: its constants, not a second copy
     with open(path, "rb") as f:
         header = f.read(256)
@@ -376,7 +377,11 @@ def setup_llama_cpp(cache):
     cmake = ["cmake", "-S", src, "-B", build, "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
              "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
              "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF",
-             "-DLLAMA_BUILD_APP=OFF"]
+             "-DLLAMA_BUILD_APP=OFF",
+             # ggml's AMX kernels die with SIGILL (tilezero) on some machines that advertise
+             # AMX, this benchmark's among them; everything else -march=native enables stays
+             "-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
+             "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"]
     if shutil.which("ninja"):
         cmake += ["-G", "Ninja"]
     log("configuring llama.cpp in %s" % build)

@@ -118,17 +118,39 @@ FUZZ_HELPER int fuzz_tokenize_checked(const lucie_model *m, const uint8_t *text,
     stream = lucie_detok_stream_new(m, detok_flags);
     fuzz_check(stream != NULL, "lucie_detok_stream_new failed");
     stream_len = 0;
-    for (i = 0; i < n; i++) {
+    for (i = 0; i <= n; i++) {
         size_t piece_len = 0;
-        const char *piece = lucie_detok_stream_push(stream, ids[i], &piece_len);
-        fuzz_check(piece != NULL, "stream push refused a valid id");
+        const char *piece = i < n ? lucie_detok_stream_push(stream, ids[i], &piece_len)
+                                  : lucie_detok_stream_flush(stream, &piece_len);
+        fuzz_check(piece != NULL, "stream push/flush failed on valid ids");
         fuzz_check(stream_len + piece_len <= out_len, "the stream produced more text than detokenize");
         memcpy(joined + stream_len, piece, piece_len);
         stream_len += piece_len;
     }
     lucie_detok_stream_free(stream);
     fuzz_check(stream_len == out_len && memcmp(joined, buf, out_len) == 0,
-               "streamed decoding differs from lucie_detokenize");
+               "streamed decoding (pushes + flush) differs from lucie_detokenize");
+
+    /* A stream primed with the first ids continues the whole decode: what it
+     * returns is a suffix of it. */
+    if (n > 0) {
+        int k = (int)(len % (size_t)n);
+        stream = lucie_detok_stream_new(m, detok_flags);
+        fuzz_check(stream != NULL && lucie_detok_stream_prime(stream, ids, k) == LUCIE_OK, "prime failed");
+        stream_len = 0;
+        for (i = k; i <= n; i++) {
+            size_t piece_len = 0;
+            const char *piece = i < n ? lucie_detok_stream_push(stream, ids[i], &piece_len)
+                                      : lucie_detok_stream_flush(stream, &piece_len);
+            fuzz_check(piece != NULL, "stream push/flush failed after prime");
+            fuzz_check(stream_len + piece_len <= out_len, "a primed stream produced more text than detokenize");
+            memcpy(joined + stream_len, piece, piece_len);
+            stream_len += piece_len;
+        }
+        lucie_detok_stream_free(stream);
+        fuzz_check(memcmp(joined, buf + out_len - stream_len, stream_len) == 0,
+                   "a primed stream's text is not the end of lucie_detokenize's");
+    }
     free(buf);
     free(joined);
     free(ids);
@@ -157,10 +179,11 @@ FUZZ_HELPER void fuzz_detokenize_checked(const lucie_model *m, const int *ids, i
     fuzz_check(rc == LUCIE_OK && len2 == len, "detokenize twice gave different lengths");
     stream = lucie_detok_stream_new(m, flags);
     fuzz_check(stream != NULL, "lucie_detok_stream_new failed");
-    for (i = 0; i < n; i++) {
+    for (i = 0; i <= n; i++) {
         size_t piece_len = 0;
-        const char *piece = lucie_detok_stream_push(stream, ids[i], &piece_len);
-        fuzz_check(piece != NULL, "stream push refused a valid id");
+        const char *piece = i < n ? lucie_detok_stream_push(stream, ids[i], &piece_len)
+                                  : lucie_detok_stream_flush(stream, &piece_len);
+        fuzz_check(piece != NULL, "stream push/flush failed on valid ids");
         fuzz_check(streamed + piece_len <= len && memcmp(buf + streamed, piece, piece_len) == 0,
                    "streamed decoding differs from lucie_detokenize");
         streamed += piece_len;

@@ -338,3 +338,32 @@ def test_chat_needs_a_template(stories_bin):
     code, stdout, stderr = run([stories_bin, "--chat"], stdin="hello\n")
     assert code == 1 and stdout == ""
     assert len(stderr.strip().splitlines()) == 1 and "chat template" in stderr
+
+
+def test_chat_ctrl_c_stops_the_answer_not_the_program(instruct):
+    """SIGINT during an answer ends that answer; the chat goes on (here: to /quit,
+    exit code 0). The signal is sent once the answer has started streaming, and the
+    answer could run for thousands of tokens, so the interruption is certain."""
+    import signal
+    _, model_bin = instruct
+    need_binary(RUN)
+    args = [RUN, model_bin, "--chat", "--temp", "0", "-t", "1", "-c", "4096"]
+    # Checked first: this greedy answer does not end by itself within 300 tokens.
+    code, _, stderr = run(args[1:] + ["-n", "300"], stdin="Raconte une longue histoire.\n")
+    assert code == 0 and "[300 tokens" in stderr, "test design: the answer ends early: %s" % stderr
+    proc = subprocess.Popen(args + ["-n", "4000"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(b"Raconte une longue histoire.\n")
+        proc.stdin.flush()
+        assert proc.stdout.read(1)  # the answer is streaming
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(b"/quit\n", timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = stderr.decode("utf-8", "replace")
+    assert proc.returncode == 0, stderr
+    assert "(stopped)" in stderr
+    n = int(re.search(r"\[(\d+) tokens, ", stderr).group(1))
+    assert 0 < n < 4000

@@ -168,8 +168,8 @@ int main(void) {
     }
     check_shape(&tl, &g, 64, 4096, 7);  /* several column passes */
     check_shape(&tl, &g, 44, 2600, 66); /* and more than one token block */
-#ifdef LUCIE_SIMD
-    printf("kernel: %s tiles %dx%d; ", LUCIE_SIMD_NAME, TILE_ROWS, TILE_TOKENS);
+#ifdef FLOAT_SIMD
+    printf("kernel: %s tiles %dx%d; ", FLOAT_SIMD_NAME, FLOAT_TILE_ROWS, FLOAT_TILE_TOKENS);
 #else
     printf("kernel: plain C only; ");
 #endif

@@ -368,6 +368,17 @@ def test_name_not_nul_terminated(models, tmp_path):
     assert_refused(load(tmp_path, data), 1, "NUL")
 
 
+@pytest.mark.parametrize("name", [b"model.norm\n.weight", b"\x1b[2Jmodel.norm.weight", b"model\x7fnorm"])
+def test_entry_name_with_control_characters(models, tmp_path, name):
+    """Names are echoed in error messages: a newline would break the one-line rule and an
+    escape sequence would reach the user's terminal."""
+    data = bytearray(models["lucie"])
+    base = entry(data, NORM)[2]
+    data[base:base + 96] = name + bytes(96 - len(name))
+    line = assert_refused(load(tmp_path, data), 1)
+    assert "\x1b" not in line and "\x7f" not in line
+
+
 def test_missing_tensor(models, tmp_path):
     data = bytearray(models["lucie"])
     base = entry(data, NORM)[2]

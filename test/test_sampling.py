@@ -9,6 +9,9 @@
   (applied in generate()'s order) keep, every kept token with a non-negligible
   probability must be drawn, and each token's frequency must agree with the
   probability transformers gives it.
+- lucie_generate_tokens gives the tokens of the sample/eval loop, reports every one to
+  the callback (byte tokens whose character is not complete yet included), and with
+  no input continues from the session's own last prediction.
 - Same seed + same input = same output: twice in a row, with 1 and 2 threads, and
   with a build without OpenMP.
 """
@@ -248,9 +251,11 @@ def nucleus_threshold(logits, target, temperature=1.0, top_k=0):
     return value
 
 
-def min_p_threshold(logits, target, temperature=1.0):
-    probs = hf_probabilities(logits, temperature)
-    value, gap = mid_gap(probs / probs.max(), target)
+def min_p_threshold(logits, target, **settings):
+    """A min_p value mid-gap in the ratios to the top probability that min-p compares
+    (after the other settings, which is where transformers applies it)."""
+    probs = hf_probabilities(logits, **settings)
+    value, gap = mid_gap(probs[probs > 0] / probs.max(), target)
     assert gap > 1e-4, "test design: no clear min-p boundary near %g" % target
     return value
 
@@ -276,7 +281,7 @@ VOCAB = 512  # stories260K's
 def sampler_cases():
     """(name, settings): top_p / min_p values are placed mid-gap in fixed_logits."""
     logits = fixed_logits(VOCAB)
-    return [
+    cases = [
         ("softmax", dict()),
         ("temperature 0.7", dict(temperature=0.7)),
         ("temperature 1.8", dict(temperature=1.8)),
@@ -284,12 +289,16 @@ def sampler_cases():
         ("top-p ~0.9", dict(top_p=nucleus_threshold(logits, 0.9))),
         ("top-p ~0.5 temp 1.4", dict(temperature=1.4, top_p=nucleus_threshold(logits, 0.5, 1.4))),
         ("min-p ~0.05", dict(min_p=min_p_threshold(logits, 0.05))),
-        ("min-p ~0.3 temp 0.8", dict(temperature=0.8, min_p=min_p_threshold(logits, 0.3, 0.8))),
+        ("min-p ~0.3 temp 0.8", dict(temperature=0.8, min_p=min_p_threshold(logits, 0.3, temperature=0.8))),
         # top-p after top-k works on the renormalised top-k distribution in transformers
         ("top-k 30 + top-p ~0.8", dict(top_k=30, top_p=nucleus_threshold(logits, 0.8, 1.0, 30))),
-        ("temp 1.5 top-k 60 top-p ~0.7 min-p 0.01",
-         dict(temperature=1.5, top_k=60, top_p=nucleus_threshold(logits, 0.7, 1.5, 60), min_p=0.01)),
     ]
+    combined = dict(temperature=1.5, top_k=60, top_p=nucleus_threshold(logits, 0.7, 1.5, 60))
+    without_min_p = np.count_nonzero(hf_probabilities(logits, **combined))
+    combined["min_p"] = min_p_threshold(logits, 0.2, **combined)
+    assert np.count_nonzero(hf_probabilities(logits, **combined)) < without_min_p  # test design: min-p cuts
+    cases.append(("temp 1.5 top-k 60 top-p ~0.7 min-p ~0.2", combined))
+    return cases
 
 
 def cli_options(settings):

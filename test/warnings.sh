@@ -1,0 +1,68 @@
+#!/bin/sh
+# test/warnings.sh - every C file of the project must compile warning-free with
+#   {gcc, clang} x {-O0, -O3, -O3 -march=native} x {with, without OpenMP}
+# under -std=c99 -Wall -Wextra -pedantic -Werror. Compilers that are not installed are
+# reported and skipped. Prints one line per combination; exits 1 on any warning.
+# The fuzz targets are compiled with their replay driver (test/fuzz_replay.c), which is
+# how `make test` builds them with any compiler.
+set -u
+cd "$(dirname "$0")/.." || exit 2
+WARN="-std=c99 -Wall -Wextra -pedantic -Werror"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/lucie-warnings.XXXXXX") || exit 2
+trap 'rm -rf "$WORK"' EXIT INT TERM
+
+# "program source" pairs: what each C program is compiled from (lucie.c is linked in
+# unless the test #includes it)
+programs() {
+    echo "run run.c lucie.c"
+    for f in test/*.c examples/*.c; do
+        [ -f "$f" ] || continue
+        case $f in
+        test/fuzz_replay.c) continue ;;
+        test/fuzz_*.c) echo "$(basename "$f" .c) $f test/fuzz_replay.c lucie.c" ;;
+        *)
+            if grep -q '#include "\.\./lucie\.c"' "$f"; then
+                echo "$(basename "$f" .c) $f"
+            else
+                echo "$(basename "$f" .c) $f lucie.c"
+            fi
+            ;;
+        esac
+    done
+}
+
+failed=0
+for cc in gcc clang; do
+    if ! command -v $cc >/dev/null 2>&1; then
+        echo "$cc: not installed, skipped"
+        continue
+    fi
+    for opt in "-O0" "-O3" "-O3 -march=native"; do
+        for omp in "-fopenmp" ""; do
+            label="$cc $opt ${omp:-(no OpenMP)}"
+            if [ -n "$omp" ] && ! echo 'int main(void){return 0;}' | $cc -fopenmp -x c - -o "$WORK/omp" 2>/dev/null; then
+                echo "$label: OpenMP not available, skipped"
+                continue
+            fi
+            log="$WORK/log"
+            : >"$log"
+            bad=""
+            programs >"$WORK/programs"
+            while read -r name sources; do
+                # shellcheck disable=SC2086
+                if ! $cc $WARN $opt $omp -o "$WORK/$name" $sources -lm >>"$log" 2>&1; then
+                    bad="$bad $name"
+                fi
+            done <"$WORK/programs"
+            if [ -z "$bad" ]; then
+                echo "$label: ok ($(wc -l <"$WORK/programs") programs)"
+            else
+                failed=1
+                echo "$label: FAILED in$bad"
+                grep -E 'warning|error' "$log" | sort | uniq -c | sort -rn | head -15 | sed 's/^/    /'
+            fi
+        done
+    done
+done
+[ $failed -eq 0 ] && echo "warnings.sh: all clean" || echo "warnings.sh: FAILED"
+exit $failed
