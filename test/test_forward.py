@@ -199,3 +199,27 @@ def test_run_greedy_matches_transformers_generate(case, export_dtype, exports):
     got = proc.stdout.decode("utf-8")
     print("%s %s: %r" % (case, export_dtype, got))
     assert got == expected
+
+
+LONG_TOKENS = 300
+
+
+@pytest.mark.parametrize("case", ["lucie-instruct-bf16", "stories260K-untied"])
+def test_long_sequence_matches_transformers(case, exports, tmp_path):
+    """300 positions: the prompt crosses several prefill batches (lucie.c runs at
+    most 64 tokens per forward call) and RoPE is checked far from position 0."""
+    need_binary(LOGITS)
+    need_torch()
+    tokenizers = pytest.importorskip("tokenizers")
+    hf_dir, model_bin = exports(case, "f32")
+    vocab = vocab_of(hf_dir)
+    tok = tokenizers.Tokenizer.from_file(os.path.join(hf_dir, "tokenizer.json"))
+    ids = tok.encode((TEXT + "\n") * 40).ids[:LONG_TOKENS]
+    assert len(ids) == LONG_TOKENS
+    ref = hf_logits(hf_dir, ids, round_to_bf16=False)
+    got = lucie_logits(model_bin, "prefill", ids, vocab, tmp_path)
+    err = relative_error(got, ref)
+    print("%s long: max |lucie - hf| / max |hf| = %.2e" % (case, err))
+    assert err <= TOLERANCE, "%s: relative error %.3g > %g over %d tokens" % (case, err, TOLERANCE, LONG_TOKENS)
+    chunked = lucie_logits(model_bin, "chunk", ids, vocab, tmp_path)
+    assert relative_error(chunked, got) <= MODE_TOLERANCE
