@@ -1156,8 +1156,8 @@ int lucie_session_rewind(lucie_session *s, int pos) {
  *
  * The order follows transformers' generate(): repetition penalty on the raw
  * logits, then temperature, top-k, top-p and min-p, then a draw. The full
- * vocabulary is never sorted: top-k keeps a small heap-free selection and
- * top-p only sorts the tokens that can possibly be inside the nucleus.
+ * vocabulary is never sorted: top-k is a quickselect, top-p sorts only the
+ * tokens that can possibly be inside the nucleus, min-p is a filter.
  * ======================================================================== */
 
 static uint32_t random_u32(uint64_t *state) { /* xorshift64* */
@@ -1263,8 +1263,9 @@ int lucie_sample(lucie_session *s, const float *logits_in) {
             if (c[i].prob >= cutoff) c[kept++] = c[i];
         n = kept > 0 ? kept : 1;
     }
-    qsort(c, (size_t)n, sizeof *c, compare_prob_desc);
     if (sp->top_p < 1.0f) {
+        /* Only the nucleus needs an order: sort the few survivors of the cutoff. */
+        qsort(c, (size_t)n, sizeof *c, compare_prob_desc);
         cumulative = 0.0f;
         for (i = 0; i < n; i++) {
             cumulative += c[i].prob;
@@ -1275,12 +1276,14 @@ int lucie_sample(lucie_session *s, const float *logits_in) {
         }
     }
     if (sp->min_p > 0.0f) {
-        float floor_p = sp->min_p * c[0].prob;
-        for (i = 1; i < n; i++)
-            if (c[i].prob < floor_p) {
-                n = i;
-                break;
-            }
+        float top = 0.0f, floor_p;
+        int kept = 0;
+        for (i = 0; i < n; i++)
+            if (c[i].prob > top) top = c[i].prob;
+        floor_p = sp->min_p * top;
+        for (i = 0; i < n; i++)
+            if (c[i].prob >= floor_p) c[kept++] = c[i];
+        n = kept;
     }
     sum = 0.0f;
     for (i = 0; i < n; i++) sum += c[i].prob;

@@ -27,8 +27,9 @@ Cache layout ($LUCIE_BENCH_DIR, default ~/.cache/lucie-bench):
   bin/bandwidth        test/bandwidth.c compiled with -O3 -march=native -fopenmp
   llama.cpp-src/, llama.cpp-build/bin/llama-bench   from --setup-llama-cpp
 Model files are deleted after they are measured (peak disk at 7B: the 13.4 GB checkpoint,
-one export and one GGUF, about 41 GB), unless --keep, which keeps them for the next run (reused while export.py
-is unchanged; the export time shown is then the one recorded when it was made).
+one export and one GGUF, about 41 GB), unless --keep keeps them for the next run. A kept
+export is reused while export.py is unchanged (the export time shown is then the one
+recorded when it was made); a GGUF found in the cache is always reused.
 
 Nothing here asserts a speed: this is a measurement, not a test.
 """
@@ -36,6 +37,7 @@ Nothing here asserts a speed: this is a measurement, not a test.
 import argparse
 import datetime
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -46,7 +48,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,9 +76,32 @@ def file_sha1(path):
 
 
 # ---------------------------------------------------------------------------
-# Running a program and measuring it. wait4() gives the peak RSS of that one child
-# (getrusage(RUSAGE_CHILDREN) would give the maximum over all children so far).
+# Running a program and measuring its peak RSS. On Linux a child's ru_maxrss starts at
+# the RSS of the process that forked it (the kernel carries the old address space's high
+# water mark across exec, and with vfork that is the parent's own peak). This script grows
+# to gigabytes while it writes GGUF files, so commands are started by a small launcher
+# process, made at start-up while everything is still small: the floor it leaves in the
+# numbers is its own RSS (about 10 MB), which is printed with the table.
 # ---------------------------------------------------------------------------
+
+LAUNCHER = r"""
+import json, os, subprocess, sys, threading, time
+for line in sys.stdin:
+    req = json.loads(line)
+    with open(req["stdout"], "wb") as out, open(req["stderr"], "wb") as err:
+        start = time.monotonic()
+        proc = subprocess.Popen(req["cmd"], stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        timer = threading.Timer(req["timeout"], proc.kill)
+        timer.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    with open("/proc/self/status") as f:
+        own = [int(l.split()[1]) for l in f if l.startswith("VmHWM:")]
+    print(json.dumps({"returncode": proc.returncode, "seconds": time.monotonic() - start,
+                      "maxrss": usage.ru_maxrss, "launcher_kb": own[0] if own else 0}), flush=True)
+"""
+
 
 class Measured:
     def __init__(self, returncode, stdout, stderr, seconds, peak_rss_bytes):
@@ -89,25 +113,34 @@ class Measured:
         return lines[-1].strip() if lines else "exit code %d" % self.returncode
 
 
-def run_measured(cmd, timeout=SUBPROCESS_TIMEOUT):
-    with tempfile.TemporaryFile() as err:
-        start = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
-        timer = threading.Timer(timeout, proc.kill)
-        timer.start()
-        try:
-            out = proc.stdout.read()
-            proc.stdout.close()
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        seconds = time.monotonic() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)  # already reaped: tell Popen
-        err.seek(0)
-        stderr = err.read().decode("utf-8", "replace")
-    # ru_maxrss is in kilobytes on Linux (bytes on macOS)
-    rss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    return Measured(proc.returncode, out.decode("utf-8", "replace"), stderr, seconds, rss)
+class Launcher:
+    """Runs commands from the small helper process (see above), one at a time."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-S", "-c", LAUNCHER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.baseline_bytes = 0
+
+    def run(self, cmd, timeout=SUBPROCESS_TIMEOUT):
+        with tempfile.NamedTemporaryFile() as out, tempfile.NamedTemporaryFile() as err:
+            request = {"cmd": [str(c) for c in cmd], "stdout": out.name, "stderr": err.name,
+                       "timeout": timeout}
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            reply = self.proc.stdout.readline()
+            if not reply:
+                raise RuntimeError("the launcher process died")
+            reply = json.loads(reply)
+            stdout = out.read().decode("utf-8", "replace")
+            stderr = err.read().decode("utf-8", "replace")
+        self.baseline_bytes = max(self.baseline_bytes, 1024 * reply["launcher_kb"])
+        # ru_maxrss is in kilobytes on Linux (bytes on macOS)
+        rss = reply["maxrss"] * (1 if sys.platform == "darwin" else 1024)
+        return Measured(reply["returncode"], stdout, stderr, reply["seconds"], rss)
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 # ---------------------------------------------------------------------------
@@ -220,7 +253,7 @@ def checkpoint_key(config, small):
     return "custom-" + hashlib.sha1(shape).hexdigest()[:10] + ("-small" if small else "")
 
 
-def ensure_checkpoint(cache, key, config_path, small, shards):
+def ensure_checkpoint(launcher, cache, key, config_path, small, shards):
     out = os.path.join(cache, "checkpoints", key)
     marker = os.path.join(out, "bench-created.json")
     if os.path.exists(marker):
@@ -241,7 +274,7 @@ def ensure_checkpoint(cache, key, config_path, small, shards):
             cmd += ["--" + flag, str(value)]
     cmd.append(out)
     log("creating the random checkpoint %s (once; cached)" % out)
-    m = run_measured(cmd)
+    m = launcher.run(cmd)
     if m.returncode != 0:
         shutil.rmtree(out, ignore_errors=True)
         raise RuntimeError("make_checkpoint.py failed: " + m.last_error_line())
@@ -253,7 +286,7 @@ def ensure_checkpoint(cache, key, config_path, small, shards):
     return out, info
 
 
-def ensure_export(cache, key, ckpt, fmt, reuse):
+def ensure_export(launcher, cache, key, ckpt, fmt, reuse):
     """Returns (path, info) where info has export seconds and peak RSS, or raises."""
     out_dir = os.path.join(cache, "models", key)
     os.makedirs(out_dir, exist_ok=True)
@@ -271,7 +304,7 @@ def ensure_export(cache, key, ckpt, fmt, reuse):
         if os.path.exists(p):
             os.remove(p)
     log("exporting %s" % fmt)
-    m = run_measured([sys.executable, exporter, ckpt, path, "--dtype", fmt, "--quiet"])
+    m = launcher.run([sys.executable, exporter, ckpt, path, "--dtype", fmt, "--quiet"])
     if m.returncode != 0:
         if os.path.exists(path):
             os.remove(path)
@@ -295,8 +328,8 @@ def remove_quietly(*paths):
 # ---------------------------------------------------------------------------
 
 class Runner:
-    def __init__(self, exe):
-        self.exe = exe
+    def __init__(self, launcher, exe):
+        self.launcher, self.exe = launcher, exe
         help_text = subprocess.run([exe, "--help"], capture_output=True, text=True)
         text = help_text.stdout + help_text.stderr
         self.has_load = "--load" in text
@@ -315,7 +348,7 @@ class Runner:
     def bench(self, model, threads, prompt, n_gen, load_args):
         cmd = [self.exe, model, "--bench", "-t", str(threads), "--bench-prompt", str(prompt),
                "-n", str(n_gen)] + load_args
-        m = run_measured(cmd)
+        m = self.launcher.run(cmd)
         if m.returncode != 0:
             raise RuntimeError("run --bench failed: " + m.last_error_line())
         lines = [l for l in m.stdout.splitlines() if l.strip().startswith("{")]
@@ -358,6 +391,18 @@ def find_llama_bench(cache, explicit):
     return None
 
 
+def llama_cpp_origin(exe, cache):
+    """Where the llama-bench in use came from, when it is the one --setup-llama-cpp built."""
+    source = os.path.join(cache, "llama.cpp-src", "SOURCE")
+    if os.path.realpath(exe) != os.path.realpath(os.path.join(cache, "llama.cpp-build", "bin", "llama-bench")):
+        return ""
+    origin = ""
+    if os.path.exists(source):
+        with open(source) as f:
+            origin = " from the sources in " + f.read().strip()
+    return origin + ", built with -march=native less AMX (--setup-llama-cpp)"
+
+
 def setup_llama_cpp(cache):
     """Builds llama-bench from the llama.cpp sources vendored in the PyPI llama-cpp-python
     source distribution (the only place this machine can get them from), for this CPU."""
@@ -374,6 +419,8 @@ def setup_llama_cpp(cache):
                 tar.extractall(tmp)
             top = os.path.join(tmp, archive[:-len(".tar.gz")])
             shutil.move(os.path.join(top, "vendor", "llama.cpp"), src)
+            with open(os.path.join(src, "SOURCE"), "w") as f:  # no .git: say where it came from
+                f.write(archive[:-len(".tar.gz")] + "\n")
     cmake = ["cmake", "-S", src, "-B", build, "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
              "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
              "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF",
@@ -557,13 +604,14 @@ def write_gguf(ckpt, out_path, qtype_name):
     writer.close()
 
 
-def ensure_gguf(cache, key, ckpt, fmt, reuse):
+def ensure_gguf(cache, key, ckpt, fmt):
+    """The GGUF twin of an export, reused from the cache when present (same weights)."""
     qtype = GGUF_TYPE[fmt]
     out_dir = os.path.join(cache, "gguf", key)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, qtype + ".gguf")
     meta = path + ".json"
-    if reuse and os.path.exists(path) and os.path.exists(meta):
+    if os.path.exists(path) and os.path.exists(meta):
         with open(meta) as f:
             info = json.load(f)
         if info.get("writer_version") == GGUF_WRITER_VERSION:
@@ -592,13 +640,13 @@ def llama_bench_mmap_args(exe, mmap):
     return ["-mmp", "1" if mmap else "0"]
 
 
-def measure_llama_cpp(exe, gguf_path, threads, plan, mmap):
+def measure_llama_cpp(launcher, exe, gguf_path, threads, plan, mmap):
     """One llama-bench process runs every test (pp64, pp512, tg64) `repeats` times after its
     own warm-up; its JSON output keeps each sample, of which we take the median."""
     prompts = ",".join(str(p) for p in plan["prefills"])
     cmd = [exe, "-m", gguf_path, "-t", str(threads), "-p", prompts, "-n", str(plan["decode_tokens"]),
            "-r", str(plan["repeats"]), "-o", "json"] + llama_bench_mmap_args(exe, mmap)
-    m = run_measured(cmd)
+    m = launcher.run(cmd)
     if m.returncode != 0:
         raise RuntimeError("llama-bench failed: " + m.last_error_line())
     records = json.loads(m.stdout)
@@ -607,7 +655,8 @@ def measure_llama_cpp(exe, gguf_path, threads, plan, mmap):
         samples["pp%d" % p] = []
     build = ""
     for rec in records:
-        build = "%s (build %s)" % (rec.get("build_commit", "?"), rec.get("build_number", "?"))
+        commit = rec.get("build_commit", "unknown")
+        build = "(version unknown)" if commit == "unknown" else "%s (build %s)" % (commit, rec.get("build_number"))
         values = rec.get("samples_ts") or [rec["avg_ts"]]
         if rec.get("n_gen", 0) > 0 and rec.get("n_prompt", 0) == 0:
             samples["decode"] = list(values)
@@ -664,6 +713,14 @@ def machine_description():
     except (OSError, IndexError):
         pass
     return "%s, %d cores%s%s" % (cpu, os.cpu_count() or 1, memory, thp)
+
+
+def load_average():
+    """The 1-minute load average: a benchmark run on a busy machine says so in its header."""
+    try:
+        return "%.2f" % os.getloadavg()[0]
+    except OSError:
+        return "unknown"
 
 
 def repo_revision():
@@ -786,6 +843,15 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    launcher = Launcher()  # first, while this process is small (see Launcher)
+    args.load_before = load_average()
+    try:
+        return benchmark(args, launcher)
+    finally:
+        launcher.close()
+
+
+def benchmark(args, launcher):
     cache = os.path.abspath(args.cache)
     os.makedirs(cache, exist_ok=True)
     if args.setup_llama_cpp:
@@ -813,10 +879,7 @@ def main(argv=None):
         notes.append("llama.cpp: not measured (--no-llama-cpp).")
     else:
         llama_bench = find_llama_bench(cache, args.llama_bench)
-        try:
-            import numpy  # noqa: F401
-            import gguf  # noqa: F401
-        except ImportError:
+        if not all(importlib.util.find_spec(m) for m in ("numpy", "gguf")):
             if llama_bench:
                 notes.append("llama.cpp: not measured: writing GGUF needs `pip install numpy gguf`.")
             llama_bench = None
@@ -824,7 +887,7 @@ def main(argv=None):
             notes.append("llama.cpp: not measured: no llama-bench found (`python3 test/bench.py "
                          "--setup-llama-cpp` builds one into the cache; or set LLAMA_BENCH / PATH).")
 
-    ckpt, ckpt_info = ensure_checkpoint(cache, key, args.config, args.small, args.shards)
+    ckpt, ckpt_info = ensure_checkpoint(launcher, cache, key, args.config, args.small, args.shards)
     notes.append("Random checkpoint `%s` (%.1f GB bf16 safetensors, %d shards): created once in %.0f s, cached."
                  % (key, ckpt_info["bytes"] / 1e9, args.shards, ckpt_info["seconds"]))
 
@@ -837,11 +900,11 @@ def main(argv=None):
         log("bandwidth %d thread(s): best %.1f GB/s (4 KB pages %.1f, huge pages %.1f)"
             % (t, bandwidth[t]["best"], plain["best_gbs"], huge["best_gbs"]))
 
-    runner = Runner(args.run)
+    runner = Runner(launcher, args.run)
     rows = []
     for fmt in args.formats:
         try:
-            model, export_info = ensure_export(cache, key, ckpt, fmt, args.keep)
+            model, export_info = ensure_export(launcher, cache, key, ckpt, fmt, args.keep)
         except RuntimeError as e:
             log(str(e))
             for t in args.threads:
@@ -879,7 +942,7 @@ def main(argv=None):
 
         if llama_bench:
             try:
-                gguf_path, gguf_info = ensure_gguf(cache, key, ckpt, fmt, args.keep)
+                gguf_path, gguf_info = ensure_gguf(cache, key, ckpt, fmt)
             except Exception as e:  # a gguf package too old/new for this writer, disk full...
                 notes.append("llama.cpp %s: GGUF writing failed: %s" % (GGUF_TYPE[fmt], e))
                 continue
@@ -898,7 +961,7 @@ def main(argv=None):
                            "threads": t, "file_bytes": gguf_bytes}
                     log("llama.cpp %s, %s, %d thread(s)" % (GGUF_TYPE[fmt], mode, t))
                     try:
-                        s, build = measure_llama_cpp(llama_bench, gguf_path, t, plan, mmap)
+                        s, build = measure_llama_cpp(launcher, llama_bench, gguf_path, t, plan, mmap)
                     except (RuntimeError, ValueError) as e:
                         row["error"] = str(e)
                         rows.append(row)
@@ -914,9 +977,10 @@ def main(argv=None):
     add_ratios(rows, args.prefill)
     builds = sorted({r["llama_build"] for r in rows if r.get("llama_build")})
     if builds:
-        notes.append("llama.cpp: llama-bench %s, built from source with -march=native (GGML_NATIVE)."
-                     % ", ".join(builds))
+        notes.append("llama.cpp: llama-bench %s%s." % (", ".join(builds), llama_cpp_origin(llama_bench, cache)))
 
+    notes.append("Peak RSS is read from wait4(); it cannot be below the RSS of the launcher process "
+                 "that starts each program (%.0f MB here)." % (launcher.baseline_bytes / 1e6))
     table = build_table(rows, args.prefill)
     bw_lines = ["- memory read bandwidth, %d thread(s): **%.1f GB/s** (best of 10; 4 KB pages: best %.1f, "
                 "median %.1f; huge pages: best %.1f, median %.1f)"
@@ -926,7 +990,8 @@ def main(argv=None):
         "# lucie.c benchmark (%s)" % key,
         "",
         "- %s" % datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "- machine: %s" % machine_description(),
+        "- machine: %s; load average %s before the run, %s after (other work skews every number)"
+        % (machine_description(), args.load_before, load_average()),
         "- lucie.c revision: %s" % repo_revision(),
         "- model shapes: dim %d, hidden %s, %s layers, %s heads, %s KV heads, vocab %d%s" % (
             config["hidden_size"] if not args.small else SMALL_SHAPE["hidden"],
