@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Generates unicode_tables.inc.c: the Unicode data lucie.c's tokenizer needs.
+"""Generates the appendix of lucie.c: the Unicode data its tokenizer needs.
 
-    python3 tools/gen_unicode.py [OUT]        (default: unicode_tables.inc.c at the top of the repo)
+    python3 tools/gen_unicode.py [OUT]        (default: the appendix at the end of lucie.c)
 
 The tokenizer must reproduce Hugging Face `tokenizers` exactly, so the tables
 are taken from that reference implementation itself, probed live through its
@@ -53,9 +53,26 @@ def one_step_decomposition(c):
     return [int(x, 16) for x in d.split()]
 
 
+APPENDIX_MARK = "/* ========================================================================\n * APPENDIX: Unicode tables"
+
+
+def write_tables(out_path, text):
+    """Replaces the generated appendix at the end of lucie.c (from its marker to the
+    end of the file), or writes a stand-alone file when given another path."""
+    if os.path.basename(out_path) == "lucie.c":
+        with open(out_path, encoding="utf-8") as f:
+            source = f.read()
+        at = source.find(APPENDIX_MARK)
+        if at < 0:
+            sys.exit("gen_unicode.py: %s has no appendix marker" % out_path)
+        text = source[:at] + text
+    with open(out_path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def main():
     out_path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                                 "..", "unicode_tables.inc.c")
+                                                                 "..", "lucie.c")
     nfd = normalizers.NFD().normalize_str
     nfc = normalizers.NFC().normalize_str
 
@@ -103,8 +120,7 @@ def main():
     report_differences(word, ccc, decomp, unknown_marks, unknown_decomps)
     check_fast_path_assumptions(ccc, decomp, comp)
 
-    with open(out_path, "w", encoding="utf-8") as f:
-        f.write(render(ccc, decomp, comp, word))
+    write_tables(out_path, render(ccc, decomp, comp, word))
     print(f"wrote {os.path.normpath(out_path)}: {len(ranges_of(ccc))} class ranges, {len(decomp)} decompositions, "
           f"{len(comp)} compositions, {len(ranges_of(dict.fromkeys(word, 1)))} word ranges")
 
