@@ -473,6 +473,10 @@ static int parse_header(const unsigned char *h, size_t file_size, lucie_config *
     c->repetition_penalty = read_f32(h + 136);
     c->do_sample = read_u32(h + 140) != 0;
     c->group_size = (int)read_u32(h + 144);
+    if (c->group_size != 0 && c->group_size != 32) {
+        set_error(err, err_size, "header: quantization group size %d is not supported (only 32)", c->group_size);
+        return LUCIE_EFORMAT;
+    }
     if (!(c->temperature >= 0.0f && c->temperature <= 100.0f) || !(c->top_p > 0.0f && c->top_p <= 1.0f) ||
         c->top_k < 0 || !(c->repetition_penalty > 0.0f && c->repetition_penalty <= 100.0f)) {
         set_error(err, err_size, "header: generation defaults out of range");
@@ -784,6 +788,8 @@ struct lucie_session {
     float *value_cache;
     float *rope_cos, *rope_sin; /* [context][head_dim / 2] */
     int *history;      /* every token in the cache, for the repetition penalty */
+    const void *prepared_by; /* kernels whose prepare() last filled xq */
+    int prepared_cols;
     prob_index *candidates;
     unsigned *penalised; /* [vocab]: stamp of the last penalty call that saw the token */
     int have_logits;   /* logits holds the prediction after the last cached token */
@@ -852,13 +858,21 @@ static int thread_index(void) {
 #endif
 }
 
-/* W x for a batch: prepares the input for quantized weights if needed. */
-static void linear(const lucie_session *s, float *out, const float *x, const tensor *w, int n) {
+/* W x for a batch. Quantized weights first need the input quantized
+ * ("prepared"); q, k and v (and gate and up) multiply the same input, so
+ * same_input lets them reuse it when the previous call prepared it the same
+ * way. */
+static void linear(lucie_session *s, float *out, const float *x, const tensor *w, int n, int same_input) {
     const weight_kernels *k = kernels_for(w->dtype);
+    int group_size = s->model->config.group_size;
     kernel_ctx ctx;
     ctx.n_threads = s->n_threads;
-    if (k->prepare) k->prepare(&ctx, x, n, w->cols, s->model->config.group_size, s->xq);
-    k->matmul(&ctx, out, x, s->xq, w->data, n, w->rows, w->cols, s->model->config.group_size);
+    if (k->prepare && !(same_input && s->prepared_by == k && s->prepared_cols == w->cols)) {
+        k->prepare(&ctx, x, n, w->cols, group_size, s->xq);
+        s->prepared_by = k;
+        s->prepared_cols = w->cols;
+    }
+    k->matmul(&ctx, out, x, s->xq, w->data, n, w->rows, w->cols, group_size);
 }
 
 /* Causal grouped-query attention for n new tokens at positions pos..pos+n-1:
@@ -906,9 +920,9 @@ static void forward_batch(lucie_session *s, const int *tokens, int n, float *log
         float *vc = s->value_cache + (size_t)l * s->context * kv_dim;
         /* attention block */
         for (t = 0; t < n; t++) rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, w->attn_norm, dim, c->rms_norm_eps);
-        linear(s, s->q, s->xb, &w->wq, n);
-        linear(s, s->k, s->xb, &w->wk, n);
-        linear(s, s->v, s->xb, &w->wv, n);
+        linear(s, s->q, s->xb, &w->wq, n, 0);
+        linear(s, s->k, s->xb, &w->wk, n, 1);
+        linear(s, s->v, s->xb, &w->wv, n, 1);
         for (t = 0; t < n; t++) {
             int p = s->pos + t;
             const float *cr = s->rope_cos + (size_t)p * half, *sr = s->rope_sin + (size_t)p * half;
@@ -918,24 +932,24 @@ static void forward_batch(lucie_session *s, const int *tokens, int n, float *log
             memcpy(vc + (size_t)p * kv_dim, s->v + (size_t)t * kv_dim, (size_t)kv_dim * sizeof(float));
         }
         attention(s, l, n);
-        linear(s, s->xb, s->att_out, &w->wo, n);
+        linear(s, s->xb, s->att_out, &w->wo, n, 0);
         for (i = 0; i < n * dim; i++) s->x[i] += s->xb[i];
         /* MLP block */
         for (t = 0; t < n; t++) rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, w->ffn_norm, dim, c->rms_norm_eps);
-        linear(s, s->hb, s->xb, &w->w_gate, n);
-        linear(s, s->hb2, s->xb, &w->w_up, n);
+        linear(s, s->hb, s->xb, &w->w_gate, n, 0);
+        linear(s, s->hb2, s->xb, &w->w_up, n, 1);
         for (i = 0; i < n * hidden; i++) s->hb[i] = silu(s->hb[i]) * s->hb2[i];
-        linear(s, s->xb, s->hb, &w->w_down, n);
+        linear(s, s->xb, s->hb, &w->w_down, n, 0);
         for (i = 0; i < n * dim; i++) s->x[i] += s->xb[i];
     }
     s->pos += n;
     if (!logits) return;
     if (all_logits) {
         for (t = 0; t < n; t++) rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, m->final_norm, dim, c->rms_norm_eps);
-        linear(s, logits, s->xb, &m->lm_head, n);
+        linear(s, logits, s->xb, &m->lm_head, n, 0);
     } else {
         rmsnorm(s->xb, s->x + (size_t)(n - 1) * dim, m->final_norm, dim, c->rms_norm_eps);
-        linear(s, logits, s->xb, &m->lm_head, 1);
+        linear(s, logits, s->xb, &m->lm_head, 1, 0);
     }
 }
 

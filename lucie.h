@@ -66,7 +66,11 @@
  * Sections never overlap. The loader checks all of this before use.
  *
  * dtypes: 0 = bytes (untyped section), 1 = f32, 2 = bf16, 3 = q8, 4 = q4.
- * The block layouts of q8/q4 are defined next to their kernels in lucie.c.
+ * q8/q4: one f16 scale per 32 weights of a row (group_size must be 32), 16
+ * rows interleaved per block, rows padded to a multiple of 16 and columns to
+ * 32; size = ceil(rows/16)*16 * ceil(cols/32) * 34 (q8) or * 18 (q4) bytes.
+ * The exact block layout is defined next to its kernels in lucie.c. q4 files
+ * keep the embedding table and lm_head in q8.
  *
  * Tensors, for every layer l: model.layers.l.{input_layernorm,
  * post_attention_layernorm}.weight (f32, always), .self_attn.{q,k,v,o}_proj

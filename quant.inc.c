@@ -42,10 +42,11 @@
  * float scale per group of 32 (scale = max|x| / 127). The products then are
  *   sum_g (dw_g * dx_g) * (sum_i code_i * xq_i  -  zero * sum_i xq_i)
  * with exact int32 arithmetic inside a group and one f32 fused multiply-add
- * per group. The portable C below is the definition; the AVX-512 VNNI and
- * AVX2 versions (compilers do not find VPDPBUSD for the per-row form) compute
- * the same int32 sums and then the very same float operations in the same
- * order, so every path gives bit-identical results (test/test_kernels.c).
+ * per group. The portable C below is the definition; the AVX-512 VNNI, AVX2
+ * and NEON dot-product versions (compilers do not find these instructions
+ * for the per-row form by themselves) compute the same int32 sums and then
+ * the very same float operations in the same order, so every path gives
+ * bit-identical results (test/test_kernels.c, run for each path).
  *
  * The embedding table and the lm_head are kept at 8 bits in q4 files: see
  * quant_target_dtype().
@@ -63,9 +64,14 @@
 #elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define QUANT_SIMD "avx2"
 #define QUANT_AVX2 1
+#elif defined(__aarch64__) && defined(__ARM_NEON) && defined(__ARM_FEATURE_DOTPROD)
+#define QUANT_SIMD "neon-dotprod"
+#define QUANT_NEON 1
 #endif
-#ifdef QUANT_SIMD
+#if defined(QUANT_AVX512) || defined(QUANT_AVX2)
 #include <immintrin.h>
+#elif defined(QUANT_NEON)
+#include <arm_neon.h>
 #endif
 
 static int quant_groups(int cols) { return (cols + QUANT_GROUP - 1) / QUANT_GROUP; }
@@ -107,13 +113,14 @@ static uint16_t float_to_half(float f) {
 
 static uint16_t load_u16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
-/* The nearest integer, ties to even (lrintf in the default rounding mode), for
- * |v| < 2^22, without a library call so that loops over it vectorise: adding
- * and subtracting 1.5 * 2^23 leaves no bits below the units. Only valid when
- * floats are evaluated as floats (not on x87) and not under -ffast-math.
- * Callers clamp v first (clamp_float), which also maps NaN to a number. */
-static float clamp_float(float v, float lo, float hi) { return v > lo ? (v < hi ? v : hi) : lo; /* NaN -> lo */ }
+/* v limited to [lo, hi]; NaN becomes lo, so that converting it is defined. */
+static float clamp_float(float v, float lo, float hi) { return v > lo ? (v < hi ? v : hi) : lo; }
 
+/* The nearest integer, ties to even (lrintf in the default rounding mode), for
+ * |v| < 2^22 (callers clamp first), without a library call so that loops over
+ * it vectorise: adding and subtracting 1.5 * 2^23 leaves no bits below the
+ * units. Only when floats are evaluated as floats (not on x87) and without
+ * -ffast-math, which would fold the two additions away. */
 static int round_to_int(float v) {
 #if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0 && !defined(__FAST_MATH__)
     const float shift = 12582912.0f;
@@ -157,23 +164,24 @@ static size_t quant_input_bytes(int n, int cols, int group_size) {
 }
 
 static void quantize_input_row(const float *x, int cols, unsigned char *dst) {
-    int ng = quant_groups(cols), g, i;
+    int ng = quant_groups(cols), g, i, j;
     signed char *codes = (signed char *)dst;
     float *scales = (float *)(dst + (size_t)ng * QUANT_GROUP);
     int32_t *sums = (int32_t *)(dst + (size_t)ng * (QUANT_GROUP + 4));
     for (g = 0; g < ng; g++) {
-        int n = cols - g * QUANT_GROUP < QUANT_GROUP ? cols - g * QUANT_GROUP : QUANT_GROUP;
-        const float *v = x + (size_t)g * QUANT_GROUP;
-        float amax = 0.0f, inv;
+        float v[QUANT_GROUP], lane_max[8] = {0}, amax = 0.0f, inv;
         int32_t sum = 0;
-        for (i = 0; i < n; i++) amax = fabsf(v[i]) > amax ? fabsf(v[i]) : amax;
+        /* fixed-size loops with 8 partial maxima: the compiler vectorises them */
+        for (i = 0; i < QUANT_GROUP; i++) v[i] = g * QUANT_GROUP + i < cols ? x[g * QUANT_GROUP + i] : 0.0f;
+        for (i = 0; i < QUANT_GROUP; i += 8)
+            for (j = 0; j < 8; j++) lane_max[j] = fabsf(v[i + j]) > lane_max[j] ? fabsf(v[i + j]) : lane_max[j];
+        for (j = 0; j < 8; j++) amax = lane_max[j] > amax ? lane_max[j] : amax;
         inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-        for (i = 0; i < n; i++) {
+        for (i = 0; i < QUANT_GROUP; i++) {
             int q = round_to_int(clamp_float(v[i] * inv, -127.0f, 127.0f));
             codes[g * QUANT_GROUP + i] = (signed char)q;
             sum += q;
         }
-        for (; i < QUANT_GROUP; i++) codes[g * QUANT_GROUP + i] = 0;
         scales[g] = amax / 127.0f;
         sums[g] = sum;
     }
@@ -192,7 +200,7 @@ static void quant_prepare(const kernel_ctx *c, const float *x, int n, int cols, 
 /* a * b + c rounded once when the hardware can, so that compilers' own
  * contraction choices cannot make the SIMD and portable paths differ. */
 static float quant_madd(float a, float b, float c) {
-#if defined(__FMA__) || defined(FP_FAST_FMAF)
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA) || defined(FP_FAST_FMAF)
     return fmaf(a, b, c);
 #else
     float p = a * b;
@@ -264,7 +272,7 @@ static void quant_block_portable(int dtype, const unsigned char *block, int ng, 
     }
 }
 
-/* ---- the same arithmetic with AVX-512 VNNI or AVX2 intrinsics ---- */
+/* ---- the same arithmetic with AVX-512 VNNI, AVX2 or NEON intrinsics ---- */
 
 #ifdef QUANT_SIMD
 static int32_t quant_load_i32(const unsigned char *p) {
@@ -384,6 +392,54 @@ static void quant_block_simd(int dtype, const unsigned char *block, int ng, cons
 }
 #endif
 
+#ifdef QUANT_NEON
+/* SDOT multiplies signed bytes: q8 codes become code - 128 (flip the top
+ * bit) and skip the zero-point correction (zero = 0); q4 codes (0..15) are
+ * already valid signed bytes. Lane i of a vector holds rows 4i..4i+3 of one
+ * quad of a quarter block, exactly SDOT's 4-bytes-per-lane layout. */
+static void quant_block_simd(int dtype, const unsigned char *block, int ng, const unsigned char *xq, size_t stride,
+                             int nt, float out[QUANT_TOKENS][QUANT_ROWS]) {
+    const unsigned char *codes = block + (size_t)ng * QUANT_ROWS * 2;
+    size_t group_bytes = quant_codes_per_group(dtype);
+    int zero = dtype == LUCIE_DT_Q8 ? 0 : Q4_ZERO, g, t, k, i;
+    float32x4_t acc[QUANT_TOKENS][4];
+    for (t = 0; t < QUANT_TOKENS; t++)
+        for (i = 0; i < 4; i++) acc[t][i] = vdupq_n_f32(0.0f);
+    for (g = 0; g < ng; g++) {
+        const unsigned char *gc = codes + g * group_bytes;
+        int8x16_t w[8][4];
+        float32x4_t dw[4];
+        for (i = 0; i < 4; i++)
+            dw[i] = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)(block + ((size_t)g * QUANT_ROWS + 4 * i) * 2))));
+        if (dtype == LUCIE_DT_Q8) {
+            for (k = 0; k < 8; k++)
+                for (i = 0; i < 4; i++)
+                    w[k][i] = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(gc + k * 64 + 16 * i), vdupq_n_u8(0x80)));
+        } else {
+            for (k = 0; k < 4; k++)
+                for (i = 0; i < 4; i++) {
+                    uint8x16_t b = vld1q_u8(gc + k * 64 + 16 * i);
+                    w[k][i] = vreinterpretq_s8_u8(vandq_u8(b, vdupq_n_u8(15)));
+                    w[k + 4][i] = vreinterpretq_s8_u8(vshrq_n_u8(b, 4));
+                }
+        }
+        for (t = 0; t < nt; t++) {
+            const unsigned char *x = xq + t * stride, *xc = x + (size_t)g * QUANT_GROUP;
+            float dx = quant_load_f32(x + (size_t)ng * QUANT_GROUP + g * 4);
+            int32x4_t correction = vdupq_n_s32(zero * quant_load_i32(x + (size_t)ng * (QUANT_GROUP + 4) + g * 4));
+            for (i = 0; i < 4; i++) {
+                int32x4_t dot = vdupq_n_s32(0);
+                for (k = 0; k < 8; k++)
+                    dot = vdotq_s32(dot, w[k][i], vreinterpretq_s8_s32(vdupq_n_s32(quant_load_i32(xc + 4 * k))));
+                acc[t][i] = vfmaq_f32(acc[t][i], vcvtq_f32_s32(vsubq_s32(dot, correction)), vmulq_n_f32(dw[i], dx));
+            }
+        }
+    }
+    for (t = 0; t < nt; t++)
+        for (i = 0; i < 4; i++) vst1q_f32(out[t] + 4 * i, acc[t][i]);
+}
+#endif
+
 /* ---- matmul, embedding, kernel tables ---- */
 
 /* out[t * rows + r] = W[r] . x[t]: threads split the 16-row blocks evenly;
@@ -469,8 +525,8 @@ static void quant_codes(int dtype, const float *v, uint16_t h, unsigned char *u)
     for (i = 0; i < QUANT_GROUP; i++) u[i] = (unsigned char)(round_to_int(clamp_float(v[i] * inv, lo, hi)) + zero);
 }
 
-/* Squared error of codes u at scale h (8 partial sums, so the loop vectorises). */
-static float quant_error(const float *v, const unsigned char *u, uint16_t h) {
+/* Squared error of q4 codes u at scale h (8 partial sums: the loop vectorises). */
+static float q4_error(const float *v, const unsigned char *u, uint16_t h) {
     float d = half_to_float(h), partial[8] = {0}, err = 0.0f;
     int i, j;
     for (i = 0; i < QUANT_GROUP; i += 8)
@@ -482,8 +538,8 @@ static float quant_error(const float *v, const unsigned char *u, uint16_t h) {
     return err;
 }
 
-/* The f16 scale minimising the squared error of codes u: sum(q v) / sum(q q). */
-static uint16_t quant_refit(const float *v, const unsigned char *u, uint16_t h) {
+/* The f16 scale minimising the squared error of q4 codes u: sum(q v) / sum(q q). */
+static uint16_t q4_refit(const float *v, const unsigned char *u, uint16_t h) {
     float num8[8] = {0}, den8[8] = {0}, num = 0.0f, den = 0.0f;
     int i, j;
     for (i = 0; i < QUANT_GROUP; i += 8)
@@ -518,25 +574,25 @@ static uint16_t quantize_group(int dtype, const float *v, unsigned char *u) {
     }
     best = float_to_half(extreme / -8.0f);
     quant_codes(dtype, v, best, u);
-    best_err = quant_error(v, u, best);
+    best_err = q4_error(v, u, best);
     for (c = 0; c < 8 && extreme != 0.0f; c++) {
         /* extreme on level -8 (refit only), -7.5, -7, -6.5, or 7, 7.5, 8, 8.5 */
         float divisor = c < 4 ? -8.0f + 0.5f * (float)c : 7.0f + 0.5f * (float)(c - 4), err;
         uint16_t h = float_to_half(extreme / divisor), refit;
         quant_codes(dtype, v, h, trial);
-        if (c > 0 && (err = quant_error(v, trial, h)) < best_err) {
+        if (c > 0 && (err = q4_error(v, trial, h)) < best_err) {
             best_err = err;
             best = h;
             memcpy(u, trial, QUANT_GROUP);
         }
-        refit = quant_refit(v, trial, h);
-        if ((err = quant_error(v, trial, refit)) < best_err) {
+        refit = q4_refit(v, trial, h);
+        if ((err = q4_error(v, trial, refit)) < best_err) {
             best_err = err;
             best = refit;
             memcpy(u, trial, QUANT_GROUP);
         }
         quant_codes(dtype, v, refit, again);
-        if ((err = quant_error(v, again, refit)) < best_err) {
+        if ((err = q4_error(v, again, refit)) < best_err) {
             best_err = err;
             best = refit;
             memcpy(u, again, QUANT_GROUP);
@@ -611,66 +667,179 @@ static void quant_put_u64(unsigned char *p, uint64_t v) {
     for (i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
 }
 
-static int quant_write(FILE *f, const void *data, size_t n, const char *path, char *err, size_t err_size) {
-    if (n && fwrite(data, 1, n, f) != n) {
-        set_error(err, err_size, "write error on '%s': %s", path, strerror(errno));
+#define QUANT_CHUNK_ELEMENTS ((size_t)1 << 22) /* rows converted at once: ~16 MB of f32 */
+
+/* Drops input pages already converted from this process's mapping (they stay
+ * in the page cache), so converting a 15 GB file keeps a small resident set. */
+static void quant_release(const file_view *in, const unsigned char *p, size_t n) {
+#if !defined(_WIN32) && defined(MADV_DONTNEED)
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t begin = (uintptr_t)p, end = (uintptr_t)p + n;
+    if (!in->is_mapped || page <= 0) return;
+    begin = (begin + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
+    end = end / (uintptr_t)page * (uintptr_t)page;
+    if (end > begin) madvise((void *)begin, end - begin, MADV_DONTNEED);
+#else
+    (void)in;
+    (void)p;
+    (void)n;
+#endif
+}
+
+/* One conversion: the input, the plan for the output, the work buffers. */
+typedef struct {
+    file_view in;
+    file_entry *entries; /* the input's entry table, in table order */
+    uint32_t n_entries;
+    uint32_t *order;     /* entry indices by increasing offset: sections keep their order */
+    int dtype;           /* LUCIE_DT_Q8 or LUCIE_DT_Q4 */
+    int *targets;        /* each entry's dtype in the output */
+    uint64_t *offsets, *sizes, file_size;
+    uint64_t total, done; /* input bytes to convert, converted so far (progress) */
+    float *buf;          /* a chunk of rows as f32 */
+    unsigned char *qbuf; /* the same chunk quantized */
+    size_t chunk_rows;
+    FILE *out;
+    char *tmp_path;
+    void (*progress)(const char *tensor, double fraction, void *user);
+    void *user;
+    char *err;
+    size_t err_size;
+} quant_job;
+
+static int quant_write(quant_job *j, const void *data, size_t n) {
+    if (n && fwrite(data, 1, n, j->out) != n) {
+        set_error(j->err, j->err_size, "write error on '%s': %s", j->tmp_path, strerror(errno));
         return LUCIE_EIO;
     }
     return LUCIE_OK;
 }
 
-#define QUANT_CHUNK_ELEMENTS ((size_t)1 << 22) /* rows converted at once: ~16 MB of f32 */
+/* Output dtypes, sizes and offsets, and the work buffers. */
+static int quant_plan(quant_job *j) {
+    uint32_t i, k;
+    uint64_t pos = HEADER_SIZE + (uint64_t)j->n_entries * ENTRY_SIZE;
+    size_t widest = 1;
+    for (i = 0; i < j->n_entries; i++) {
+        const file_entry *e = &j->entries[i];
+        size_t bytes = (size_t)e->size;
+        if (e->dtype == LUCIE_DT_Q8 || e->dtype == LUCIE_DT_Q4) {
+            set_error(j->err, j->err_size, "the input is already quantized (tensor '%s')", e->name);
+            return LUCIE_EINVAL;
+        }
+        j->targets[i] = quant_target_dtype(e, j->dtype);
+        if (j->targets[i] != e->dtype) {
+            if (!tensor_bytes(j->targets[i], e->rows, e->cols, QUANT_GROUP, &bytes)) {
+                set_error(j->err, j->err_size, "tensor '%s' is too large to quantize here", e->name);
+                return LUCIE_ENOMEM;
+            }
+            if (e->cols > widest) widest = e->cols;
+            j->total += e->size;
+        }
+        j->sizes[i] = bytes;
+        for (k = i; k > 0 && j->entries[j->order[k - 1]].offset > e->offset; k--) j->order[k] = j->order[k - 1];
+        j->order[k] = i;
+    }
+    for (i = 0; i < j->n_entries; i++) {
+        pos = (pos + SECTION_ALIGN - 1) / SECTION_ALIGN * SECTION_ALIGN;
+        j->offsets[j->order[i]] = pos;
+        pos += j->sizes[j->order[i]];
+    }
+    j->file_size = pos;
+    j->chunk_rows = QUANT_CHUNK_ELEMENTS / widest / QUANT_ROWS * QUANT_ROWS;
+    if (j->chunk_rows < QUANT_ROWS) j->chunk_rows = QUANT_ROWS;
+    j->buf = (float *)malloc(j->chunk_rows * widest * sizeof *j->buf);
+    j->qbuf = (unsigned char *)malloc(j->chunk_rows / QUANT_ROWS *
+                                      quant_block_bytes(LUCIE_DT_Q8, quant_groups((int)widest)));
+    if (!j->buf || !j->qbuf) {
+        set_error(j->err, j->err_size, "out of memory");
+        return LUCIE_ENOMEM;
+    }
+    return LUCIE_OK;
+}
+
+/* The input's header and entry table with the new weight type, group size,
+ * dtypes, sizes and offsets. */
+static int quant_write_tables(quant_job *j) {
+    unsigned char header[HEADER_SIZE], entry[ENTRY_SIZE];
+    uint32_t i;
+    int rc;
+    memcpy(header, j->in.data, HEADER_SIZE);
+    quant_put_u64(header + 16, j->file_size);
+    quant_put_u32(header + 28, (uint32_t)j->dtype);
+    quant_put_u32(header + 144, QUANT_GROUP);
+    rc = quant_write(j, header, HEADER_SIZE);
+    for (i = 0; i < j->n_entries && rc == LUCIE_OK; i++) {
+        memcpy(entry, j->in.data + HEADER_SIZE + (size_t)i * ENTRY_SIZE, ENTRY_SIZE);
+        quant_put_u32(entry + 96, (uint32_t)j->targets[i]);
+        quant_put_u64(entry + 112, j->offsets[i]);
+        quant_put_u64(entry + 120, j->sizes[i]);
+        rc = quant_write(j, entry, ENTRY_SIZE);
+    }
+    return rc;
+}
 
 /* Quantizes one tensor a chunk of rows at a time (bounded memory), the
  * 16-row blocks of a chunk in parallel. */
-static int quant_convert_tensor(FILE *f, const char *tmp, const unsigned char *src, const file_entry *e, int dtype,
-                                float *buf, unsigned char *qbuf, size_t chunk_rows, uint64_t *done, uint64_t total,
-                                void (*progress)(const char *, double, void *), void *user, char *err,
-                                size_t err_size) {
-    size_t cols = e->cols, r0, block_out = quant_block_bytes(dtype, quant_groups((int)cols));
-    for (r0 = 0; r0 < e->rows; r0 += chunk_rows) {
-        size_t n = e->rows - r0 < chunk_rows ? e->rows - r0 : chunk_rows, i, bytes;
+static int quant_convert_tensor(quant_job *j, const file_entry *e, int dtype) {
+    size_t cols = e->cols, element = e->dtype == LUCIE_DT_F32 ? 4 : 2, r0;
+    size_t block_out = quant_block_bytes(dtype, quant_groups((int)cols));
+    for (r0 = 0; r0 < e->rows; r0 += j->chunk_rows) {
+        size_t n = e->rows - r0 < j->chunk_rows ? e->rows - r0 : j->chunk_rows, i;
         long b, n_blocks = (long)((n + QUANT_ROWS - 1) / QUANT_ROWS);
-        const unsigned char *p = src + r0 * cols * (e->dtype == LUCIE_DT_F32 ? 4 : 2);
+        const unsigned char *p = j->in.data + e->offset + r0 * cols * element;
         int rc;
         for (i = 0; i < n * cols; i++) {
-            float v = e->dtype == LUCIE_DT_F32 ? read_f32(p + 4 * i) : bf16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+            float v = element == 4 ? read_f32(p + 4 * i) : bf16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
             if (!(fabsf(v) <= 65504.0f)) {
-                set_error(err, err_size, "tensor '%s' holds %s value %g; cannot quantize it", e->name,
+                set_error(j->err, j->err_size, "tensor '%s' holds %s value %g; cannot quantize it", e->name,
                           v == v ? "a huge" : "a NaN", (double)v);
                 return LUCIE_EINVAL;
             }
-            buf[i] = v;
+            j->buf[i] = v;
         }
+        quant_release(&j->in, p, n * cols * element);
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 1)
 #endif
         for (b = 0; b < n_blocks; b++) {
             size_t rows = n - (size_t)b * QUANT_ROWS < QUANT_ROWS ? n - (size_t)b * QUANT_ROWS : QUANT_ROWS;
-            quantize_rows(dtype, buf + (size_t)b * QUANT_ROWS * cols, qbuf + (size_t)b * block_out, rows, (int)cols,
-                          QUANT_GROUP);
+            quantize_rows(dtype, j->buf + (size_t)b * QUANT_ROWS * cols, j->qbuf + (size_t)b * block_out, rows,
+                          (int)cols, QUANT_GROUP);
         }
-        bytes = (size_t)n_blocks * block_out;
-        if ((rc = quant_write(f, qbuf, bytes, tmp, err, err_size)) != LUCIE_OK) return rc;
-        *done += n * cols * (e->dtype == LUCIE_DT_F32 ? 4 : 2);
-        if (progress) progress(e->name, (double)*done / (double)total, user);
+        if ((rc = quant_write(j, j->qbuf, (size_t)n_blocks * block_out)) != LUCIE_OK) return rc;
+        j->done += n * cols * element;
+        if (j->progress) j->progress(e->name, (double)j->done / (double)j->total, j->user);
     }
     return LUCIE_OK;
+}
+
+/* Every section in file order: converted, or copied as it is. */
+static int quant_write_sections(quant_job *j) {
+    static const unsigned char zeros[SECTION_ALIGN] = {0};
+    uint64_t pos = HEADER_SIZE + (uint64_t)j->n_entries * ENTRY_SIZE;
+    uint32_t i;
+    int rc = LUCIE_OK;
+    for (i = 0; i < j->n_entries && rc == LUCIE_OK; i++) {
+        uint32_t k = j->order[i];
+        const file_entry *e = &j->entries[k];
+        if ((rc = quant_write(j, zeros, (size_t)(j->offsets[k] - pos))) != LUCIE_OK) break;
+        if (j->targets[k] != e->dtype) {
+            rc = quant_convert_tensor(j, e, j->targets[k]);
+        } else {
+            rc = quant_write(j, j->in.data + e->offset, (size_t)e->size);
+            quant_release(&j->in, j->in.data + e->offset, (size_t)e->size);
+        }
+        pos = j->offsets[k] + j->sizes[k];
+    }
+    return rc;
 }
 
 int lucie_quantize_file(const char *in_path, const char *out_path, int dtype,
                         void (*progress)(const char *tensor, double fraction, void *user), void *user, char *err,
                         size_t err_size) {
-    file_view in;
-    lucie_config config;
-    file_entry *entries = NULL;
-    uint32_t n_entries = 0, i, *order = NULL;
-    uint64_t *offsets = NULL, *sizes = NULL, pos, total = 0, done = 0;
-    unsigned char header[HEADER_SIZE], entry[ENTRY_SIZE], zeros[SECTION_ALIGN] = {0}, *qbuf = NULL;
-    float *buf = NULL;
-    size_t widest = 1, chunk_rows, tmp_len;
-    char *tmp = NULL;
-    FILE *f = NULL;
+    quant_job j;
+    size_t tmp_len;
     int rc;
     if (!in_path || !out_path || (dtype != LUCIE_DT_Q8 && dtype != LUCIE_DT_Q4)) {
         set_error(err, err_size, "lucie_quantize_file: need two paths and dtype q8 (%d) or q4 (%d)", LUCIE_DT_Q8,
@@ -681,117 +850,63 @@ int lucie_quantize_file(const char *in_path, const char *out_path, int dtype,
         set_error(err, err_size, "big-endian hosts are not supported (the model file is little-endian)");
         return LUCIE_EFORMAT;
     }
-    if ((rc = map_file(in_path, LUCIE_LOAD_MMAP, &in, err, err_size)) != LUCIE_OK) return rc;
-    rc = parse_header(in.data, in.size, &config, &n_entries, err, err_size);
-    if (rc == LUCIE_OK) rc = read_entries(&in, n_entries, &config, &entries, err, err_size);
-    if (rc != LUCIE_OK) goto done;
-    order = (uint32_t *)malloc(n_entries * sizeof *order + 1);
-    offsets = (uint64_t *)malloc(n_entries * sizeof *offsets + 1);
-    sizes = (uint64_t *)malloc(n_entries * sizeof *sizes + 1);
-    tmp_len = strlen(out_path) + 5;
-    tmp = (char *)malloc(tmp_len);
-    if (!order || !offsets || !sizes || !tmp) goto oom;
-    snprintf(tmp, tmp_len, "%s.tmp", out_path);
-
-    /* New dtypes and sizes; sections keep their order in the file. */
-    for (i = 0; i < n_entries; i++) {
-        int target = quant_target_dtype(&entries[i], dtype);
-        size_t bytes = (size_t)entries[i].size;
-        uint32_t j = i;
-        if (entries[i].dtype == LUCIE_DT_Q8 || entries[i].dtype == LUCIE_DT_Q4) {
-            set_error(err, err_size, "'%s' is already quantized (tensor '%s')", in_path, entries[i].name);
-            rc = LUCIE_EINVAL;
-            goto done;
+    memset(&j, 0, sizeof j);
+    j.dtype = dtype;
+    j.progress = progress;
+    j.user = user;
+    j.err = err;
+    j.err_size = err_size;
+    if ((rc = map_file(in_path, LUCIE_LOAD_MMAP, &j.in, err, err_size)) != LUCIE_OK) return rc;
+    {
+        lucie_config config;
+        rc = parse_header(j.in.data, j.in.size, &config, &j.n_entries, err, err_size);
+        if (rc == LUCIE_OK) rc = read_entries(&j.in, j.n_entries, &config, &j.entries, err, err_size);
+    }
+    if (rc == LUCIE_OK) {
+        j.order = (uint32_t *)malloc(j.n_entries * sizeof *j.order + 1);
+        j.targets = (int *)malloc(j.n_entries * sizeof *j.targets + 1);
+        j.offsets = (uint64_t *)malloc(j.n_entries * sizeof *j.offsets + 1);
+        j.sizes = (uint64_t *)malloc(j.n_entries * sizeof *j.sizes + 1);
+        tmp_len = strlen(out_path) + 5;
+        j.tmp_path = (char *)malloc(tmp_len);
+        if (!j.order || !j.targets || !j.offsets || !j.sizes || !j.tmp_path) {
+            set_error(err, err_size, "out of memory");
+            rc = LUCIE_ENOMEM;
+        } else {
+            snprintf(j.tmp_path, tmp_len, "%s.tmp", out_path);
+            rc = quant_plan(&j);
         }
-        if (target != entries[i].dtype) {
-            tensor_bytes(target, entries[i].rows, entries[i].cols, QUANT_GROUP, &bytes); /* fits: checked at load */
-            if (entries[i].cols > widest) widest = entries[i].cols;
-            total += entries[i].size;
-        }
-        sizes[i] = bytes;
-        while (j > 0 && entries[order[j - 1]].offset > entries[i].offset) { /* insertion sort by offset */
-            order[j] = order[j - 1];
-            j--;
-        }
-        order[j] = i;
     }
-    pos = HEADER_SIZE + (uint64_t)n_entries * ENTRY_SIZE;
-    for (i = 0; i < n_entries; i++) {
-        pos = (pos + SECTION_ALIGN - 1) / SECTION_ALIGN * SECTION_ALIGN;
-        offsets[order[i]] = pos;
-        pos += sizes[order[i]];
-    }
-
-    chunk_rows = QUANT_CHUNK_ELEMENTS / widest / QUANT_ROWS * QUANT_ROWS;
-    if (chunk_rows < QUANT_ROWS) chunk_rows = QUANT_ROWS;
-    buf = (float *)malloc(chunk_rows * widest * sizeof *buf);
-    qbuf = (unsigned char *)malloc(chunk_rows / QUANT_ROWS * quant_block_bytes(LUCIE_DT_Q8, quant_groups((int)widest)));
-    if (!buf || !qbuf) goto oom;
-
-    f = fopen(tmp, "wb");
-    if (!f) {
-        set_error(err, err_size, "cannot create '%s': %s", tmp, strerror(errno));
-        rc = LUCIE_EIO;
-        goto done;
-    }
-    memcpy(header, in.data, HEADER_SIZE);
-    quant_put_u64(header + 16, pos);
-    quant_put_u32(header + 28, (uint32_t)dtype);
-    quant_put_u32(header + 144, QUANT_GROUP);
-    rc = quant_write(f, header, HEADER_SIZE, tmp, err, err_size);
-    for (i = 0; i < n_entries && rc == LUCIE_OK; i++) {
-        memcpy(entry, in.data + HEADER_SIZE + (size_t)i * ENTRY_SIZE, ENTRY_SIZE);
-        quant_put_u32(entry + 96, (uint32_t)quant_target_dtype(&entries[i], dtype));
-        quant_put_u64(entry + 112, offsets[i]);
-        quant_put_u64(entry + 120, sizes[i]);
-        rc = quant_write(f, entry, ENTRY_SIZE, tmp, err, err_size);
-    }
-    pos = HEADER_SIZE + (uint64_t)n_entries * ENTRY_SIZE;
-    for (i = 0; i < n_entries && rc == LUCIE_OK; i++) {
-        const file_entry *e = &entries[order[i]];
-        int target = quant_target_dtype(e, dtype);
-        rc = quant_write(f, zeros, (size_t)(offsets[order[i]] - pos), tmp, err, err_size);
-        if (rc != LUCIE_OK) break;
-        if (target == e->dtype)
-            rc = quant_write(f, in.data + e->offset, (size_t)e->size, tmp, err, err_size);
-        else
-            rc = quant_convert_tensor(f, tmp, in.data + e->offset, e, target, buf, qbuf, chunk_rows, &done, total,
-                                      progress, user, err, err_size);
-        pos = offsets[order[i]] + sizes[order[i]];
-    }
-    if (rc == LUCIE_OK && fflush(f) != 0) {
-        set_error(err, err_size, "write error on '%s': %s", tmp, strerror(errno));
+    if (rc == LUCIE_OK && (j.out = fopen(j.tmp_path, "wb")) == NULL) {
+        set_error(err, err_size, "cannot create '%s': %s", j.tmp_path, strerror(errno));
         rc = LUCIE_EIO;
     }
-    if (fclose(f) != 0 && rc == LUCIE_OK) {
-        set_error(err, err_size, "write error on '%s': %s", tmp, strerror(errno));
-        rc = LUCIE_EIO;
-    }
-    f = NULL;
+    if (rc == LUCIE_OK) rc = quant_write_tables(&j);
+    if (rc == LUCIE_OK) rc = quant_write_sections(&j);
+    if (j.out) {
+        int failed = fflush(j.out) != 0;
+        failed |= fclose(j.out) != 0;
+        if (failed && rc == LUCIE_OK) {
+            set_error(err, err_size, "write error on '%s': %s", j.tmp_path, strerror(errno));
+            rc = LUCIE_EIO;
+        }
 #ifdef _WIN32
-    if (rc == LUCIE_OK) remove(out_path); /* rename does not replace there */
+        if (rc == LUCIE_OK) remove(out_path); /* rename does not replace there */
 #endif
-    if (rc == LUCIE_OK && rename(tmp, out_path) != 0) {
-        set_error(err, err_size, "cannot rename '%s' to '%s': %s", tmp, out_path, strerror(errno));
-        rc = LUCIE_EIO;
+        if (rc == LUCIE_OK && rename(j.tmp_path, out_path) != 0) {
+            set_error(err, err_size, "cannot rename '%s' to '%s': %s", j.tmp_path, out_path, strerror(errno));
+            rc = LUCIE_EIO;
+        }
+        if (rc != LUCIE_OK) remove(j.tmp_path);
     }
-    if (rc != LUCIE_OK) remove(tmp);
-    goto done;
-oom:
-    set_error(err, err_size, "out of memory");
-    rc = LUCIE_ENOMEM;
-done:
-    if (f) {
-        fclose(f);
-        remove(tmp);
-    }
-    free(buf);
-    free(qbuf);
-    free(tmp);
-    free(order);
-    free(offsets);
-    free(sizes);
-    free(entries);
-    unmap_file(&in);
+    free(j.buf);
+    free(j.qbuf);
+    free(j.tmp_path);
+    free(j.order);
+    free(j.targets);
+    free(j.offsets);
+    free(j.sizes);
+    free(j.entries);
+    unmap_file(&j.in);
     return rc;
 }
