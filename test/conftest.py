@@ -154,3 +154,20 @@ def read_logits(path, n, vocab):
     logits = np.fromfile(path, dtype="<f4")
     assert logits.size == n * vocab, "logits file has %d floats, expected %d" % (logits.size, n * vocab)
     return logits.reshape(n, vocab)
+
+
+# ---- fixtures shared by the CLI, example and sampling tests -----------------
+
+@pytest.fixture(scope="session")
+def stories_bin(tmp_path_factory):
+    """The trained stories260K (untied) exported as f32, once per test run."""
+    out = str(tmp_path_factory.mktemp("stories") / "stories.bin")
+    export_model(need_dir(STORIES_UNTIED), out, "f32")
+    return out
+
+
+@pytest.fixture(scope="session")
+def stories_tokenizer():
+    """HF tokenizers' reference for stories260K's tokenizer.json."""
+    tokenizers = pytest.importorskip("tokenizers")
+    return tokenizers.Tokenizer.from_file(os.path.join(need_dir(STORIES_UNTIED), "tokenizer.json"))

@@ -40,19 +40,6 @@ def run(args, stdin=None):
     return proc.returncode, proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8", "replace")
 
 
-@pytest.fixture(scope="module")
-def stories_bin(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("cli") / "stories.bin")
-    export_model(need_dir(STORIES_UNTIED), out, "f32")
-    return out
-
-
-@pytest.fixture(scope="module")
-def stories_tokenizer():
-    tokenizers = pytest.importorskip("tokenizers")
-    return tokenizers.Tokenizer.from_file(os.path.join(need_dir(STORIES_UNTIED), "tokenizer.json"))
-
-
 # ---- --help -------------------------------------------------------------------
 
 def parsed_options():

@@ -15,25 +15,12 @@ import subprocess
 
 import pytest
 
-from conftest import (REPO, STORIES_UNTIED, TEST_DIR, export_model, load_hf_model, need_binary, need_dir, need_torch,
+from conftest import (REPO, STORIES_UNTIED, TEST_DIR, load_hf_model, need_binary, need_dir, need_torch,
                       read_header)
 
 EMBED = os.path.join(REPO, "examples", "embed")
 TWO_SESSIONS = os.path.join(REPO, "examples", "two_sessions")
 SESSION = os.path.join(TEST_DIR, "session")
-
-
-@pytest.fixture(scope="module")
-def stories_bin(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("examples") / "stories.bin")
-    export_model(need_dir(STORIES_UNTIED), out, "f32")
-    return out
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    tokenizers = pytest.importorskip("tokenizers")
-    return tokenizers.Tokenizer.from_file(os.path.join(need_dir(STORIES_UNTIED), "tokenizer.json"))
 
 
 def run(args):
@@ -47,7 +34,8 @@ def hf_model():
 
 
 @pytest.mark.parametrize("prompt,n_new", [("Once upon a time", 40), ("Tom had a red ball", 25)])
-def test_embed_streams_the_greedy_completion(prompt, n_new, stories_bin, tokenizer, hf_model):
+def test_embed_streams_the_greedy_completion(prompt, n_new, stories_bin, stories_tokenizer, hf_model):
+    tokenizer = stories_tokenizer
     need_binary(EMBED)
     torch, _ = need_torch()
     ids = tokenizer.encode(prompt).ids
@@ -92,7 +80,7 @@ def sampled_text(model_bin, tokenizer, prompt, seed, n_new, header):
     return tokenizer.decode(ids + new, skip_special_tokens=True), len(ids), len(new)
 
 
-def test_two_sessions(stories_bin, tokenizer):
+def test_two_sessions(stories_bin, stories_tokenizer):
     need_binary(TWO_SESSIONS)
     with open(stories_bin, "rb") as f:
         header = read_header(f.read(256))
@@ -103,7 +91,7 @@ def test_two_sessions(stories_bin, tokenizer):
     assert code == 0, stderr
     assert stdout.rstrip().endswith("same text as each session alone: yes")
     for k, prompt in enumerate(prompts):
-        text, n_prompt, n_generated = sampled_text(stories_bin, tokenizer, prompt, k + 1, n_new, header)
+        text, n_prompt, n_generated = sampled_text(stories_bin, stories_tokenizer, prompt, k + 1, n_new, header)
         block = "session %d (%d prompt + %d new tokens):\n%s\n\n" % (k + 1, n_prompt, n_generated, text)
         assert block in stdout
 
