@@ -1,34 +1,28 @@
 /* f32 and bf16 weights: the kernels of the weight-type table for the two
- * float formats (part of section 4 of lucie.c).
+ * float formats (part of section 4).
  *
- * The arithmetic contract. Every dot product sum_c w[c] * x[c] of these
- * kernels (each matmul output out[t][r], and dot_f32 in attention) is
- * evaluated in one fixed order:
- *   1. DOT_LANES = 16 partial sums ("lanes"), all starting at +0; column c
- *      goes to lane c % 16, and each lane takes its columns in increasing
- *      order, one fused multiply-add each: lane = fma(w[c], x[c], lane), a
- *      single rounding (a multiply then an add, when the target has no FMA
- *      instruction at all);
- *   2. the lanes are then added by halves: lane k += lane k+8 (k < 8), then
- *      k += k+4, k += k+2, and finally lane 0 + lane 1.
- * bf16 weights are widened to f32 exactly (a shift), so bf16 and f32 weights
- * of the same values give the same results.
- * Why: the order does not depend on the batch size, the tile shape, the
- * thread count or the code path below, so every output is bit-identical
- * whether the tokens come in a batch (prefill) or one at a time (decoding),
- * and whether the SIMD kernel or the plain C one computed it (test/
- * test_float_kernels.c checks this). 16 lanes is one AVX-512 register (two
- * AVX2 ones, four SSE/NEON ones), enough independent sums to hide the FMA
- * latency, and fused multiply-adds are both faster and more accurate.
+ * The arithmetic contract. Every dot product sum_c w[c] * x[c] computed here
+ * (each matmul output out[t][r], and dot_f32 in attention) follows one fixed
+ * order of operations:
+ *   1. DOT_LANES = 16 partial sums ("lanes") start at +0; column c goes to
+ *      lane c % 16, and each lane takes its columns in increasing order with
+ *      a fused multiply-add, lane = fma(w[c], x[c], lane): one rounding per
+ *      step (on a target without an FMA instruction: a multiply, then an add);
+ *   2. then a balanced binary tree adds the lanes in order:
+ *      ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) + ...
+ * bf16 weights widen to f32 exactly (a 16-bit shift), so bf16 and f32 weights
+ * holding the same values give the same results.
  *
- * The portable C code (dot_f32, dot_bf16, matmul_*_portable) is the
- * reference and runs everywhere; compilers vectorise it well enough to
- * stream weights near memory speed. On x86 with AVX-512 a register-tiled
- * kernel (below) does the same arithmetic in a cache-friendly order: a tile
- * of FLOAT_TILE_ROWS weight rows times FLOAT_TILE_TOKENS tokens is accumulated in
- * registers, so each weight vector is loaded and widened once per
- * FLOAT_TILE_TOKENS tokens, which is what makes prompt processing (prefill)
- * compute-bound instead of memory-bound. */
+ * Why a contract: no batch size, tile shape, thread count or code path can
+ * change the result of an output, so prefill (a batch of tokens) and decoding
+ * (one token at a time) give bit-identical logits, on any machine with FMA
+ * (test/test_float_kernels.c checks this, and prints a hash of its results to
+ * compare builds). 16 lanes fill one AVX-512 register, two AVX2 ones or four
+ * NEON ones: enough independent sums to hide the FMA latency.
+ *
+ * The plain C code right below is the reference and runs everywhere. The
+ * SIMD kernel after it does the same arithmetic in a cache-friendly order;
+ * it is what makes prefill compute-bound and decoding run at memory speed. */
 
 #define DOT_LANES 16
 
@@ -94,33 +88,74 @@ static void rows_bf16_portable(float *out, const float *x, const uint16_t *w, in
             out[(size_t)t * rows + r] = dot_bf16(w + (size_t)r * cols, x + (size_t)t * cols, cols);
 }
 
-/* ---- the tiled SIMD kernel (x86 AVX-512 or AVX2 with FMA) -------------
+/* ---- the tiled SIMD kernel (AVX-512, AVX2 + FMA or NEON) ---------------
  *
- * The same arithmetic as above, reorganised for speed. A register tile of
- * FLOAT_TILE_ROWS weight rows x FLOAT_TILE_TOKENS tokens keeps all its lanes in
- * registers, so each weight vector loaded (and widened from bf16) serves
- * FLOAT_TILE_TOKENS tokens and each x vector FLOAT_TILE_ROWS rows. Around it, blocking
- * keeps the data being reused in cache:
+ * Same arithmetic, reorganised for speed. A register tile of FLOAT_TILE_ROWS
+ * weight rows x FLOAT_TILE_TOKENS tokens keeps all its lanes in registers, so
+ * each weight vector loaded serves several tokens and each x vector several
+ * rows. Around it, loops from outer to inner:
  *   blocks of FLOAT_BLOCK_ROWS rows: their weights are read from memory once;
  *   blocks of up to FLOAT_BLOCK_TOKENS tokens;
- *   passes of FLOAT_BLOCK_COLS columns: for a batch, the bf16 weights of the row
- *     block are widened once into an f32 panel (16 KB, stays in L1) that
- *     every token tile then reuses;
+ *   passes of FLOAT_BLOCK_COLS columns: for a batch, the bf16 weights of the
+ *     row block are first widened into an f32 panel that stays in L1, so the
+ *     widening is paid once, not once per token tile (a batch is then
+ *     limited by FMA throughput alone);
  *   token tiles, then row tiles: the micro-kernel.
- * The lanes of every output wait in a buffer between column passes, so each
- * lane still takes its columns in increasing order. Only whole 16-column
- * chunks run in SIMD; the row tail and the final addition of the lanes reuse
- * the plain C code above, so the contract holds by construction.
- * Only a vec16 (16 lanes) and five operations differ between instruction
- * sets. Define LUCIE_NO_SIMD to compile the plain C path only. */
+ * The lanes of each output wait in a buffer between passes, so every lane
+ * still takes its columns in increasing order. For one or a few tokens
+ * (decoding) there is a single pass over the whole row, widening on the fly:
+ * there is nothing to reuse, and the rows simply stream from memory.
+ * Only whole 16-column chunks run in SIMD; the row tail and the adding up of
+ * the lanes use the plain C code above, so the contract holds by
+ * construction. Only vec16 (16 lanes) and five small functions differ between
+ * instruction sets. Define LUCIE_NO_SIMD to build the plain C path only. */
 
-#if defined(__GNUC__) && !defined(LUCIE_NO_SIMD) && LUCIE_HAVE_FMA && \
-    (defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)))
-#include <immintrin.h>
+#if defined(__GNUC__) && !defined(LUCIE_NO_SIMD) && LUCIE_HAVE_FMA &&                     \
+    (defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)) || \
+     (defined(__aarch64__) && defined(__ARM_NEON)))
 #define FLOAT_SIMD 1
 #define FLOAT_INLINE inline __attribute__((always_inline))
 
-#if defined(__AVX512F__)
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#define FLOAT_SIMD_NAME "neon"
+#define FLOAT_TILE_ROWS 2 /* 32 registers: 2 x 2 x 4 accumulators + 2 x 4 weights + 4 x */
+#define FLOAT_TILE_TOKENS 2
+typedef struct {
+    float32x4_t q[4];
+} vec16;
+static FLOAT_INLINE vec16 vec16_zero(void) {
+    vec16 v;
+    v.q[0] = v.q[1] = v.q[2] = v.q[3] = vdupq_n_f32(0.0f);
+    return v;
+}
+static FLOAT_INLINE vec16 vec16_load(const float *p) {
+    vec16 v;
+    int j;
+    for (j = 0; j < 4; j++) v.q[j] = vld1q_f32(p + 4 * j);
+    return v;
+}
+static FLOAT_INLINE void vec16_store(float *p, vec16 v) {
+    int j;
+    for (j = 0; j < 4; j++) vst1q_f32(p + 4 * j, v.q[j]);
+}
+static FLOAT_INLINE vec16 vec16_fma(vec16 w, vec16 x, vec16 acc) {
+    int j;
+    for (j = 0; j < 4; j++) acc.q[j] = vfmaq_f32(acc.q[j], w.q[j], x.q[j]);
+    return acc;
+}
+static FLOAT_INLINE vec16 vec16_load_bf16(const uint16_t *p) {
+    vec16 v;
+    int j;
+    for (j = 0; j < 2; j++) {
+        uint16x8_t h = vld1q_u16(p + 8 * j);
+        v.q[2 * j] = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16));
+        v.q[2 * j + 1] = vreinterpretq_f32_u32(vshll_n_u16(vget_high_u16(h), 16));
+    }
+    return v;
+}
+#elif defined(__AVX512F__)
+#include <immintrin.h>
 #define FLOAT_SIMD_NAME "avx512"
 #define FLOAT_TILE_ROWS 4   /* 4 x 6 accumulators + 4 weights + 1 x = 29 of the 32 registers */
 #define FLOAT_TILE_TOKENS 6
@@ -143,6 +178,7 @@ static FLOAT_INLINE vec16 vec16_load_bf16(const uint16_t *p) {
 #endif
 }
 #else
+#include <immintrin.h>
 #define FLOAT_SIMD_NAME "avx2"
 #define FLOAT_TILE_ROWS 2   /* 16 registers: 2 x 3 x 2 accumulators + 2 x 2 weights (x comes from memory) */
 #define FLOAT_TILE_TOKENS 3
@@ -178,25 +214,18 @@ static FLOAT_INLINE vec16 vec16_load_bf16(const uint16_t *p) {
 }
 #endif
 
-#ifndef FLOAT_BLOCK_ROWS
-#define FLOAT_BLOCK_ROWS 8 /* a multiple of FLOAT_TILE_ROWS */
-#endif
-#define FLOAT_BLOCK_TOKENS 64
-#ifndef FLOAT_BLOCK_COLS
-#define FLOAT_BLOCK_COLS 512 /* a multiple of 16: the f32 panel is 8 x 512 x 4 = 16 KB, a token tile of x 12 KB */
-#endif
-#ifndef FLOAT_DECODE_ONE_PASS
-#define FLOAT_DECODE_ONE_PASS 1
-#endif
-#define FLOAT_PACK_MIN_TOKENS (FLOAT_TILE_TOKENS + 1) /* fewer tokens: widen bf16 on the fly, it is reused less */
+#define FLOAT_BLOCK_ROWS 8    /* a multiple of FLOAT_TILE_ROWS */
+#define FLOAT_BLOCK_TOKENS 64 /* lanes buffer: 8 x 64 x 16 floats = 32 KB of stack */
+#define FLOAT_BLOCK_COLS 512  /* f32 panel: 8 x 512 floats = 16 KB; a token tile of x: 12 KB */
+#define FLOAT_PACK_MIN_TOKENS (FLOAT_TILE_TOKENS + 1) /* fewer tokens make one token tile: nothing to reuse */
 
 /* The micro-kernel: the lanes of an R x T tile (weight rows w + r * w_stride,
- * tokens x + t * x_stride) take n_chunks more 16-column chunks. lanes (16
- * floats per output, row r token t at (r * FLOAT_BLOCK_TOKENS + t) * 16) holds them
- * between passes; `first` starts from zero instead. R and T are constants at
- * every call, so the loops unroll and the accumulators stay in registers. */
-static FLOAT_INLINE void tile(const int R, const int T, const int w_bf16, float *lanes, const void *w,
-                               size_t w_stride, const float *x, size_t x_stride, int n_chunks, int first) {
+ * tokens x + t * x_stride) take n_chunks more 16-column chunks. The lanes of
+ * row r, token t live at lanes + (r * FLOAT_BLOCK_TOKENS + t) * 16 between
+ * passes (`first`: start from zero instead). R and T are constants at every
+ * call, so the loops unroll and the accumulators stay in registers. */
+static FLOAT_INLINE void float_tile(const int R, const int T, const int w_bf16, float *lanes, const void *w,
+                                    size_t w_stride, const float *x, size_t x_stride, int n_chunks, int first) {
     vec16 acc[FLOAT_TILE_ROWS][FLOAT_TILE_TOKENS], wv[FLOAT_TILE_ROWS];
     int r, t, i;
     for (r = 0; r < R; r++)
@@ -216,15 +245,16 @@ static FLOAT_INLINE void tile(const int R, const int T, const int w_bf16, float 
         for (t = 0; t < T; t++) vec16_store(lanes + (r * FLOAT_BLOCK_TOKENS + t) * DOT_LANES, acc[r][t]);
 }
 
-/* One column pass over a block: every token tile times every row tile. The
- * switch turns the size of the last token tile into a constant. */
-#define FLOAT_TOKENS_CASE(k)                                                                                   \
-    case k:                                                                                              \
-        tile(FLOAT_TILE_ROWS, k < FLOAT_TILE_TOKENS ? k : FLOAT_TILE_TOKENS, w_bf16, l, wr, w_stride, xt, x_stride, n_chunks, \
-             first);                                                                                     \
+/* One pass over a block: every token tile times every row tile. The switch
+ * turns the size of the last token tile into a constant. */
+#define FLOAT_TOKENS_CASE(k)                                                                                 \
+    case k:                                                                                                  \
+        float_tile(FLOAT_TILE_ROWS, k < FLOAT_TILE_TOKENS ? k : FLOAT_TILE_TOKENS, w_bf16, l, wr, w_stride, \
+                   xt, x_stride, n_chunks, first);                                                           \
         break
-static FLOAT_INLINE void block_pass(const int w_bf16, float *lanes, const void *w, size_t w_stride, const float *x,
-                                     size_t x_stride, int n_rows, int n_tokens, int n_chunks, int first) {
+static FLOAT_INLINE void float_block_pass(const int w_bf16, float *lanes, const void *w, size_t w_stride,
+                                          const float *x, size_t x_stride, int n_rows, int n_tokens, int n_chunks,
+                                          int first) {
     size_t w_size = w_bf16 ? 2 : 4;
     int t, r;
     for (t = 0; t < n_tokens; t += FLOAT_TILE_TOKENS) {
@@ -238,7 +268,9 @@ static FLOAT_INLINE void block_pass(const int w_bf16, float *lanes, const void *
                 FLOAT_TOKENS_CASE(3);
                 FLOAT_TOKENS_CASE(4);
                 FLOAT_TOKENS_CASE(5);
-            default: tile(FLOAT_TILE_ROWS, FLOAT_TILE_TOKENS, w_bf16, l, wr, w_stride, xt, x_stride, n_chunks, first);
+            default:
+                float_tile(FLOAT_TILE_ROWS, FLOAT_TILE_TOKENS, w_bf16, l, wr, w_stride, xt, x_stride, n_chunks,
+                           first);
             }
         }
     }
@@ -251,12 +283,13 @@ static void widen_panel(float *panel, const uint16_t *w, size_t w_stride, int n_
     int r, i;
     for (r = 0; r < n_rows; r++)
         for (i = 0; i < n_chunks; i++)
-            vec16_store(panel + r * FLOAT_BLOCK_COLS + i * DOT_LANES, vec16_load_bf16(w + r * w_stride + i * DOT_LANES));
+            vec16_store(panel + r * FLOAT_BLOCK_COLS + i * DOT_LANES,
+                        vec16_load_bf16(w + r * w_stride + (size_t)i * DOT_LANES));
 }
 
-/* Rows [r_begin, r_end), a multiple of FLOAT_TILE_ROWS of them. */
-static void rows_simd(float *out, const float *x, const void *w, int is_bf16, int n, int rows, int cols, int r_begin,
-                      int r_end) {
+/* Rows [r_begin, r_end) (a multiple of FLOAT_TILE_ROWS of them) for n tokens. */
+static void float_rows_simd(float *out, const float *x, const void *w, int is_bf16, int n, int rows, int cols,
+                            int r_begin, int r_end) {
     float lanes[FLOAT_BLOCK_ROWS * FLOAT_BLOCK_TOKENS * DOT_LANES] __attribute__((aligned(64)));
     float panel[FLOAT_BLOCK_ROWS * FLOAT_BLOCK_COLS] __attribute__((aligned(64)));
     size_t w_size = is_bf16 ? 2 : 4;
@@ -266,30 +299,30 @@ static void rows_simd(float *out, const float *x, const void *w, int is_bf16, in
         int nr = r_end - rb < FLOAT_BLOCK_ROWS ? r_end - rb : FLOAT_BLOCK_ROWS;
         for (tb = 0; tb < n; tb += FLOAT_BLOCK_TOKENS) {
             int nt = n - tb < FLOAT_BLOCK_TOKENS ? n - tb : FLOAT_BLOCK_TOKENS;
+            int pass = nt < FLOAT_PACK_MIN_TOKENS ? whole : FLOAT_BLOCK_COLS; /* columns per pass */
             const float *xb = x + (size_t)tb * cols;
-            int pass = nt < FLOAT_PACK_MIN_TOKENS && FLOAT_DECODE_ONE_PASS ? whole : FLOAT_BLOCK_COLS;
             kb = 0;
             do { /* at least one pass, which zeroes the lanes */
                 int chunks = (whole - kb < pass ? whole - kb : pass) / DOT_LANES;
                 const char *wb = (const char *)w + ((size_t)rb * cols + kb) * w_size;
                 if (!is_bf16) {
-                    block_pass(0, lanes, wb, (size_t)cols, xb + kb, (size_t)cols, nr, nt, chunks, kb == 0);
+                    float_block_pass(0, lanes, wb, (size_t)cols, xb + kb, (size_t)cols, nr, nt, chunks, kb == 0);
                 } else if (nt < FLOAT_PACK_MIN_TOKENS) {
-                    block_pass(1, lanes, wb, (size_t)cols, xb + kb, (size_t)cols, nr, nt, chunks, kb == 0);
+                    float_block_pass(1, lanes, wb, (size_t)cols, xb + kb, (size_t)cols, nr, nt, chunks, kb == 0);
                 } else {
                     widen_panel(panel, (const uint16_t *)wb, (size_t)cols, nr, chunks);
-                    block_pass(0, lanes, panel, FLOAT_BLOCK_COLS, xb + kb, (size_t)cols, nr, nt, chunks, kb == 0);
+                    float_block_pass(0, lanes, panel, FLOAT_BLOCK_COLS, xb + kb, (size_t)cols, nr, nt, chunks,
+                                     kb == 0);
                 }
                 kb += pass;
             } while (kb < whole);
             for (r = 0; r < nr; r++)
                 for (t = 0; t < nt; t++) {
                     float *acc = lanes + (r * FLOAT_BLOCK_TOKENS + t) * DOT_LANES;
-                    size_t row = (size_t)(rb + r) * cols, tok = (size_t)(tb + t) * cols;
+                    size_t row = (size_t)(rb + r) * cols + whole, tok = (size_t)(tb + t) * cols + whole;
                     for (k = 0; whole + k < cols; k++) {
-                        float wk = is_bf16 ? bf16_to_f32(((const uint16_t *)w)[row + whole + k])
-                                           : ((const float *)w)[row + whole + k];
-                        acc[k] = madd(acc[k], wk, x[tok + whole + k]);
+                        float wk = is_bf16 ? bf16_to_f32(((const uint16_t *)w)[row + k]) : ((const float *)w)[row + k];
+                        acc[k] = madd(acc[k], wk, x[tok + k]);
                     }
                     out[(size_t)(tb + t) * rows + rb + r] = sum_lanes(acc);
                 }
@@ -298,7 +331,7 @@ static void rows_simd(float *out, const float *x, const void *w, int is_bf16, in
 }
 #endif
 
-/* ---- the table entries -------------------------------------------------- */
+/* ---- the table entries ---------------------------------------------------- */
 
 static size_t no_input_bytes(int n, int cols, int group_size) {
     (void)n;
@@ -307,57 +340,47 @@ static size_t no_input_bytes(int n, int cols, int group_size) {
     return 0;
 }
 
-/* One thread's share of a matmul: the SIMD kernel where there is one. */
-static void compute_rows(float *out, const float *x, const void *w, int is_bf16, int n, int rows, int cols,
-                         int r_begin, int r_end) {
+/* One thread's share of a matmul: rows [r_begin, r_end). */
+static void float_rows(float *out, const float *x, const void *w, int is_bf16, int n, int rows, int cols,
+                       int r_begin, int r_end) {
 #ifdef FLOAT_SIMD
-    /* whole row tiles to the tiled kernel; a few odd rows (small models only) to the plain one */
+    /* whole row tiles to the SIMD kernel; a few odd rows (small models only) to the plain one */
     int r_tiled = r_begin + (r_end - r_begin) / FLOAT_TILE_ROWS * FLOAT_TILE_ROWS;
-    rows_simd(out, x, w, is_bf16, n, rows, cols, r_begin, r_tiled);
+    float_rows_simd(out, x, w, is_bf16, n, rows, cols, r_begin, r_tiled);
     r_begin = r_tiled;
 #endif
     if (is_bf16) rows_bf16_portable(out, x, (const uint16_t *)w, n, rows, cols, r_begin, r_end);
     else rows_f32_portable(out, x, (const float *)w, n, rows, cols, r_begin, r_end);
 }
 
-/* Threads take contiguous, equal ranges of rows (whole multiples of 16 so
- * tiles stay aligned): each streams its own part of the weights. */
-static void thread_rows(int rows, int part, int n_parts, int *begin, int *end) {
-    int units = (rows + 15) / 16;
-    *begin = (int)((long long)units * part / n_parts) * 16;
-    *end = (int)((long long)units * (part + 1) / n_parts) * 16;
-    if (*begin > rows) *begin = rows;
-    if (*end > rows) *end = rows;
+/* Each thread takes one contiguous range of rows, all of nearly equal size
+ * (whole multiples of 16, so tiles stay aligned), and streams its own part
+ * of the weights. Without OpenMP the parts simply run one after another. */
+static void float_matmul(const kernel_ctx *c, float *out, const float *x, const void *w, int is_bf16, int n,
+                         int rows, int cols) {
+    int part, n_parts = c->n_threads > 0 ? c->n_threads : 1, units = (rows + 15) / 16;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(n_parts)
+#endif
+    for (part = 0; part < n_parts; part++) {
+        int begin = (int)((long long)units * part / n_parts) * 16;
+        int end = (int)((long long)units * (part + 1) / n_parts) * 16;
+        float_rows(out, x, w, is_bf16, n, rows, cols, begin < rows ? begin : rows, end < rows ? end : rows);
+    }
 }
 
 static void matmul_f32(const kernel_ctx *c, float *out, const float *x, const void *xq, const void *w, int n,
                        int rows, int cols, int group_size) {
-    int part, n_parts = c->n_threads > 0 ? c->n_threads : 1;
     (void)xq;
     (void)group_size;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(n_parts)
-#endif
-    for (part = 0; part < n_parts; part++) {
-        int begin, end;
-        thread_rows(rows, part, n_parts, &begin, &end);
-        compute_rows(out, x, w, 0, n, rows, cols, begin, end);
-    }
+    float_matmul(c, out, x, w, 0, n, rows, cols);
 }
 
 static void matmul_bf16(const kernel_ctx *c, float *out, const float *x, const void *xq, const void *w, int n,
                         int rows, int cols, int group_size) {
-    int part, n_parts = c->n_threads > 0 ? c->n_threads : 1;
     (void)xq;
     (void)group_size;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(n_parts)
-#endif
-    for (part = 0; part < n_parts; part++) {
-        int begin, end;
-        thread_rows(rows, part, n_parts, &begin, &end);
-        compute_rows(out, x, w, 1, n, rows, cols, begin, end);
-    }
+    float_matmul(c, out, x, w, 1, n, rows, cols);
 }
 
 static void embed_f32(float *out, const void *w, int row, int cols, int group_size) {

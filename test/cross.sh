@@ -9,16 +9,19 @@
 #   windows   x86_64-w64-mingw32-gcc (the Windows mapping code), warning-free; when wine is
 #             installed the same checks as aarch64 run under wine, with both load modes
 #   win32     i686-w64-mingw32-gcc: a 32-bit size_t build, warning-free (not run)
+#   i686      i686-linux-gnu-gcc under qemu-i386: the checks above, plus test_hostile.py run
+#             against this 32-bit build (sizes that fit in 64 bits overflow here)
 #   s390x     s390x-linux-gnu-gcc, run under qemu-s390x: a big-endian host must refuse the
 #             (little-endian) model file at load with a clear one-line message
-# Debian packages: gcc-aarch64-linux-gnu qemu-user mingw-w64 wine gcc-s390x-linux-gnu.
+# Debian packages: gcc-aarch64-linux-gnu qemu-user mingw-w64 wine gcc-i686-linux-gnu
+# gcc-s390x-linux-gnu.
 # Every build uses -std=c99 -Wall -Wextra -pedantic -Werror -fopenmp (builds without OpenMP
 # are test/warnings.sh's job). Exits 1 if anything failed.
 set -u
 cd "$(dirname "$0")/.." || exit 2
 PYTHON=${PYTHON:-python3}
 WARN="-std=c99 -Wall -Wextra -pedantic -Werror"
-TARGETS=${*:-aarch64 windows win32 s390x}
+TARGETS=${*:-aarch64 windows win32 i686 s390x}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/lucie-cross.XXXXXX") || exit 2
 trap 'rm -rf "$WORK"' EXIT INT TERM
 failed=0
@@ -204,6 +207,38 @@ for target in $TARGETS; do
         fi
         EXE=
         ;;
+    i686)
+        echo "== i686, 32-bit size_t (qemu-i386): the hostile-input tests against this build"
+        if ! have i686-linux-gnu-gcc || ! have qemu-i386; then
+            echo "  skipped: needs gcc-i686-linux-gnu and qemu-user"
+            continue
+        fi
+        # SSE arithmetic, as every 32-bit x86 build since the Pentium 4 does; the x87 FPU's
+        # excess precision is reported separately below
+        if build "$WORK/i686" i686-linux-gnu-gcc -O2 -msse2 -mfpmath=sse -fopenmp -static; then
+            echo "  build: ok (warning-free)"
+            check i686 qemu-i386
+            if i686-linux-gnu-gcc -std=c99 -O2 -mfpmath=387 -static -o "$WORK/i686/test_kernels_x87" \
+                test/test_kernels.c -lm 2>/dev/null; then
+                if qemu-i386 "$WORK/i686/test_kernels_x87" >"$WORK/i686/x87.log" 2>&1; then
+                    echo "  note: with x87 arithmetic (-mfpmath=387) test_kernels passes too"
+                else
+                    echo "  note: with x87 arithmetic (-mfpmath=387) test_kernels fails:" \
+                        "$(grep -c FAILED "$WORK/i686/x87.log") check group(s) (excess precision; not counted)"
+                fi
+            fi
+            printf '#!/bin/sh\nexec qemu-i386 "%s" "$@"\n' "$WORK/i686/run" >"$WORK/i686/run-qemu"
+            chmod +x "$WORK/i686/run-qemu"
+            if LUCIE_TEST_RUN="$WORK/i686/run-qemu" $PYTHON -m pytest -q -p no:cacheprovider test/test_hostile.py \
+                -k "not valgrind and not corpus and not regression" >"$WORK/i686/pytest.log" 2>&1; then
+                echo "  test_hostile.py: $(tail -1 "$WORK/i686/pytest.log")"
+            else
+                fail "i686: test_hostile.py"; grep -E "^(FAILED|E  )" "$WORK/i686/pytest.log" | head -20 | sed 's/^/    /'
+            fi
+        else
+            fail "i686: build"
+        fi
+        ;;
     s390x)
         echo "== s390x, big-endian (qemu-s390x)"
         if ! have s390x-linux-gnu-gcc || ! have qemu-s390x; then
@@ -229,7 +264,7 @@ for target in $TARGETS; do
         done
         ;;
     *)
-        echo "unknown target $target (aarch64 windows win32 s390x)"
+        echo "unknown target $target (aarch64 windows win32 i686 s390x)"
         failed=1
         ;;
     esac
