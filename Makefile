@@ -23,11 +23,11 @@ endif
 ALL_CFLAGS = $(WARN) $(CFLAGS) $(OMPFLAGS) $(EXTRA_CFLAGS)
 LDLIBS = -lm
 
-LIB_SRC = lucie.c lucie.h $(wildcard *.inc.c)
+LIB_SRC = lucie.c lucie.h
 # C programs the Python tests drive (each links the library)
 TEST_PROGS = test/logits test/chat_ids test/sampling test/session
 # C unit tests that #include lucie.c to reach its internals
-UNIT_TESTS = test/test_kernels
+UNIT_TESTS = test/test_kernels test/test_float_kernels
 EXAMPLES = $(patsubst %.c,%,$(wildcard examples/*.c))
 TEST_BINS = $(TEST_PROGS) $(UNIT_TESTS) $(EXAMPLES)
 

@@ -54,7 +54,7 @@ static void *xmalloc(size_t n) {
     return p;
 }
 
-/* ---- an independent reading of the layout documented in quant.inc.c ---- */
+/* ---- an independent reading of the layout documented in lucie.c (quantized weights) ---- */
 
 /* Value of element (row, col) of a q8/q4 tensor, decoded from the bytes. */
 static float reference_decode(int dt, const unsigned char *w, int row, int col, int cols) {

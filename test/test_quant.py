@@ -1,6 +1,6 @@
 """Quantized weights (q8, q4): export, load, generate, and accuracy.
 
-The arithmetic of the formats is defined once, in C (quant.inc.c). This file checks it
+The arithmetic of the formats is defined once, in C (lucie.c, its quantized-weights section). This file checks it
 from outside:
   - test/test_kernels (the C unit tests) passes as built by make, and also built for
     the other kernel paths: portable C, AVX2, x87 floating point, and NEON dot products
@@ -10,7 +10,7 @@ from outside:
   - lucie's quantized forward pass equals transformers' LlamaForCausalLM run on the
     dequantized weights with each matmul input rounded to int8 per group of 32 as the
     kernels do. The weights are decoded from the file by a Python reading of the block
-    layout documented in quant.inc.c, which pins that layout;
+    layout documented in lucie.c (quantized weights), which pins that layout;
   - greedy generation and --ppl match that reference;
   - quality against f32 (logit RMSE, top-1 agreement, KL divergence, prefill and
     decode) is printed for tiny random Lucie-shaped models and for stories260K;
