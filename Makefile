@@ -3,6 +3,7 @@
 #   make OPENMP=0     build without OpenMP
 #   make test         build everything and run the whole test suite
 #   make SANITIZE=1   build with AddressSanitizer + UBSan (works with test)
+#   make fuzz         libFuzzer targets (clang); bash test/fuzz.sh SECONDS runs them
 #   make demo         offline end-to-end demo on a small random Lucie-shaped model
 #   make bench        speed at the real Lucie-7B shapes (see README)
 #   make lucie        download Lucie-7B-Instruct (online), export it to q4, chat
@@ -29,9 +30,14 @@ TEST_PROGS = test/logits test/chat_ids test/sampling test/session
 # C unit tests that #include lucie.c to reach its internals
 UNIT_TESTS = test/test_kernels test/test_float_kernels
 EXAMPLES = $(patsubst %.c,%,$(wildcard examples/*.c))
-TEST_BINS = $(TEST_PROGS) $(UNIT_TESTS) $(EXAMPLES)
+# Fuzz targets: libFuzzer builds (make fuzz) and plain replayers of their corpus (make test)
+FUZZ_NAMES = load tokenize session args
+FUZZERS = $(addprefix test/fuzz_,$(FUZZ_NAMES))
+REPLAYERS = $(addprefix test/replay_,$(FUZZ_NAMES))
+FUZZ_CC ?= clang
+TEST_BINS = $(TEST_PROGS) $(UNIT_TESTS) $(EXAMPLES) $(REPLAYERS)
 
-.PHONY: all test demo bench lucie clean
+.PHONY: all test demo bench lucie fuzz clean
 all: run
 
 run: run.c $(LIB_SRC)
@@ -42,6 +48,13 @@ $(TEST_PROGS) $(EXAMPLES): %: %.c $(LIB_SRC)
 
 $(UNIT_TESTS): %: %.c $(LIB_SRC)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDLIBS)
+
+$(REPLAYERS): test/replay_%: test/fuzz_%.c test/fuzz_replay.c test/fuzz_common.h run.c $(LIB_SRC)
+	$(CC) $(ALL_CFLAGS) -o $@ $< test/fuzz_replay.c lucie.c $(LDLIBS)
+
+fuzz: $(FUZZERS)
+$(FUZZERS): test/fuzz_%: test/fuzz_%.c test/fuzz_common.h run.c $(LIB_SRC)
+	$(FUZZ_CC) -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< lucie.c $(LDLIBS)
 
 test: run $(TEST_BINS)
 	for t in $(UNIT_TESTS); do ./$$t || exit 1; done
@@ -60,4 +73,4 @@ lucie: run
 	./run $(LUCIE_BIN) --chat
 
 clean:
-	rm -f run $(TEST_BINS)
+	rm -f run $(TEST_BINS) $(FUZZERS)
