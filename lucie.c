@@ -403,8 +403,13 @@ static int parse_header(const unsigned char *h, size_t file_size, lucie_config *
                         char *err, size_t err_size) {
     uint32_t version, header_size, i;
     uint64_t declared_size;
-    if (file_size < HEADER_SIZE || memcmp(h, FILE_MAGIC, 8) != 0) {
+    if (memcmp(h, FILE_MAGIC, file_size < 8 ? file_size : 8) != 0) {
         set_error(err, err_size, "not a lucie model file (bad magic)");
+        return LUCIE_EFORMAT;
+    }
+    if (file_size < HEADER_SIZE) {
+        set_error(err, err_size, "file is truncated: %llu bytes, the header alone is %d",
+                  (unsigned long long)file_size, HEADER_SIZE);
         return LUCIE_EFORMAT;
     }
     version = read_u32(h + 8);
@@ -3146,6 +3151,14 @@ static int read_entries(const file_view *f, uint32_t n_entries, const lucie_conf
             set_error(err, err_size, "entry %u: name is not NUL-terminated", i);
             goto fail;
         }
+        {   /* names are echoed in messages: no control characters */
+            size_t k;
+            for (k = 0; p[k]; k++)
+                if (p[k] < 0x20 || p[k] == 0x7f) {
+                    set_error(err, err_size, "entry %u: name contains control characters", i);
+                    goto fail;
+                }
+        }
         memcpy(e[i].name, p, ENTRY_NAME_SIZE);
         e[i].dtype = (int)read_u32(p + 96);
         e[i].rows = read_u32(p + 100);
@@ -3840,6 +3853,14 @@ int lucie_sample(lucie_session *s, const float *logits_in) {
     vocab = s->model->config.vocab_size;
     logits = s->sample_logits;
     memcpy(logits, logits_in, (size_t)vocab * sizeof(float));
+    /* NaN/inf can only come from corrupt weights (the loader does not read
+     * them all): refuse rather than return an arbitrary token. */
+    for (i = 0; i < vocab; i++)
+        if (!isfinite(logits[i])) {
+            snprintf(s->error, sizeof s->error,
+                     "the model produced non-finite logits (NaN or inf): are its weights corrupt?");
+            return LUCIE_EFORMAT;
+        }
     apply_repetition_penalty(s, logits);
     if (sp->temperature == 0.0f) return argmax(logits, vocab);
     c = s->candidates;
@@ -4019,6 +4040,10 @@ int lucie_generate_tokens(lucie_session *s, const int *ids, int n_ids, const luc
             break;
         }
         token = lucie_sample(s, s->logits);
+        if (token < 0) {
+            rc = token;
+            break;
+        }
         st.n_generated++;
         /* The sampled token joins the cache even when it ends the text, so a
          * chat can go on after an eos with the cache in the template's shape. */

@@ -252,8 +252,9 @@ int lucie_session_rewind(lucie_session *session, int pos);
 int lucie_eval(lucie_session *session, const int *tokens, int n, float *logits, int flags);
 
 /* Samples a token from logits with the session's sampler settings (greedy at
- * temperature 0). The session remembers sampled/evaluated tokens for the
- * repetition penalty. */
+ * temperature 0). The session remembers evaluated tokens for the repetition
+ * penalty. Returns the token, or a negative status: LUCIE_EINVAL for NULL
+ * arguments, LUCIE_EFORMAT when the logits are not finite (corrupt weights). */
 int lucie_sample(lucie_session *session, const float *logits);
 
 /* Per-token callback for generation: the newly decoded text (whole UTF-8

@@ -680,6 +680,10 @@ static int do_bench(const lucie_model *model, const options *o, double load_seco
     prefill = wall_seconds() - t0;
     for (i = 0; i < n_gen && rc == LUCIE_OK; i++) {
         token = lucie_sample(session, logits);
+        if (token < 0) {
+            rc = token;
+            break;
+        }
         t0 = wall_seconds();
         rc = lucie_eval(session, &token, 1, logits, 0);
         decode += wall_seconds() - t0;
