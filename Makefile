@@ -54,7 +54,7 @@ $(REPLAYERS): test/replay_%: test/fuzz_%.c test/fuzz_replay.c test/fuzz_common.h
 
 fuzz: $(FUZZERS)
 $(FUZZERS): test/fuzz_%: test/fuzz_%.c test/fuzz_common.h run.c $(LIB_SRC)
-	$(FUZZ_CC) -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< lucie.c $(LDLIBS)
+	$(FUZZ_CC) $(WARN) -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< lucie.c $(LDLIBS)
 
 test: run $(TEST_BINS)
 	for t in $(UNIT_TESTS); do ./$$t || exit 1; done

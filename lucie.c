@@ -4414,6 +4414,7 @@ int lucie_session_load(lucie_session *s, const char *path) {
     s->pos = (int)pos;
     s->have_logits = 0; /* the file holds no logits: evaluate a token next */
     s->samp.rng = read_u64(header + 32);
+    if (s->samp.rng == 0) s->samp.rng = 1; /* xorshift never leaves 0 */
     return LUCIE_OK;
 }
 

@@ -101,7 +101,7 @@ static int parse_float(const char *s, float lo, float hi, float *out) {
     double v;
     errno = 0;
     v = strtod(s, &end);
-    if (errno || end == s || *end || v != v || v < lo || v > hi) return 0;
+    if (errno || end == s || *end || v != v || v < (double)lo || v > (double)hi) return 0;
     *out = (float)v;
     return 1;
 }
@@ -149,7 +149,7 @@ static int parse_args(int argc, char **argv, options *o) {
             if (!parse_float(v, 0.0f, 1.0f, &o->min_p)) return usage_error("--min-p wants a number in [0, 1], got '%s'", v);
         } else if (strcmp(a, "--repeat-penalty") == 0) {
             NEED_VALUE();
-            if (!parse_float(v, 1e-3f, 100.0f, &o->penalty))
+            if (!parse_float(v, 1e-6f, 100.0f, &o->penalty))
                 return usage_error("--repeat-penalty wants a number in (0, 100], got '%s'", v);
             o->have_penalty = 1;
         } else if (strcmp(a, "--repeat-window") == 0) {
@@ -668,10 +668,14 @@ static int do_bench(const lucie_model *model, const options *o, double load_seco
     if (so.context == 0) so.context = o->bench_prompt + n_gen;
     if (o->bench_prompt + n_gen > so.context) {
         fprintf(stderr, "run: --bench needs a context of at least %d tokens\n", o->bench_prompt + n_gen);
+        free(prompt);
+        free(logits);
         return 2;
     }
     if (lucie_session_new(model, &so, &session, err, sizeof err) != LUCIE_OK) {
         fprintf(stderr, "run: %s\n", err);
+        free(prompt);
+        free(logits);
         return 1;
     }
     for (i = 0; i < o->bench_prompt; i++) prompt[i] = (int)((1000u + 7919u * (unsigned)i) % (unsigned)c->vocab_size);
@@ -690,6 +694,9 @@ static int do_bench(const lucie_model *model, const options *o, double load_seco
     }
     if (rc != LUCIE_OK) {
         fprintf(stderr, "run: %s\n", lucie_session_error(session));
+        lucie_session_free(session);
+        free(prompt);
+        free(logits);
         return 1;
     }
     printf("{\"load_s\": %.4f, \"prompt_tokens\": %d, \"prefill_tok_s\": %.4f, \"gen_tokens\": %d, "
