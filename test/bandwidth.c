@@ -12,8 +12,12 @@
  *
  * Build: cc -std=c99 -O3 -march=native -fopenmp test/bandwidth.c -o bandwidth
  *        (without -fopenmp it runs one thread only)
- * Usage: bandwidth [-t threads] [-m megabytes] [-r repeats] [--huge] [--json]
- *   --huge  asks for transparent huge pages (madvise) on the buffer
+ * Usage: bandwidth [-t threads] [-m megabytes] [-r repeats] [--huge] [--prefetch] [--json]
+ *   --huge      asks for transparent huge pages (madvise) on the buffer
+ *   --prefetch  also asks for the bytes 4 KB ahead (software prefetch), as
+ *               lucie.c's quantized kernels do: on some machines the
+ *               hardware prefetchers alone leave bandwidth unused, and a
+ *               roofline must be the best the machine can do
  *   --json  prints one JSON line instead of the human-readable report
  * GB/s means 1e9 bytes per second, as STREAM does. */
 #define _POSIX_C_SOURCE 200809L
@@ -36,6 +40,7 @@ typedef struct {
     size_t megabytes;
     int repeats;
     int huge_pages;
+    int prefetch;
     int json;
 } options;
 
@@ -61,9 +66,17 @@ static void thread_slice(size_t n_words, int t, int n, size_t *begin, size_t *en
 
 /* The hot loop. Eight independent accumulators per 64-byte line keep the
  * dependency chains short even when the compiler does not vectorise. */
-static uint64_t sum_words(const uint64_t *restrict words, size_t n) {
+static uint64_t sum_words(const uint64_t *restrict words, size_t n, int prefetch) {
+    enum { AHEAD = 4096 / sizeof(uint64_t) };
     uint64_t acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     size_t i = 0;
+    if (prefetch)
+        for (; i + AHEAD + 8 <= n; i += 8) {
+#if defined(__GNUC__) || defined(__clang__)
+            __builtin_prefetch(words + i + AHEAD, 0, 3);
+#endif
+            for (int k = 0; k < 8; k++) acc[k] += words[i + k];
+        }
     for (; i + 8 <= n; i += 8)
         for (int k = 0; k < 8; k++) acc[k] += words[i + k];
     for (; i < n; i++) acc[0] += words[i];
@@ -95,7 +108,7 @@ static uint64_t fill(buffer *buf, int n_threads, uint64_t seed) {
 }
 
 /* One timed pass: every thread sums its slice. Returns the elapsed seconds. */
-static double timed_pass(const buffer *buf, int n_threads, uint64_t *sum) {
+static double timed_pass(const buffer *buf, int n_threads, int prefetch, uint64_t *sum) {
     uint64_t total = 0;
     double start = now_seconds();
 #ifdef _OPENMP
@@ -108,7 +121,7 @@ static double timed_pass(const buffer *buf, int n_threads, uint64_t *sum) {
 #endif
         size_t begin, end;
         thread_slice(buf->n_words, t, n_threads, &begin, &end);
-        total += sum_words(buf->data + begin, end - begin);
+        total += sum_words(buf->data + begin, end - begin, prefetch);
     }
     double elapsed = now_seconds() - start;
     *sum = total;
@@ -134,12 +147,15 @@ static int parse_options(int argc, char **argv, options *opts) {
     opts->megabytes = 2048;
     opts->repeats = 10;
     opts->huge_pages = 0;
+    opts->prefetch = 0;
     opts->json = 0;
     for (int i = 1; i < argc; i++) {
         long v;
         const char *a = argv[i];
         if (strcmp(a, "--huge") == 0) {
             opts->huge_pages = 1;
+        } else if (strcmp(a, "--prefetch") == 0) {
+            opts->prefetch = 1;
         } else if (strcmp(a, "--json") == 0) {
             opts->json = 1;
         } else if ((strcmp(a, "-t") == 0 || strcmp(a, "-m") == 0 || strcmp(a, "-r") == 0) &&
@@ -152,7 +168,7 @@ static int parse_options(int argc, char **argv, options *opts) {
             if (a[1] == 'm') opts->megabytes = (size_t)v;
             if (a[1] == 'r') opts->repeats = (int)v;
         } else {
-            fprintf(stderr, "usage: %s [-t threads] [-m megabytes] [-r repeats] [--huge] [--json]\n",
+            fprintf(stderr, "usage: %s [-t threads] [-m megabytes] [-r repeats] [--huge] [--prefetch] [--json]\n",
                     argv[0]);
             return -1;
         }
@@ -195,9 +211,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     uint64_t sum;
-    timed_pass(&buf, opts.n_threads, &sum); /* warm-up: threads started, TLB filled */
+    timed_pass(&buf, opts.n_threads, opts.prefetch, &sum); /* warm-up: threads started, TLB filled */
     for (int r = 0; r < opts.repeats; r++) {
-        seconds[r] = timed_pass(&buf, opts.n_threads, &sum);
+        seconds[r] = timed_pass(&buf, opts.n_threads, opts.prefetch, &sum);
         if (sum != expected) {
             fprintf(stderr, "bandwidth: wrong sum in pass %d (memory error?)\n", r);
             return 1;
@@ -214,11 +230,12 @@ int main(int argc, char **argv) {
 
     if (opts.json) {
         printf("{\"threads\": %d, \"bytes\": %.0f, \"repeats\": %d, \"huge_pages\": %d, "
-               "\"best_gbs\": %.3f, \"median_gbs\": %.3f, \"worst_gbs\": %.3f}\n",
-               opts.n_threads, bytes, opts.repeats, opts.huge_pages, best, median, worst);
+               "\"prefetch\": %d, \"best_gbs\": %.3f, \"median_gbs\": %.3f, \"worst_gbs\": %.3f}\n",
+               opts.n_threads, bytes, opts.repeats, opts.huge_pages, opts.prefetch, best, median, worst);
     } else {
-        printf("read bandwidth, %d thread(s), %.0f MB buffer%s, %d passes:\n", opts.n_threads,
-               bytes / 1e6, opts.huge_pages ? " (huge pages)" : "", opts.repeats);
+        printf("read bandwidth, %d thread(s), %.0f MB buffer%s%s, %d passes:\n", opts.n_threads,
+               bytes / 1e6, opts.huge_pages ? " (huge pages)" : "", opts.prefetch ? " (prefetch)" : "",
+               opts.repeats);
         printf("  best %.2f GB/s   median %.2f GB/s   worst %.2f GB/s\n", best, median, worst);
     }
     free(seconds);

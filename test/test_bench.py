@@ -69,9 +69,11 @@ def test_entry_table_rejects_a_truncated_file(tmp_path):
 
 def test_bandwidth_probe(tmp_path):
     exe = bench.build_bandwidth(str(tmp_path))
-    result = bench.measure_bandwidth(exe, 1, 64, 3, False)
-    assert result["threads"] == 1 and result["repeats"] == 3
-    assert result["bytes"] == 64 << 20
-    assert result["best_gbs"] >= result["median_gbs"] >= result["worst_gbs"] > 0
+    for name, huge, prefetch in bench.BANDWIDTH_VARIANTS:
+        result = bench.measure_bandwidth(exe, 1, 64, 3, huge, prefetch)  # the sum is checked inside
+        assert result["threads"] == 1 and result["repeats"] == 3, name
+        assert result["huge_pages"] == huge and result["prefetch"] == prefetch, name
+        assert result["bytes"] == 64 << 20
+        assert result["best_gbs"] >= result["median_gbs"] >= result["worst_gbs"] > 0
     bad = subprocess.run([exe, "-t", "0"], capture_output=True, text=True)
     assert bad.returncode == 2 and "bad value" in bad.stderr

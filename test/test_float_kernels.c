@@ -168,6 +168,7 @@ int main(void) {
     }
     check_shape(&tl, &g, 64, 4096, 7);  /* several column passes */
     check_shape(&tl, &g, 44, 2600, 66); /* and more than one token block */
+    check_shape(&tl, &g, 100, 1043, 70); /* several row blocks, partial panels, a tail */
 #ifdef FLOAT_SIMD
     printf("kernel: %s tiles %dx%d; ", FLOAT_SIMD_NAME, FLOAT_TILE_ROWS, FLOAT_TILE_TOKENS);
 #else
