@@ -720,6 +720,37 @@ def human(n):
     return "%.1f MB" % (n / 1e6) if n < 1e9 else "%.2f GB" % (n / 1e9)
 
 
+class OutputFile:
+    """The file being written. A failed write (disk full, quota, file-size limit) names the file;
+    Python's own error would not say which file, or that it was a write."""
+
+    def __init__(self, path):
+        self.path = path
+        self.f = open(path, "wb")
+
+    def failed(self, e):
+        return ExportError("cannot write %s: %s" % (self.path, e.strerror or e))
+
+    def write(self, data):
+        try:
+            self.f.write(data)
+        except OSError as e:
+            raise self.failed(e)
+
+    def tell(self):
+        return self.f.tell()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.f.close()  # flushes: a full disk often shows only here
+        except OSError as e:
+            if exc[0] is None:
+                raise self.failed(e)
+
+
 def stream_tensor(out, section, progress):
     """Copies/converts one tensor from its safetensors file, CHUNK_BYTES at a time."""
     t = section.source
@@ -781,7 +812,7 @@ def export(hf_dir, out_path, dtype=None, quiet=False):
 
     tmp_path = out_path + ".tmp"
     try:
-        with open(tmp_path, "wb") as out:
+        with OutputFile(tmp_path) as out:
             out.write(pack_header(cfg, sampling, weight_type, len(sections), file_size))
             for s in sections:
                 out.write(pack_entry(s.name, s.dtype, s.rows, s.cols, s.offset, s.size))

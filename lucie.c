@@ -21,6 +21,9 @@
 #if !defined(_WIN32) && !defined(_DEFAULT_SOURCE)
 #define _DEFAULT_SOURCE /* madvise() hints, MAP_ANONYMOUS: optional, used when present */
 #endif
+#if !defined(_FILE_OFFSET_BITS)
+#define _FILE_OFFSET_BITS 64 /* 64-bit off_t for session files on 32-bit hosts */
+#endif
 #include "lucie.h"
 
 #include <errno.h>
@@ -87,6 +90,60 @@ static double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#endif
+}
+
+/* File names are UTF-8 throughout the API. Windows' C library and its *A
+ * functions would read them in the ANSI code page instead, so there they go
+ * through UTF-16 to the *W functions. */
+#ifdef _WIN32
+static wchar_t *utf8_to_wide(const char *s) {
+    int n = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, s, -1, NULL, 0);
+    wchar_t *w = n > 0 ? (wchar_t *)malloc((size_t)n * sizeof(wchar_t)) : NULL;
+    if (w && MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, s, -1, w, n) != n) {
+        free(w);
+        w = NULL;
+    }
+    return w;
+}
+#endif
+
+static FILE *open_file(const char *path, const char *mode) {
+#ifdef _WIN32
+    wchar_t *wide_path = utf8_to_wide(path), wide_mode[8];
+    FILE *f = NULL;
+    size_t i;
+    for (i = 0; mode[i] && i + 1 < sizeof wide_mode / sizeof wide_mode[0]; i++) wide_mode[i] = (wchar_t)mode[i];
+    wide_mode[i] = 0;
+    if (wide_path) f = _wfopen(wide_path, wide_mode);
+    free(wide_path);
+    return f;
+#else
+    return fopen(path, mode);
+#endif
+}
+
+static void remove_file(const char *path) {
+#ifdef _WIN32
+    wchar_t *wide_path = utf8_to_wide(path);
+    if (wide_path) DeleteFileW(wide_path);
+    free(wide_path);
+#else
+    remove(path);
+#endif
+}
+
+/* Atomically puts `from` in place of `to` (rename does not replace an
+ * existing file on Windows). Returns 0 on success. */
+static int replace_file(const char *from, const char *to) {
+#ifdef _WIN32
+    wchar_t *wide_from = utf8_to_wide(from), *wide_to = utf8_to_wide(to);
+    int ok = wide_from && wide_to && MoveFileExW(wide_from, wide_to, MOVEFILE_REPLACE_EXISTING);
+    free(wide_from);
+    free(wide_to);
+    return ok ? 0 : -1;
+#else
+    return rename(from, to);
 #endif
 }
 
@@ -271,7 +328,11 @@ static int map_file(const char *path, int load_mode, file_view *view, char *err,
     HANDLE file, mapping;
     LARGE_INTEGER size;
     memset(view, 0, sizeof *view);
-    file = CreateFileA(path, GENERIC_READ, FILE_SHARE_READ, NULL, OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, NULL);
+    wchar_t *wide_path = utf8_to_wide(path);
+    file = wide_path ? CreateFileW(wide_path, GENERIC_READ, FILE_SHARE_READ, NULL, OPEN_EXISTING,
+                                   FILE_ATTRIBUTE_NORMAL, NULL)
+                     : INVALID_HANDLE_VALUE;
+    free(wide_path);
     if (file == INVALID_HANDLE_VALUE) {
         set_error(err, err_size, "cannot open '%s'", path);
         return LUCIE_EIO;
@@ -4339,7 +4400,7 @@ int lucie_session_save(const lucie_session *s, const char *path) {
     put_u32(header + 20, (uint32_t)s->pos);
     put_u64(header + 24, model_fingerprint(s->model));
     put_u64(header + 32, s->samp.rng);
-    f = fopen(path, "wb");
+    f = open_file(path, "wb");
     if (!f) {
         snprintf(((lucie_session *)s)->error, sizeof s->error, "cannot write '%s'", path);
         return LUCIE_EIO;
@@ -4363,19 +4424,33 @@ int lucie_session_save(const lucie_session *s, const char *path) {
     return LUCIE_OK;
 }
 
+/* The size of an open file, in 64 bits even where long has 32 (Windows):
+ * sessions of long contexts pass 2 GB. Leaves the position at the end. */
+static int stream_size(FILE *f, unsigned long long *size) {
+#ifdef _WIN32
+    __int64 n;
+    if (_fseeki64(f, 0, SEEK_END) != 0 || (n = _ftelli64(f)) < 0) return 0;
+#else
+    off_t n;
+    if (fseeko(f, 0, SEEK_END) != 0 || (n = ftello(f)) < 0) return 0;
+#endif
+    *size = (unsigned long long)n;
+    return 1;
+}
+
 int lucie_session_load(lucie_session *s, const char *path) {
     const lucie_config *c;
     unsigned char header[SESSION_HEADER];
     size_t kv_dim, l, count;
     uint32_t pos;
-    long size;
+    unsigned long long size;
     FILE *f;
     unsigned char *ids;
     int i, ok = 1;
     if (!s || !path) return LUCIE_EINVAL;
     c = &s->model->config;
     kv_dim = (size_t)c->n_kv_heads * c->head_dim;
-    f = fopen(path, "rb");
+    f = open_file(path, "rb");
     if (!f) {
         snprintf(s->error, sizeof s->error, "cannot open '%s'", path);
         return LUCIE_EIO;
@@ -4401,9 +4476,9 @@ int lucie_session_load(lucie_session *s, const char *path) {
     }
     /* The exact size must match before anything is overwritten. */
     count = (size_t)pos * kv_dim;
-    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 ||
-        (unsigned long)size != SESSION_HEADER + (unsigned long)pos * 4 +
-                                   (unsigned long)c->n_layers * 2 * count * sizeof(float) ||
+    if (!stream_size(f, &size) ||
+        size != SESSION_HEADER + (unsigned long long)pos * 4 +
+                    (unsigned long long)c->n_layers * 2 * count * sizeof(float) ||
         fseek(f, SESSION_HEADER, SEEK_SET) != 0) {
         fclose(f);
         snprintf(s->error, sizeof s->error, "session file '%s' is truncated or has trailing data", path);
@@ -4684,7 +4759,7 @@ int lucie_quantize_file(const char *in_path, const char *out_path, int dtype,
             rc = quant_plan(&j);
         }
     }
-    if (rc == LUCIE_OK && (j.out = fopen(j.tmp_path, "wb")) == NULL) {
+    if (rc == LUCIE_OK && (j.out = open_file(j.tmp_path, "wb")) == NULL) {
         set_error(err, err_size, "cannot create '%s': %s", j.tmp_path, strerror(errno));
         rc = LUCIE_EIO;
     }
@@ -4697,14 +4772,11 @@ int lucie_quantize_file(const char *in_path, const char *out_path, int dtype,
             set_error(err, err_size, "write error on '%s': %s", j.tmp_path, strerror(errno));
             rc = LUCIE_EIO;
         }
-#ifdef _WIN32
-        if (rc == LUCIE_OK) remove(out_path); /* rename does not replace there */
-#endif
-        if (rc == LUCIE_OK && rename(j.tmp_path, out_path) != 0) {
+        if (rc == LUCIE_OK && replace_file(j.tmp_path, out_path) != 0) {
             set_error(err, err_size, "cannot rename '%s' to '%s': %s", j.tmp_path, out_path, strerror(errno));
             rc = LUCIE_EIO;
         }
-        if (rc != LUCIE_OK) remove(j.tmp_path);
+        if (rc != LUCIE_OK) remove_file(j.tmp_path);
     }
     free(j.buf);
     free(j.qbuf);

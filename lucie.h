@@ -167,7 +167,8 @@ typedef struct {
 } lucie_open_options;
 
 /* Opens and validates a model file. On success *out owns the mapping.
- * On failure *out is NULL and err (if not NULL) holds a one-line message. */
+ * On failure *out is NULL and err (if not NULL) holds a one-line message.
+ * Every path in this API is UTF-8, on Windows too. */
 int lucie_open(const char *path, const lucie_open_options *opts, lucie_model **out,
                char *err, size_t err_size);
 void lucie_close(lucie_model *model);

@@ -17,6 +17,59 @@
 
 #include "lucie.h"
 
+#ifdef _WIN32
+/* Windows hands main() its arguments in the ANSI code page and translates
+ * newlines on stdout. lucie speaks UTF-8 and stdout carries exact bytes, so
+ * there the arguments are taken again from the UTF-16 command line, file
+ * names go back through UTF-16, and the standard streams are binary with a
+ * UTF-8 console. (CommandLineToArgvW is in shell32, a default library of
+ * mingw-w64; MSVC users add shell32.lib.) */
+#include <windows.h> /* before shellapi.h, which needs its macros */
+#include <fcntl.h>
+#include <io.h>
+#include <shellapi.h>
+
+static char *wide_to_utf8(const wchar_t *w) {
+    int n = WideCharToMultiByte(CP_UTF8, 0, w, -1, NULL, 0, NULL, NULL);
+    char *s = n > 0 ? (char *)malloc((size_t)n) : NULL;
+    if (s && WideCharToMultiByte(CP_UTF8, 0, w, -1, s, n, NULL, NULL) != n) {
+        free(s);
+        s = NULL;
+    }
+    return s;
+}
+
+/* The UTF-8 argv, or NULL (then the ANSI one is kept). Lives until exit. */
+static char **utf8_arguments(int *argc) {
+    int n = 0, i;
+    wchar_t **wide = CommandLineToArgvW(GetCommandLineW(), &n);
+    char **args = wide && n > 0 ? (char **)calloc((size_t)n + 1, sizeof(char *)) : NULL;
+    for (i = 0; args && i < n; i++)
+        if ((args[i] = wide_to_utf8(wide[i])) == NULL) args = NULL; /* leaks a little; we keep the ANSI argv */
+    if (wide) LocalFree(wide);
+    if (args) *argc = n;
+    return args;
+}
+
+static void setup_console(void) {
+    SetConsoleOutputCP(CP_UTF8);
+    SetConsoleCP(CP_UTF8);
+    _setmode(_fileno(stdout), _O_BINARY);
+    _setmode(_fileno(stdin), _O_BINARY);
+}
+
+static FILE *open_read(const char *path) {
+    int n = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, path, -1, NULL, 0);
+    wchar_t *w = n > 0 ? (wchar_t *)malloc((size_t)n * sizeof(wchar_t)) : NULL;
+    FILE *f = NULL;
+    if (w && MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, path, -1, w, n) == n) f = _wfopen(w, L"rb");
+    free(w);
+    return f;
+}
+#else
+static FILE *open_read(const char *path) { return fopen(path, "rb"); }
+#endif
+
 static const char *USAGE =
     "usage: run MODEL.bin [options]\n"
     "       run quantize IN.bin OUT.bin q8|q4   (convert an f32/bf16 model file)\n"
@@ -226,7 +279,7 @@ static int parse_args(int argc, char **argv, options *o) {
 
 /* Reads a whole file (or stdin for "-") into a NUL-terminated buffer. */
 static char *read_all(const char *path, size_t *len) {
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    FILE *f = strcmp(path, "-") == 0 ? stdin : open_read(path);
     char *buf = NULL;
     size_t cap = 0, n = 0;
     if (!f) return NULL;
@@ -463,6 +516,7 @@ static char *read_line(void) {
     int ch;
     if (!line) return NULL;
     while ((ch = getchar()) != EOF && ch != '\n') {
+        if (ch == '\r') continue; /* a Windows line end (stdin is binary there) */
         if (n + 2 > cap) {
             char *bigger = (char *)realloc(line, cap *= 2);
             if (!bigger) {
@@ -738,6 +792,16 @@ int main(int argc, char **argv) {
     char err[256];
     double t0, load_seconds;
     int rc;
+#ifdef _WIN32
+    {
+        char **utf8 = utf8_arguments(&argc);
+        if (utf8) argv = utf8;
+        setup_console();
+    }
+#endif
+#ifdef SIGXFSZ
+    signal(SIGXFSZ, SIG_IGN); /* a file-size limit then fails the write with a message, not a kill */
+#endif
     if (argc > 1 && strcmp(argv[1], "quantize") == 0) return do_quantize(argc, argv);
     rc = parse_args(argc, argv, &o);
     if (rc) return rc;

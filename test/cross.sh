@@ -119,6 +119,15 @@ check() {
         else
             fail "$name: --tokenize of a UTF-8 argument: '$(cat "$dir/tok.txt")', host: '$(cat "$WORK/host-tok.txt")'"
         fi
+        accented="$WORK/models/modèle ü.bin" # a UTF-8 file name: the library's paths are UTF-8
+        cp "$model" "$accented"
+        "$@" "$dir/run$EXE" "$accented" --tokenize "$text" >"$dir/tok2.txt" 2>&1
+        if cmp -s "$WORK/host-tok.txt" "$dir/tok2.txt"; then
+            echo "  UTF-8 file name: ok"
+        else
+            fail "$name: model at a UTF-8 path: '$(cat "$dir/tok2.txt")'"
+        fi
+        rm -f "$accented"
         nl_ids=$(printf 'a\nb\n' | "$WORK/host/run" "$model" --tokenize - --no-bos)
         "$WORK/host/run" "$model" --detokenize "$nl_ids" >"$WORK/host-detok.txt" 2>&1
         "$@" "$dir/run$EXE" "$model" --detokenize "$nl_ids" >"$dir/detok.txt" 2>&1

@@ -12,7 +12,7 @@ import pytest
 
 import export
 import make_checkpoint
-from conftest import (EXPORT, LUCIE_BASE, LUCIE_H, LUCIE_INSTRUCT, STORIES_UNTIED, export_model,
+from conftest import (EXPORT, LUCIE_BASE, LUCIE_H, LUCIE_INSTRUCT, RUN, STORIES_UNTIED, export_model,
                       need_dir, read_entries, read_header)
 
 np = pytest.importorskip("numpy")
@@ -201,6 +201,51 @@ def test_export_refuses(case, tmp_path):
     for w in words:
         assert w in message, "%r not in %r" % (w, message)
     assert not os.path.exists(out) and not os.path.exists(out + ".tmp")
+
+
+def _file_size_limit(limit):
+    """preexec_fn: files this process writes may not grow past `limit` bytes, the way a full
+    disk stops them (EFBIG instead of ENOSPC; Python and run ignore SIGXFSZ and see the error)."""
+    def apply():
+        import resource
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def _one_line_error(proc, prefix, after_progress=False):
+    message = proc.stderr.strip()
+    if after_progress:  # run quantize's progress line comes first, then the error on a line of its own
+        message = message.splitlines()[-1] if message else message
+    assert proc.returncode == 1, (proc.returncode, message)
+    assert message.startswith(prefix) and "\n" not in message, message
+    return message
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs RLIMIT_FSIZE")
+def test_export_disk_full(tmp_path):
+    ckpt = tiny_checkpoint(tmp_path)
+    out = str(tmp_path / "out.bin")
+    assert run_export(ckpt, out).returncode == 0
+    size = os.path.getsize(out)
+    os.remove(out)
+    # export.py itself runs out of room halfway
+    proc = subprocess.run([sys.executable, EXPORT, ckpt, out, "--quiet"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, preexec_fn=_file_size_limit(size // 2))
+    message = _one_line_error(proc, "export.py: error: ")
+    assert "cannot write" in message and "out.bin.tmp" in message and "too large" in message.lower(), message
+    assert sorted(os.listdir(str(tmp_path))) == ["_tok", "ckpt"]  # nothing half-written left behind
+    # `run quantize` (what export.py --dtype q8/q4 calls) runs out of room halfway
+    assert run_export(ckpt, out).returncode == 0
+    for dtype in ("q8", "q4"):
+        quantized = str(tmp_path / (dtype + ".bin"))
+        assert subprocess.run([RUN, "quantize", out, quantized, dtype]).returncode == 0
+        limit = os.path.getsize(quantized) // 2
+        os.remove(quantized)
+        proc = subprocess.run([RUN, "quantize", out, quantized, dtype], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, preexec_fn=_file_size_limit(limit))
+        message = _one_line_error(proc, "run: ", after_progress=True)
+        assert "write error" in message and "too large" in message.lower(), message
+        assert sorted(os.listdir(str(tmp_path))) == ["_tok", "ckpt", "out.bin"]
 
 
 # ---- what a good export contains ---------------------------------------------
