@@ -2762,6 +2762,9 @@ static void quant_prepare(const kernel_ctx *c, const float *x, int n, int cols, 
     int t;
     (void)c;
     (void)group_size;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(c->n_threads) if (n > 1)
+#endif
     for (t = 0; t < n; t++) quantize_input_row(x + (size_t)t * cols, cols, (unsigned char *)xq + t * stride);
 }
 
@@ -3600,6 +3603,29 @@ static void attention(lucie_session *s, int layer, int n) {
     }
 }
 
+/* The element-wise steps, split over the threads for a batch (prefill would
+ * otherwise spend a fifth of its time on one core); each element is computed
+ * the same way whatever the split. One token's worth is not worth a fork. */
+static void rmsnorm_rows(lucie_session *s, float *out, const float *x, const float *weight, int n) {
+    const lucie_config *c = &s->model->config;
+    int t;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(s->n_threads) if (n > 1)
+#endif
+    for (t = 0; t < n; t++) rmsnorm(out + (size_t)t * c->dim, x + (size_t)t * c->dim, weight, c->dim, c->rms_norm_eps);
+}
+
+/* hb = silu(hb) * hb2 (LlamaMLP's act_fn(gate_proj(x)) * up_proj(x)). */
+static void swiglu(lucie_session *s, int count) {
+    float *gate = s->hb;
+    const float *up = s->hb2;
+    int i;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(s->n_threads) if (count > s->model->config.hidden_dim)
+#endif
+    for (i = 0; i < count; i++) gate[i] = silu(gate[i]) * up[i];
+}
+
 /* Runs n (<= MAX_BATCH) tokens through the model. logits receives vocab_size
  * floats per token when all_logits, else for the last token only. */
 static void forward_batch(lucie_session *s, const int *tokens, int n, float *logits, int all_logits) {
@@ -3614,7 +3640,7 @@ static void forward_batch(lucie_session *s, const int *tokens, int n, float *log
         float *kc = s->key_cache + (size_t)l * s->context * kv_dim;
         float *vc = s->value_cache + (size_t)l * s->context * kv_dim;
         /* attention block */
-        for (t = 0; t < n; t++) rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, w->attn_norm, dim, c->rms_norm_eps);
+        rmsnorm_rows(s, s->xb, s->x, w->attn_norm, n);
         linear(s, s->q, s->xb, &w->wq, n, 0);
         linear(s, s->k, s->xb, &w->wk, n, 1);
         linear(s, s->v, s->xb, &w->wv, n, 1);
@@ -3630,17 +3656,17 @@ static void forward_batch(lucie_session *s, const int *tokens, int n, float *log
         linear(s, s->xb, s->att_out, &w->wo, n, 0);
         for (i = 0; i < n * dim; i++) s->x[i] += s->xb[i];
         /* MLP block */
-        for (t = 0; t < n; t++) rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, w->ffn_norm, dim, c->rms_norm_eps);
+        rmsnorm_rows(s, s->xb, s->x, w->ffn_norm, n);
         linear(s, s->hb, s->xb, &w->w_gate, n, 0);
         linear(s, s->hb2, s->xb, &w->w_up, n, 1);
-        for (i = 0; i < n * hidden; i++) s->hb[i] = silu(s->hb[i]) * s->hb2[i];
+        swiglu(s, n * hidden);
         linear(s, s->xb, s->hb, &w->w_down, n, 0);
         for (i = 0; i < n * dim; i++) s->x[i] += s->xb[i];
     }
     s->pos += n;
     if (!logits) return;
     if (all_logits) {
-        for (t = 0; t < n; t++) rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, m->final_norm, dim, c->rms_norm_eps);
+        rmsnorm_rows(s, s->xb, s->x, m->final_norm, n);
         linear(s, logits, s->xb, &m->lm_head, n, 0);
     } else {
         rmsnorm(s->xb, s->x + (size_t)(n - 1) * dim, m->final_norm, dim, c->rms_norm_eps);
