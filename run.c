@@ -23,7 +23,7 @@
  * there the arguments are taken again from the UTF-16 command line, file
  * names go back through UTF-16, and the standard streams are binary with a
  * UTF-8 console. (CommandLineToArgvW is in shell32, a default library of
- * mingw-w64; MSVC users add shell32.lib.) */
+ * mingw-w64.) */
 #include <windows.h> /* before shellapi.h, which needs its macros */
 #include <fcntl.h>
 #include <io.h>
