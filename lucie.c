@@ -4465,6 +4465,20 @@ static int stream_size(FILE *f, unsigned long long *size) {
     return 1;
 }
 
+/* Whether the next n floats of f are all finite (f is left after them). A
+ * NaN or infinity in a KV cache would poison every later token. */
+static int stream_floats_finite(FILE *f, size_t n) {
+    float chunk[4096];
+    while (n > 0) {
+        size_t k = n < 4096 ? n : 4096, i;
+        if (fread(chunk, sizeof(float), k, f) != k) return 0;
+        for (i = 0; i < k; i++)
+            if (!isfinite(chunk[i])) return 0;
+        n -= k;
+    }
+    return 1;
+}
+
 int lucie_session_load(lucie_session *s, const char *path) {
     const lucie_config *c;
     unsigned char header[SESSION_HEADER];
@@ -4528,6 +4542,16 @@ int lucie_session_load(lucie_session *s, const char *path) {
         free(ids);
         fclose(f);
         snprintf(s->error, sizeof s->error, "session file '%s' is corrupt (token id out of range)", path);
+        return LUCIE_EFORMAT;
+    }
+    /* so is every cached value, in a first pass: a refused file must leave
+     * the session as it was */
+    if (!stream_floats_finite(f, (size_t)c->n_layers * 2 * count) ||
+        fseek(f, (long)(SESSION_HEADER + (size_t)pos * 4), SEEK_SET) != 0) {
+        free(ids);
+        fclose(f);
+        snprintf(s->error, sizeof s->error, "session file '%s' is corrupt (NaN or infinite values in its KV cache)",
+                 path);
         return LUCIE_EFORMAT;
     }
     for (i = 0; i < (int)pos; i++) s->history[i] = read_i32(ids + 4 * (size_t)i);

@@ -162,6 +162,14 @@ def damaged_files(good, tmp_path, other_model_files):
     negative_token = bytearray(data)
     negative_token[40 + 4 * 7:40 + 4 * 8] = np.int32(-5).tobytes()
     add("negative token id", bytes(negative_token))
+    # NaN / infinity in the KV cache (after the header and the ids): the first key of
+    # the first layer, and the last value of the last layer.
+    kv_start = 40 + 4 * N_PROMPT
+    for desc, at, value in (("NaN in the first cached key", kv_start, np.float32("nan")),
+                            ("inf in the last cached value", len(data) - 4, np.float32("inf"))):
+        poisoned = bytearray(data)
+        poisoned[at:at + 4] = value.tobytes()
+        add(desc, bytes(poisoned))
     for desc, path in other_model_files:
         cases.append((desc, path))
     return cases
