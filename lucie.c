@@ -629,6 +629,22 @@ enum { /* section constants, see lucie.h */
  * Out-of-memory is sticky: appends after a failure do nothing and the
  * caller checks `oom` once at the end. */
 
+/* The one growth rule of every buffer below: room for `need` elements of
+ * `elem` bytes, the capacity doubling from `first`. Returns the (possibly
+ * moved) array, or NULL on overflow or out of memory (data is then intact). */
+static void *grow_array(void *data, size_t *cap, size_t need, size_t elem, size_t first) {
+    size_t n = *cap ? *cap : first;
+    void *p;
+    if (need <= *cap) return data;
+    while (n < need) {
+        if (n > SIZE_MAX / 2) return NULL;
+        n *= 2;
+    }
+    if (n > SIZE_MAX / elem || (p = realloc(data, n * elem)) == NULL) return NULL;
+    *cap = n;
+    return p;
+}
+
 typedef struct {
     unsigned char *data;
     size_t len, cap;
@@ -636,23 +652,14 @@ typedef struct {
 } byte_buf;
 
 static int buf_reserve(byte_buf *b, size_t extra) {
-    size_t cap;
     unsigned char *p;
     if (b->oom) return 0;
-    if (extra <= b->cap - b->len) return 1;
-    if (extra > (SIZE_MAX - b->len) / 2) {
-        b->oom = 1;
-        return 0;
-    }
-    cap = b->cap ? b->cap : 64;
-    while (cap - b->len < extra) cap *= 2;
-    p = (unsigned char *)realloc(b->data, cap);
+    p = extra > SIZE_MAX - b->len ? NULL : (unsigned char *)grow_array(b->data, &b->cap, b->len + extra, 1, 64);
     if (!p) {
         b->oom = 1;
         return 0;
     }
     b->data = p;
-    b->cap = cap;
     return 1;
 }
 
@@ -674,17 +681,13 @@ typedef struct {
 } int_buf;
 
 static void ints_push(int_buf *v, int x) {
+    int *p;
     if (v->oom) return;
-    if (v->len == v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 64;
-        int *p = cap > SIZE_MAX / sizeof(int) ? NULL : (int *)realloc(v->data, cap * sizeof(int));
-        if (!p) {
-            v->oom = 1;
-            return;
-        }
-        v->data = p;
-        v->cap = cap;
+    if ((p = (int *)grow_array(v->data, &v->cap, v->len + 1, sizeof(int), 64)) == NULL) {
+        v->oom = 1;
+        return;
     }
+    v->data = p;
     v->data[v->len++] = x;
 }
 
@@ -782,17 +785,13 @@ typedef struct {
 } cp_buf;
 
 static void cps_push(cp_buf *v, uint32_t c) {
+    uint32_t *p;
     if (v->oom) return;
-    if (v->len == v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 32;
-        uint32_t *p = cap > SIZE_MAX / sizeof(uint32_t) ? NULL : (uint32_t *)realloc(v->cp, cap * sizeof(uint32_t));
-        if (!p) {
-            v->oom = 1;
-            return;
-        }
-        v->cp = p;
-        v->cap = cap;
+    if ((p = (uint32_t *)grow_array(v->cp, &v->cap, v->len + 1, sizeof(uint32_t), 32)) == NULL) {
+        v->oom = 1;
+        return;
     }
+    v->cp = p;
     v->cp[v->len++] = c;
 }
 
@@ -1515,16 +1514,12 @@ typedef struct {
 
 static void heap_push(bpe_work *w, bpe_candidate c) {
     size_t i;
-    if (w->n_heap == w->heap_cap) {
-        size_t cap = w->heap_cap ? w->heap_cap * 2 : 64;
-        bpe_candidate *p = cap > SIZE_MAX / sizeof *p ? NULL : (bpe_candidate *)realloc(w->heap, cap * sizeof *p);
-        if (!p) {
-            w->oom = 1;
-            return;
-        }
-        w->heap = p;
-        w->heap_cap = cap;
+    bpe_candidate *p = (bpe_candidate *)grow_array(w->heap, &w->heap_cap, w->n_heap + 1, sizeof *p, 64);
+    if (!p) {
+        w->oom = 1;
+        return;
     }
+    w->heap = p;
     for (i = w->n_heap++; i > 0 && c < w->heap[(i - 1) / 2]; i = (i - 1) / 2) w->heap[i] = w->heap[(i - 1) / 2];
     w->heap[i] = c;
 }
@@ -4065,15 +4060,9 @@ typedef struct {
 } text_buffer;
 
 static int text_append(text_buffer *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        char *bigger;
-        while (cap < b->len + n + 1) cap *= 2;
-        bigger = (char *)realloc(b->text, cap);
-        if (!bigger) return 0;
-        b->text = bigger;
-        b->cap = cap;
-    }
+    char *bigger = n > SIZE_MAX - b->len - 1 ? NULL : (char *)grow_array(b->text, &b->cap, b->len + n + 1, 1, 256);
+    if (!bigger) return 0;
+    b->text = bigger;
     memcpy(b->text + b->len, s, n);
     b->len += n;
     b->text[b->len] = '\0';
