@@ -7,10 +7,12 @@
  *   2. The model file: mapping it and checking every byte range before use.
  *   3. The tokenizer: text <-> token ids, exactly like Hugging Face tokenizers.
  *   4. Math kernels: matrix products for each weight type (f32, bf16, q8, q4).
- *   5. The transformer forward pass, mirroring Hugging Face LlamaForCausalLM.
- *   6. Sampling: temperature, top-k, top-p, min-p, repetition penalty.
- *   7. Generation: prompt in, streamed text out; chat; saved sessions.
- *   8. Quantization: converting an f32/bf16 model file to q8/q4.
+ *   5. Loading a model: binding every tensor to its checked bytes.
+ *   6. Sessions: KV cache, buffers, sampler state; rewinding, saving, restoring.
+ *   7. The transformer forward pass, mirroring Hugging Face LlamaForCausalLM.
+ *   8. Sampling: temperature, top-k, top-p, min-p, repetition penalty.
+ *   9. Generation: prompt in, streamed text out; chat.
+ *  10. Quantization: converting an f32/bf16 model file to q8/q4.
  * Appendix: generated Unicode tables for the tokenizer.
  *
  * The file format itself is specified in lucie.h; export.py writes it.
@@ -3088,129 +3090,6 @@ static void q4_embed_row(float *out, const void *w, int row, int cols, int group
 static const weight_kernels q8_kernels = {quant_input_bytes, quant_prepare, q8_matmul, q8_embed_row};
 static const weight_kernels q4_kernels = {quant_input_bytes, quant_prepare, q4_matmul, q4_embed_row};
 
-/* ---- quantizing weights (the exporter side) ---- */
-
-/* Codes u of the 32 values v for the scale stored as h. */
-static void quant_codes(int dtype, const float *v, uint16_t h, unsigned char *u) {
-    float d = half_to_float(h), inv = d != 0.0f ? 1.0f / d : 0.0f;
-    float lo = dtype == LUCIE_DT_Q8 ? -127.0f : -8.0f, hi = dtype == LUCIE_DT_Q8 ? 127.0f : 7.0f;
-    int i, zero = quant_zero(dtype);
-    for (i = 0; i < QUANT_GROUP; i++) u[i] = (unsigned char)(round_to_int(clamp_float(v[i] * inv, lo, hi)) + zero);
-}
-
-/* Squared error of q4 codes u at scale h (8 partial sums: the loop vectorises). */
-static float q4_error(const float *v, const unsigned char *u, uint16_t h) {
-    float d = half_to_float(h), partial[8] = {0}, err = 0.0f;
-    int i, j;
-    for (i = 0; i < QUANT_GROUP; i += 8)
-        for (j = 0; j < 8; j++) {
-            float e = v[i + j] - (float)(u[i + j] - Q4_ZERO) * d;
-            partial[j] += e * e;
-        }
-    for (j = 0; j < 8; j++) err += partial[j];
-    return err;
-}
-
-/* The f16 scale minimising the squared error of q4 codes u: sum(q v) / sum(q q). */
-static uint16_t q4_refit(const float *v, const unsigned char *u, uint16_t h) {
-    float num8[8] = {0}, den8[8] = {0}, num = 0.0f, den = 0.0f;
-    int i, j;
-    for (i = 0; i < QUANT_GROUP; i += 8)
-        for (j = 0; j < 8; j++) {
-            float q = (float)(u[i + j] - Q4_ZERO);
-            num8[j] += q * v[i + j];
-            den8[j] += q * q;
-        }
-    for (j = 0; j < 8; j++) {
-        num += num8[j];
-        den += den8[j];
-    }
-    return den > 0.0f ? float_to_half(num / den) : h;
-}
-
-/* Codes and f16 scale of one group of 32 values (zero-padded). q8 simply
- * maps max|v| to 127. q4, with only 16 levels, also tries scales that put
- * the extreme value on other levels, the least-squares scale of each
- * candidate's codes, and the codes of that scale, and keeps whichever
- * reconstructs the group best. */
-static uint16_t quantize_group(int dtype, const float *v, unsigned char *u) {
-    float extreme = 0.0f, best_err;
-    unsigned char trial[QUANT_GROUP], again[QUANT_GROUP];
-    uint16_t best;
-    int i, c;
-    for (i = 0; i < QUANT_GROUP; i++)
-        if (fabsf(v[i]) > fabsf(extreme)) extreme = v[i];
-    if (dtype == LUCIE_DT_Q8) {
-        best = float_to_half(fabsf(extreme) / 127.0f);
-        quant_codes(dtype, v, best, u);
-        return best;
-    }
-    best = float_to_half(extreme / -8.0f);
-    quant_codes(dtype, v, best, u);
-    best_err = q4_error(v, u, best);
-    for (c = 0; c < 8 && extreme != 0.0f; c++) {
-        /* extreme on level -8 (refit only), -7.5, -7, -6.5, or 7, 7.5, 8, 8.5 */
-        float divisor = c < 4 ? -8.0f + 0.5f * (float)c : 7.0f + 0.5f * (float)(c - 4), err;
-        uint16_t h = float_to_half(extreme / divisor), refit;
-        quant_codes(dtype, v, h, trial);
-        if (c > 0 && (err = q4_error(v, trial, h)) < best_err) {
-            best_err = err;
-            best = h;
-            memcpy(u, trial, QUANT_GROUP);
-        }
-        refit = q4_refit(v, trial, h);
-        if ((err = q4_error(v, trial, refit)) < best_err) {
-            best_err = err;
-            best = refit;
-            memcpy(u, trial, QUANT_GROUP);
-        }
-        quant_codes(dtype, v, refit, again);
-        if ((err = q4_error(v, again, refit)) < best_err) {
-            best_err = err;
-            best = refit;
-            memcpy(u, again, QUANT_GROUP);
-        }
-    }
-    return best;
-}
-
-/* Quantizes `rows` rows of src (row-major f32, `cols` wide) into dst, which
- * receives tensor_bytes(dtype, rows, cols) bytes. A tensor may be converted in
- * pieces of a multiple of 16 rows, concatenating the outputs. Returns 0 for
- * a dtype or group size this code cannot write. */
-static int quantize_rows(int dtype, const float *src, void *dst, size_t rows, int cols, int group_size) {
-    int ng = quant_groups(cols);
-    size_t n_blocks = (rows + QUANT_ROWS - 1) / QUANT_ROWS, b;
-    if ((dtype != LUCIE_DT_Q8 && dtype != LUCIE_DT_Q4) || group_size != QUANT_GROUP || cols <= 0) return 0;
-    for (b = 0; b < n_blocks; b++) {
-        unsigned char *block = (unsigned char *)dst + b * quant_block_bytes(dtype, ng);
-        unsigned char *codes = block + (size_t)ng * QUANT_ROWS * 2;
-        int r, g, i;
-        for (r = 0; r < QUANT_ROWS; r++) {
-            size_t row = b * QUANT_ROWS + (size_t)r;
-            for (g = 0; g < ng; g++) {
-                float v[QUANT_GROUP];
-                unsigned char u[QUANT_GROUP], *gc = codes + (size_t)g * quant_codes_per_group(dtype);
-                uint16_t h;
-                for (i = 0; i < QUANT_GROUP; i++) {
-                    int col = g * QUANT_GROUP + i;
-                    v[i] = row < rows && col < cols ? src[row * (size_t)cols + col] : 0.0f;
-                }
-                h = quantize_group(dtype, v, u);
-                block[((size_t)g * QUANT_ROWS + r) * 2] = (unsigned char)(h & 0xff);
-                block[((size_t)g * QUANT_ROWS + r) * 2 + 1] = (unsigned char)(h >> 8);
-                for (i = 0; i < QUANT_GROUP; i++) {
-                    if (dtype == LUCIE_DT_Q8)
-                        gc[(i / 4) * 64 + r * 4 + i % 4] = u[i];
-                    else if (i < 16)
-                        gc[(i / 4) * 64 + r * 4 + i % 4] = (unsigned char)(u[i] | u[i + 16] << 4);
-                }
-            }
-        }
-    }
-    return 1;
-}
-
 static const weight_kernels *kernels_for(int dtype) {
     switch (dtype) {
     case LUCIE_DT_F32: return &f32_kernels;
@@ -3221,7 +3100,15 @@ static const weight_kernels *kernels_for(int dtype) {
     }
 }
 
-/* ---- loading, now that the tokenizer and the tensor sizes are known ---- */
+
+/* ========================================================================
+ * 5. Loading a model
+ *
+ * lucie_open() checks the header and the entry table (section 2), reads the
+ * tokenizer (section 3), then binds every tensor the config calls for to its
+ * bytes in the file, checking its dtype and exact size against the weight
+ * formats of section 4. After that the mapped bytes are trusted.
+ ======================================================================== */
 
 static int read_entries(const file_view *f, uint32_t n_entries, const lucie_config *c, file_entry **out, char *err,
                         size_t err_size) {
@@ -3444,18 +3331,13 @@ const lucie_config *lucie_model_config(const lucie_model *m) { return m ? &m->co
 const char *lucie_chat_template(const lucie_model *m) { return m ? m->chat_template : NULL; }
 
 /* ========================================================================
- * 5. The transformer forward pass
+ * 6. Sessions: the state of one conversation
  *
- * Mirrors transformers' LlamaForCausalLM (modeling_llama.py) step by step:
- *   h = embed_tokens(ids)
- *   for each layer:  h = h + o_proj(attention(rope(q_proj(n)), rope(k_proj(n)), v_proj(n)))
- *                        where n = input_layernorm(h)
- *                    h = h + down_proj(silu(gate_proj(m)) * up_proj(m)),  m = post_attention_layernorm(h)
- *   logits = lm_head(norm(h))
- * A batch of tokens goes through each layer together so that every weight
- * is read once per batch (prefill); decoding is the batch of one. Keys and
- * values of past positions live in the session's KV cache.
- * ======================================================================== */
+ * A session owns what one sequence needs beyond the shared, read-only model:
+ * the KV cache, the activation buffers of a batch, the RoPE tables for its
+ * context, the sampler settings and RNG (the sampling itself is section 8),
+ * and the tokens seen so far. It can be rewound, saved and restored.
+ ======================================================================== */
 
 #define MAX_BATCH 64 /* tokens per forward chunk: bounds the activation buffers */
 
@@ -3491,6 +3373,406 @@ struct lucie_session {
     char error[256];
 };
 
+/* inv_freq and angles in f32 like LlamaRotaryEmbedding, so long positions
+ * round the same way as the reference. */
+static void rope_tables(float *cos_t, float *sin_t, int context, int head_dim, double theta) {
+    int half = head_dim / 2, p, i;
+    for (i = 0; i < half; i++) {
+        float inv_freq = (float)(1.0 / pow(theta, (double)(2 * i) / (double)head_dim));
+        for (p = 0; p < context; p++) {
+            float angle = (float)p * inv_freq;
+            cos_t[(size_t)p * half + i] = (float)cos((double)angle);
+            sin_t[(size_t)p * half + i] = (float)sin((double)angle);
+        }
+    }
+}
+
+void lucie_session_defaults(const lucie_model *m, lucie_session_options *o) {
+    memset(o, 0, sizeof *o);
+    o->temperature = 1.0f;
+    o->top_p = 1.0f;
+    o->repetition_penalty = 1.0f;
+    o->seed = 0;
+    if (m) {
+        const lucie_config *c = &m->config;
+        o->temperature = c->do_sample ? c->temperature : 0.0f;
+        o->top_p = c->top_p;
+        o->top_k = c->top_k;
+        o->repetition_penalty = c->repetition_penalty;
+    }
+}
+
+void lucie_session_free(lucie_session *s) {
+    if (!s) return;
+    aligned_free64(s->x);
+    aligned_free64(s->xb);
+    aligned_free64(s->q);
+    aligned_free64(s->k);
+    aligned_free64(s->v);
+    aligned_free64(s->att_out);
+    aligned_free64(s->hb);
+    aligned_free64(s->hb2);
+    aligned_free64(s->scores);
+    aligned_free64(s->logits);
+    aligned_free64(s->sample_logits);
+    aligned_free64(s->xq);
+    aligned_free64(s->key_cache);
+    aligned_free64(s->value_cache);
+    aligned_free64(s->rope_cos);
+    aligned_free64(s->rope_sin);
+    free(s->history);
+    free(s->candidates);
+    free(s->penalised);
+    free(s);
+}
+
+static int valid_sampler_options(const lucie_session_options *o, char *err, size_t err_size) {
+    if (!(o->temperature >= 0.0f && o->temperature <= 100.0f)) {
+        set_error(err, err_size, "temperature must be in [0, 100]");
+        return 0;
+    }
+    if (!(o->top_p > 0.0f && o->top_p <= 1.0f)) {
+        set_error(err, err_size, "top_p must be in (0, 1]");
+        return 0;
+    }
+    if (!(o->min_p >= 0.0f && o->min_p <= 1.0f)) {
+        set_error(err, err_size, "min_p must be in [0, 1]");
+        return 0;
+    }
+    if (!(o->repetition_penalty > 0.0f && o->repetition_penalty <= 100.0f)) {
+        set_error(err, err_size, "repetition penalty must be in (0, 100]");
+        return 0;
+    }
+    if (o->top_k < 0 || o->repetition_window < 0) {
+        set_error(err, err_size, "top_k and repetition window must be >= 0");
+        return 0;
+    }
+    return 1;
+}
+
+static void seed_sampler(sampler *sp, const lucie_session_options *o) {
+    sp->temperature = o->temperature;
+    sp->top_k = o->top_k;
+    sp->top_p = o->top_p;
+    sp->min_p = o->min_p;
+    sp->repetition_penalty = o->repetition_penalty;
+    sp->repetition_window = o->repetition_window;
+    sp->rng = o->seed ^ 0x9E3779B97F4A7C15ull;
+    if (sp->rng == 0) sp->rng = 1;
+}
+
+int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, lucie_session **out, char *err,
+                      size_t err_size) {
+    lucie_session_options defaults;
+    lucie_session *s;
+    const lucie_config *c;
+    size_t kv_elems, xq_bytes = 0;
+    int context, q_dim, kv_dim, n_threads, widest, dt;
+    if (out) *out = NULL;
+    if (!m || !out) {
+        set_error(err, err_size, "lucie_session_new: NULL argument");
+        return LUCIE_EINVAL;
+    }
+    c = &m->config;
+    if (!opts) {
+        lucie_session_defaults(m, &defaults);
+        opts = &defaults;
+    }
+    if (!valid_sampler_options(opts, err, err_size)) return LUCIE_EINVAL;
+    context = opts->context;
+    if (context < 0 || context > c->max_seq_len) {
+        set_error(err, err_size, "context %d is outside 1..%d (the model's maximum)", context, c->max_seq_len);
+        return LUCIE_EINVAL;
+    }
+    if (context == 0) context = c->max_seq_len < 4096 ? c->max_seq_len : 4096;
+#ifdef _OPENMP
+    n_threads = opts->n_threads > 0 ? opts->n_threads : omp_get_num_procs();
+#else
+    n_threads = 1;
+#endif
+    if (opts->n_threads < 0 || n_threads > 1024) {
+        set_error(err, err_size, "thread count %d is out of range", opts->n_threads);
+        return LUCIE_EINVAL;
+    }
+    q_dim = c->n_heads * c->head_dim;
+    kv_dim = c->n_kv_heads * c->head_dim;
+    widest = c->dim;
+    if (c->hidden_dim > widest) widest = c->hidden_dim;
+    if (q_dim > widest) widest = q_dim;
+    for (dt = LUCIE_DT_F32; dt <= LUCIE_DT_Q4; dt++) {
+        size_t b = kernels_for(dt)->input_bytes(MAX_BATCH, widest, c->group_size);
+        if (b > xq_bytes) xq_bytes = b;
+    }
+    if (!mul_size((size_t)c->n_layers * (size_t)context, (size_t)kv_dim, &kv_elems) ||
+        kv_elems > SIZE_MAX / sizeof(float)) {
+        set_error(err, err_size, "KV cache for context %d does not fit in memory", context);
+        return LUCIE_ENOMEM;
+    }
+    s = (lucie_session *)calloc(1, sizeof *s);
+    if (!s) {
+        set_error(err, err_size, "out of memory");
+        return LUCIE_ENOMEM;
+    }
+    s->model = m;
+    s->context = context;
+    s->n_threads = n_threads;
+    s->x = (float *)aligned_alloc64((size_t)MAX_BATCH * c->dim * sizeof(float));
+    s->xb = (float *)aligned_alloc64((size_t)MAX_BATCH * widest * sizeof(float));
+    s->q = (float *)aligned_alloc64((size_t)MAX_BATCH * q_dim * sizeof(float));
+    s->k = (float *)aligned_alloc64((size_t)MAX_BATCH * kv_dim * sizeof(float));
+    s->v = (float *)aligned_alloc64((size_t)MAX_BATCH * kv_dim * sizeof(float));
+    s->att_out = (float *)aligned_alloc64((size_t)MAX_BATCH * q_dim * sizeof(float));
+    s->hb = (float *)aligned_alloc64((size_t)MAX_BATCH * c->hidden_dim * sizeof(float));
+    s->hb2 = (float *)aligned_alloc64((size_t)MAX_BATCH * c->hidden_dim * sizeof(float));
+    s->scores = (float *)aligned_alloc64((size_t)n_threads * context * sizeof(float));
+    s->logits = (float *)aligned_alloc64((size_t)c->vocab_size * sizeof(float));
+    s->sample_logits = (float *)aligned_alloc64((size_t)c->vocab_size * sizeof(float));
+    s->xq = aligned_alloc64(xq_bytes ? xq_bytes : 64);
+    s->key_cache = (float *)aligned_alloc64(kv_elems * sizeof(float));
+    s->value_cache = (float *)aligned_alloc64(kv_elems * sizeof(float));
+    s->rope_cos = (float *)aligned_alloc64((size_t)context * (c->head_dim / 2) * sizeof(float));
+    s->rope_sin = (float *)aligned_alloc64((size_t)context * (c->head_dim / 2) * sizeof(float));
+    s->history = (int *)calloc((size_t)context, sizeof(int));
+    s->candidates = (prob_index *)calloc((size_t)c->vocab_size, sizeof(prob_index));
+    s->penalised = (unsigned *)calloc((size_t)c->vocab_size, sizeof(unsigned));
+    if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att_out || !s->hb || !s->hb2 || !s->scores || !s->logits || !s->sample_logits ||
+        !s->xq || !s->key_cache || !s->value_cache || !s->rope_cos || !s->rope_sin || !s->history || !s->candidates || !s->penalised) {
+        lucie_session_free(s);
+        set_error(err, err_size, "out of memory for a session with context %d", context);
+        return LUCIE_ENOMEM;
+    }
+    rope_tables(s->rope_cos, s->rope_sin, context, c->head_dim, c->rope_theta);
+    seed_sampler(&s->samp, opts);
+    *out = s;
+    return LUCIE_OK;
+}
+
+const char *lucie_session_error(const lucie_session *s) { return s ? s->error : "no session"; }
+int lucie_session_position(const lucie_session *s) { return s ? s->pos : 0; }
+int lucie_session_context(const lucie_session *s) { return s ? s->context : 0; }
+int lucie_session_threads(const lucie_session *s) { return s ? s->n_threads : 0; }
+
+int lucie_session_rewind(lucie_session *s, int pos) {
+    if (!s || pos < 0 || pos > s->pos) return LUCIE_EINVAL;
+    if (pos != s->pos) s->have_logits = 0;
+    s->pos = pos; /* the cache beyond pos is simply overwritten later */
+    return LUCIE_OK;
+}
+
+/* ---- saving and restoring a session ----
+ *
+ * Layout (little-endian like the model file): magic "LUCIESES", u32 version,
+ * u32 kv_dim, u32 n_layers, u32 pos, u64 model fingerprint (FNV-1a of the
+ * model's header and entry table), u64 RNG state, then pos token ids (i32),
+ * then for each layer the pos key vectors and pos value vectors (f32).
+ * The raw float arrays are written in host order, which the loader's
+ * little-endian check guarantees. */
+
+#define SESSION_MAGIC "LUCIESES"
+#define SESSION_VERSION 1
+#define SESSION_HEADER 40
+
+static uint64_t fnv1a(uint64_t h, const unsigned char *p, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+/* Identifies the model a cache belongs to: the header and entry table (the
+ * shapes), plus the first and last 4 KB of every section, so that two models
+ * of the same shape with different weights (a fine-tune, another seed) differ
+ * without reading gigabytes. Entry ranges were validated at load. */
+static uint64_t model_fingerprint(const lucie_model *m) {
+    const unsigned char *d = m->file.data;
+    uint32_t i, n_entries = read_u32(d + 24);
+    uint64_t h = fnv1a(1469598103934665603ull, d, HEADER_SIZE + (size_t)n_entries * ENTRY_SIZE);
+    for (i = 0; i < n_entries; i++) {
+        const unsigned char *e = d + HEADER_SIZE + (size_t)i * ENTRY_SIZE;
+        uint64_t offset = read_u64(e + 112), size = read_u64(e + 120);
+        size_t head = size < 4096 ? (size_t)size : 4096;
+        h = fnv1a(h, d + offset, head);
+        h = fnv1a(h, d + offset + size - head, head);
+    }
+    return h;
+}
+
+
+int lucie_session_save(const lucie_session *s, const char *path) {
+    const lucie_config *c;
+    unsigned char header[SESSION_HEADER];
+    size_t kv_dim, l;
+    FILE *f;
+    int ok, i;
+    if (!s || !path) return LUCIE_EINVAL;
+    c = &s->model->config;
+    kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    memcpy(header, SESSION_MAGIC, 8);
+    put_u32(header + 8, SESSION_VERSION);
+    put_u32(header + 12, (uint32_t)kv_dim);
+    put_u32(header + 16, (uint32_t)c->n_layers);
+    put_u32(header + 20, (uint32_t)s->pos);
+    put_u64(header + 24, model_fingerprint(s->model));
+    put_u64(header + 32, s->samp.rng);
+    f = open_file(path, "wb");
+    if (!f) {
+        snprintf(((lucie_session *)s)->error, sizeof s->error, "cannot write '%s'", path);
+        return LUCIE_EIO;
+    }
+    ok = fwrite(header, 1, SESSION_HEADER, f) == SESSION_HEADER;
+    for (i = 0; i < s->pos && ok; i++) {
+        unsigned char b[4];
+        put_u32(b, (uint32_t)s->history[i]);
+        ok = fwrite(b, 1, 4, f) == 4;
+    }
+    for (l = 0; l < (size_t)c->n_layers && ok; l++) {
+        size_t count = (size_t)s->pos * kv_dim;
+        ok = fwrite(s->key_cache + l * s->context * kv_dim, sizeof(float), count, f) == count &&
+             fwrite(s->value_cache + l * s->context * kv_dim, sizeof(float), count, f) == count;
+    }
+    if (fclose(f) != 0) ok = 0;
+    if (!ok) {
+        snprintf(((lucie_session *)s)->error, sizeof s->error, "write error on '%s'", path);
+        return LUCIE_EIO;
+    }
+    return LUCIE_OK;
+}
+
+/* The size of an open file, in 64 bits even where long has 32 (Windows):
+ * sessions of long contexts pass 2 GB. Leaves the position at the end. */
+static int stream_size(FILE *f, unsigned long long *size) {
+#ifdef _WIN32
+    __int64 n;
+    if (_fseeki64(f, 0, SEEK_END) != 0 || (n = _ftelli64(f)) < 0) return 0;
+#else
+    off_t n;
+    if (fseeko(f, 0, SEEK_END) != 0 || (n = ftello(f)) < 0) return 0;
+#endif
+    *size = (unsigned long long)n;
+    return 1;
+}
+
+/* Whether the next n floats of f are all finite (f is left after them). A
+ * NaN or infinity in a KV cache would poison every later token. */
+static int stream_floats_finite(FILE *f, size_t n) {
+    float chunk[4096];
+    while (n > 0) {
+        size_t k = n < 4096 ? n : 4096, i;
+        if (fread(chunk, sizeof(float), k, f) != k) return 0;
+        for (i = 0; i < k; i++)
+            if (!isfinite(chunk[i])) return 0;
+        n -= k;
+    }
+    return 1;
+}
+
+int lucie_session_load(lucie_session *s, const char *path) {
+    const lucie_config *c;
+    unsigned char header[SESSION_HEADER];
+    size_t kv_dim, l, count;
+    uint32_t pos;
+    unsigned long long size;
+    FILE *f;
+    unsigned char *ids;
+    int i, ok = 1;
+    if (!s || !path) return LUCIE_EINVAL;
+    c = &s->model->config;
+    kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    f = open_file(path, "rb");
+    if (!f) {
+        snprintf(s->error, sizeof s->error, "cannot open '%s'", path);
+        return LUCIE_EIO;
+    }
+    if (fread(header, 1, SESSION_HEADER, f) != SESSION_HEADER || memcmp(header, SESSION_MAGIC, 8) != 0 ||
+        read_u32(header + 8) != SESSION_VERSION) {
+        fclose(f);
+        snprintf(s->error, sizeof s->error, "'%s' is not a lucie session file", path);
+        return LUCIE_EFORMAT;
+    }
+    pos = read_u32(header + 20);
+    if (read_u32(header + 12) != kv_dim || read_u32(header + 16) != (uint32_t)c->n_layers ||
+        read_u64(header + 24) != model_fingerprint(s->model)) {
+        fclose(f);
+        snprintf(s->error, sizeof s->error, "session file '%s' was saved with another model", path);
+        return LUCIE_EFORMAT;
+    }
+    if (pos > (uint32_t)s->context) {
+        fclose(f);
+        snprintf(s->error, sizeof s->error, "session file holds %u tokens, more than this session's context (%d)", pos,
+                 s->context);
+        return LUCIE_ECONTEXT;
+    }
+    /* The exact size must match before anything is overwritten. */
+    count = (size_t)pos * kv_dim;
+    if (!stream_size(f, &size) ||
+        size != SESSION_HEADER + (unsigned long long)pos * 4 +
+                    (unsigned long long)c->n_layers * 2 * count * sizeof(float) ||
+        fseek(f, SESSION_HEADER, SEEK_SET) != 0) {
+        fclose(f);
+        snprintf(s->error, sizeof s->error, "session file '%s' is truncated or has trailing data", path);
+        return LUCIE_EFORMAT;
+    }
+    /* The token ids are checked before the session is touched, so a corrupt
+     * file leaves it as it was. */
+    ids = (unsigned char *)malloc((size_t)pos * 4 + 1);
+    if (!ids) {
+        fclose(f);
+        snprintf(s->error, sizeof s->error, "out of memory");
+        return LUCIE_ENOMEM;
+    }
+    ok = fread(ids, 4, pos, f) == pos;
+    for (i = 0; i < (int)pos && ok; i++) {
+        int32_t id = read_i32(ids + 4 * (size_t)i);
+        if (id < 0 || id >= c->vocab_size) ok = 0;
+    }
+    if (!ok) {
+        free(ids);
+        fclose(f);
+        snprintf(s->error, sizeof s->error, "session file '%s' is corrupt (token id out of range)", path);
+        return LUCIE_EFORMAT;
+    }
+    /* so is every cached value, in a first pass: a refused file must leave
+     * the session as it was */
+    if (!stream_floats_finite(f, (size_t)c->n_layers * 2 * count) ||
+        fseek(f, (long)(SESSION_HEADER + (size_t)pos * 4), SEEK_SET) != 0) {
+        free(ids);
+        fclose(f);
+        snprintf(s->error, sizeof s->error, "session file '%s' is corrupt (NaN or infinite values in its KV cache)",
+                 path);
+        return LUCIE_EFORMAT;
+    }
+    for (i = 0; i < (int)pos; i++) s->history[i] = read_i32(ids + 4 * (size_t)i);
+    free(ids);
+    for (l = 0; l < (size_t)c->n_layers && ok; l++)
+        ok = fread(s->key_cache + l * s->context * kv_dim, sizeof(float), count, f) == count &&
+             fread(s->value_cache + l * s->context * kv_dim, sizeof(float), count, f) == count;
+    fclose(f);
+    if (!ok) { /* a read error after the size check: the cache is half overwritten */
+        s->pos = 0;
+        s->have_logits = 0;
+        snprintf(s->error, sizeof s->error, "read error on session file '%s'; the session was reset", path);
+        return LUCIE_EIO;
+    }
+    s->pos = (int)pos;
+    s->have_logits = 0; /* the file holds no logits: evaluate a token next */
+    s->samp.rng = read_u64(header + 32);
+    if (s->samp.rng == 0) s->samp.rng = 1; /* xorshift never leaves 0 */
+    return LUCIE_OK;
+}
+
+/* ========================================================================
+ * 7. The transformer forward pass
+ *
+ * Mirrors transformers' LlamaForCausalLM (modeling_llama.py) step by step:
+ *   h = embed_tokens(ids)
+ *   for each layer:  h = h + o_proj(attention(rope(q_proj(n)), rope(k_proj(n)), v_proj(n)))
+ *                        where n = input_layernorm(h)
+ *                    h = h + down_proj(silu(gate_proj(m)) * up_proj(m)),  m = post_attention_layernorm(h)
+ *   logits = lm_head(norm(h))
+ * A batch of tokens goes through each layer together so that every weight
+ * is read once per batch (prefill); decoding is the batch of one. Keys and
+ * values of past positions live in the session's KV cache.
+ * ======================================================================== */
+
 /* HF LlamaRMSNorm: x / sqrt(mean(x^2) + eps), in f32, then times the weight. */
 static void rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {
     double ss = 0.0;
@@ -3511,20 +3793,6 @@ static void apply_rope(float *vec, int n_heads, int head_dim, const float *cos_r
             float a = v[i], b = v[i + half];
             v[i] = a * cos_row[i] - b * sin_row[i];
             v[i + half] = b * cos_row[i] + a * sin_row[i];
-        }
-    }
-}
-
-/* inv_freq and angles in f32 like LlamaRotaryEmbedding, so long positions
- * round the same way as the reference. */
-static void rope_tables(float *cos_t, float *sin_t, int context, int head_dim, double theta) {
-    int half = head_dim / 2, p, i;
-    for (i = 0; i < half; i++) {
-        float inv_freq = (float)(1.0 / pow(theta, (double)(2 * i) / (double)head_dim));
-        for (p = 0; p < context; p++) {
-            float angle = (float)p * inv_freq;
-            cos_t[(size_t)p * half + i] = (float)cos((double)angle);
-            sin_t[(size_t)p * half + i] = (float)sin((double)angle);
         }
     }
 }
@@ -3708,182 +3976,8 @@ int lucie_eval(lucie_session *s, const int *tokens, int n, float *logits, int fl
     return LUCIE_OK;
 }
 
-/* ---- sessions ---- */
-
-void lucie_session_defaults(const lucie_model *m, lucie_session_options *o) {
-    memset(o, 0, sizeof *o);
-    o->temperature = 1.0f;
-    o->top_p = 1.0f;
-    o->repetition_penalty = 1.0f;
-    o->seed = 0;
-    if (m) {
-        const lucie_config *c = &m->config;
-        o->temperature = c->do_sample ? c->temperature : 0.0f;
-        o->top_p = c->top_p;
-        o->top_k = c->top_k;
-        o->repetition_penalty = c->repetition_penalty;
-    }
-}
-
-void lucie_session_free(lucie_session *s) {
-    if (!s) return;
-    aligned_free64(s->x);
-    aligned_free64(s->xb);
-    aligned_free64(s->q);
-    aligned_free64(s->k);
-    aligned_free64(s->v);
-    aligned_free64(s->att_out);
-    aligned_free64(s->hb);
-    aligned_free64(s->hb2);
-    aligned_free64(s->scores);
-    aligned_free64(s->logits);
-    aligned_free64(s->sample_logits);
-    aligned_free64(s->xq);
-    aligned_free64(s->key_cache);
-    aligned_free64(s->value_cache);
-    aligned_free64(s->rope_cos);
-    aligned_free64(s->rope_sin);
-    free(s->history);
-    free(s->candidates);
-    free(s->penalised);
-    free(s);
-}
-
-static int valid_sampler_options(const lucie_session_options *o, char *err, size_t err_size) {
-    if (!(o->temperature >= 0.0f && o->temperature <= 100.0f)) {
-        set_error(err, err_size, "temperature must be in [0, 100]");
-        return 0;
-    }
-    if (!(o->top_p > 0.0f && o->top_p <= 1.0f)) {
-        set_error(err, err_size, "top_p must be in (0, 1]");
-        return 0;
-    }
-    if (!(o->min_p >= 0.0f && o->min_p <= 1.0f)) {
-        set_error(err, err_size, "min_p must be in [0, 1]");
-        return 0;
-    }
-    if (!(o->repetition_penalty > 0.0f && o->repetition_penalty <= 100.0f)) {
-        set_error(err, err_size, "repetition penalty must be in (0, 100]");
-        return 0;
-    }
-    if (o->top_k < 0 || o->repetition_window < 0) {
-        set_error(err, err_size, "top_k and repetition window must be >= 0");
-        return 0;
-    }
-    return 1;
-}
-
-static void seed_sampler(sampler *sp, const lucie_session_options *o) {
-    sp->temperature = o->temperature;
-    sp->top_k = o->top_k;
-    sp->top_p = o->top_p;
-    sp->min_p = o->min_p;
-    sp->repetition_penalty = o->repetition_penalty;
-    sp->repetition_window = o->repetition_window;
-    sp->rng = o->seed ^ 0x9E3779B97F4A7C15ull;
-    if (sp->rng == 0) sp->rng = 1;
-}
-
-int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, lucie_session **out, char *err,
-                      size_t err_size) {
-    lucie_session_options defaults;
-    lucie_session *s;
-    const lucie_config *c;
-    size_t kv_elems, xq_bytes = 0;
-    int context, q_dim, kv_dim, n_threads, widest, dt;
-    if (out) *out = NULL;
-    if (!m || !out) {
-        set_error(err, err_size, "lucie_session_new: NULL argument");
-        return LUCIE_EINVAL;
-    }
-    c = &m->config;
-    if (!opts) {
-        lucie_session_defaults(m, &defaults);
-        opts = &defaults;
-    }
-    if (!valid_sampler_options(opts, err, err_size)) return LUCIE_EINVAL;
-    context = opts->context;
-    if (context < 0 || context > c->max_seq_len) {
-        set_error(err, err_size, "context %d is outside 1..%d (the model's maximum)", context, c->max_seq_len);
-        return LUCIE_EINVAL;
-    }
-    if (context == 0) context = c->max_seq_len < 4096 ? c->max_seq_len : 4096;
-#ifdef _OPENMP
-    n_threads = opts->n_threads > 0 ? opts->n_threads : omp_get_num_procs();
-#else
-    n_threads = 1;
-#endif
-    if (opts->n_threads < 0 || n_threads > 1024) {
-        set_error(err, err_size, "thread count %d is out of range", opts->n_threads);
-        return LUCIE_EINVAL;
-    }
-    q_dim = c->n_heads * c->head_dim;
-    kv_dim = c->n_kv_heads * c->head_dim;
-    widest = c->dim;
-    if (c->hidden_dim > widest) widest = c->hidden_dim;
-    if (q_dim > widest) widest = q_dim;
-    for (dt = LUCIE_DT_F32; dt <= LUCIE_DT_Q4; dt++) {
-        size_t b = kernels_for(dt)->input_bytes(MAX_BATCH, widest, c->group_size);
-        if (b > xq_bytes) xq_bytes = b;
-    }
-    if (!mul_size((size_t)c->n_layers * (size_t)context, (size_t)kv_dim, &kv_elems) ||
-        kv_elems > SIZE_MAX / sizeof(float)) {
-        set_error(err, err_size, "KV cache for context %d does not fit in memory", context);
-        return LUCIE_ENOMEM;
-    }
-    s = (lucie_session *)calloc(1, sizeof *s);
-    if (!s) {
-        set_error(err, err_size, "out of memory");
-        return LUCIE_ENOMEM;
-    }
-    s->model = m;
-    s->context = context;
-    s->n_threads = n_threads;
-    s->x = (float *)aligned_alloc64((size_t)MAX_BATCH * c->dim * sizeof(float));
-    s->xb = (float *)aligned_alloc64((size_t)MAX_BATCH * widest * sizeof(float));
-    s->q = (float *)aligned_alloc64((size_t)MAX_BATCH * q_dim * sizeof(float));
-    s->k = (float *)aligned_alloc64((size_t)MAX_BATCH * kv_dim * sizeof(float));
-    s->v = (float *)aligned_alloc64((size_t)MAX_BATCH * kv_dim * sizeof(float));
-    s->att_out = (float *)aligned_alloc64((size_t)MAX_BATCH * q_dim * sizeof(float));
-    s->hb = (float *)aligned_alloc64((size_t)MAX_BATCH * c->hidden_dim * sizeof(float));
-    s->hb2 = (float *)aligned_alloc64((size_t)MAX_BATCH * c->hidden_dim * sizeof(float));
-    s->scores = (float *)aligned_alloc64((size_t)n_threads * context * sizeof(float));
-    s->logits = (float *)aligned_alloc64((size_t)c->vocab_size * sizeof(float));
-    s->sample_logits = (float *)aligned_alloc64((size_t)c->vocab_size * sizeof(float));
-    s->xq = aligned_alloc64(xq_bytes ? xq_bytes : 64);
-    s->key_cache = (float *)aligned_alloc64(kv_elems * sizeof(float));
-    s->value_cache = (float *)aligned_alloc64(kv_elems * sizeof(float));
-    s->rope_cos = (float *)aligned_alloc64((size_t)context * (c->head_dim / 2) * sizeof(float));
-    s->rope_sin = (float *)aligned_alloc64((size_t)context * (c->head_dim / 2) * sizeof(float));
-    s->history = (int *)calloc((size_t)context, sizeof(int));
-    s->candidates = (prob_index *)calloc((size_t)c->vocab_size, sizeof(prob_index));
-    s->penalised = (unsigned *)calloc((size_t)c->vocab_size, sizeof(unsigned));
-    if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att_out || !s->hb || !s->hb2 || !s->scores || !s->logits || !s->sample_logits ||
-        !s->xq || !s->key_cache || !s->value_cache || !s->rope_cos || !s->rope_sin || !s->history || !s->candidates || !s->penalised) {
-        lucie_session_free(s);
-        set_error(err, err_size, "out of memory for a session with context %d", context);
-        return LUCIE_ENOMEM;
-    }
-    rope_tables(s->rope_cos, s->rope_sin, context, c->head_dim, c->rope_theta);
-    seed_sampler(&s->samp, opts);
-    *out = s;
-    return LUCIE_OK;
-}
-
-const char *lucie_session_error(const lucie_session *s) { return s ? s->error : "no session"; }
-int lucie_session_position(const lucie_session *s) { return s ? s->pos : 0; }
-int lucie_session_context(const lucie_session *s) { return s ? s->context : 0; }
-int lucie_session_threads(const lucie_session *s) { return s ? s->n_threads : 0; }
-
-int lucie_session_rewind(lucie_session *s, int pos) {
-    if (!s || pos < 0 || pos > s->pos) return LUCIE_EINVAL;
-    if (pos != s->pos) s->have_logits = 0;
-    s->pos = pos; /* the cache beyond pos is simply overwritten later */
-    return LUCIE_OK;
-}
-
 /* ========================================================================
- * 6. Sampling
+ * 8. Sampling
  *
  * The order follows transformers' generate(): repetition penalty on the raw
  * logits, then temperature, top-k, top-p and min-p, then a draw. The full
@@ -4036,7 +4130,7 @@ int lucie_sample(lucie_session *s, const float *logits_in) {
 }
 
 /* ========================================================================
- * 7. Generation
+ * 9. Generation
  *
  * Prompt -> tokens (BOS added, as HF encode() does) -> one batched prefill ->
  * sample, stream, evaluate, one token at a time. Text is streamed through a
@@ -4362,216 +4456,139 @@ int lucie_chat_tokens(const lucie_model *m, const lucie_chat_message *msgs, int 
     return n > max_ids ? LUCIE_ESMALL : LUCIE_OK;
 }
 
-/* ---- saving and restoring a session ----
- *
- * Layout (little-endian like the model file): magic "LUCIESES", u32 version,
- * u32 kv_dim, u32 n_layers, u32 pos, u64 model fingerprint (FNV-1a of the
- * model's header and entry table), u64 RNG state, then pos token ids (i32),
- * then for each layer the pos key vectors and pos value vectors (f32).
- * The raw float arrays are written in host order, which the loader's
- * little-endian check guarantees. */
-
-#define SESSION_MAGIC "LUCIESES"
-#define SESSION_VERSION 1
-#define SESSION_HEADER 40
-
-static uint64_t fnv1a(uint64_t h, const unsigned char *p, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
-    return h;
-}
-
-/* Identifies the model a cache belongs to: the header and entry table (the
- * shapes), plus the first and last 4 KB of every section, so that two models
- * of the same shape with different weights (a fine-tune, another seed) differ
- * without reading gigabytes. Entry ranges were validated at load. */
-static uint64_t model_fingerprint(const lucie_model *m) {
-    const unsigned char *d = m->file.data;
-    uint32_t i, n_entries = read_u32(d + 24);
-    uint64_t h = fnv1a(1469598103934665603ull, d, HEADER_SIZE + (size_t)n_entries * ENTRY_SIZE);
-    for (i = 0; i < n_entries; i++) {
-        const unsigned char *e = d + HEADER_SIZE + (size_t)i * ENTRY_SIZE;
-        uint64_t offset = read_u64(e + 112), size = read_u64(e + 120);
-        size_t head = size < 4096 ? (size_t)size : 4096;
-        h = fnv1a(h, d + offset, head);
-        h = fnv1a(h, d + offset + size - head, head);
-    }
-    return h;
-}
-
-
-int lucie_session_save(const lucie_session *s, const char *path) {
-    const lucie_config *c;
-    unsigned char header[SESSION_HEADER];
-    size_t kv_dim, l;
-    FILE *f;
-    int ok, i;
-    if (!s || !path) return LUCIE_EINVAL;
-    c = &s->model->config;
-    kv_dim = (size_t)c->n_kv_heads * c->head_dim;
-    memcpy(header, SESSION_MAGIC, 8);
-    put_u32(header + 8, SESSION_VERSION);
-    put_u32(header + 12, (uint32_t)kv_dim);
-    put_u32(header + 16, (uint32_t)c->n_layers);
-    put_u32(header + 20, (uint32_t)s->pos);
-    put_u64(header + 24, model_fingerprint(s->model));
-    put_u64(header + 32, s->samp.rng);
-    f = open_file(path, "wb");
-    if (!f) {
-        snprintf(((lucie_session *)s)->error, sizeof s->error, "cannot write '%s'", path);
-        return LUCIE_EIO;
-    }
-    ok = fwrite(header, 1, SESSION_HEADER, f) == SESSION_HEADER;
-    for (i = 0; i < s->pos && ok; i++) {
-        unsigned char b[4];
-        put_u32(b, (uint32_t)s->history[i]);
-        ok = fwrite(b, 1, 4, f) == 4;
-    }
-    for (l = 0; l < (size_t)c->n_layers && ok; l++) {
-        size_t count = (size_t)s->pos * kv_dim;
-        ok = fwrite(s->key_cache + l * s->context * kv_dim, sizeof(float), count, f) == count &&
-             fwrite(s->value_cache + l * s->context * kv_dim, sizeof(float), count, f) == count;
-    }
-    if (fclose(f) != 0) ok = 0;
-    if (!ok) {
-        snprintf(((lucie_session *)s)->error, sizeof s->error, "write error on '%s'", path);
-        return LUCIE_EIO;
-    }
-    return LUCIE_OK;
-}
-
-/* The size of an open file, in 64 bits even where long has 32 (Windows):
- * sessions of long contexts pass 2 GB. Leaves the position at the end. */
-static int stream_size(FILE *f, unsigned long long *size) {
-#ifdef _WIN32
-    __int64 n;
-    if (_fseeki64(f, 0, SEEK_END) != 0 || (n = _ftelli64(f)) < 0) return 0;
-#else
-    off_t n;
-    if (fseeko(f, 0, SEEK_END) != 0 || (n = ftello(f)) < 0) return 0;
-#endif
-    *size = (unsigned long long)n;
-    return 1;
-}
-
-/* Whether the next n floats of f are all finite (f is left after them). A
- * NaN or infinity in a KV cache would poison every later token. */
-static int stream_floats_finite(FILE *f, size_t n) {
-    float chunk[4096];
-    while (n > 0) {
-        size_t k = n < 4096 ? n : 4096, i;
-        if (fread(chunk, sizeof(float), k, f) != k) return 0;
-        for (i = 0; i < k; i++)
-            if (!isfinite(chunk[i])) return 0;
-        n -= k;
-    }
-    return 1;
-}
-
-int lucie_session_load(lucie_session *s, const char *path) {
-    const lucie_config *c;
-    unsigned char header[SESSION_HEADER];
-    size_t kv_dim, l, count;
-    uint32_t pos;
-    unsigned long long size;
-    FILE *f;
-    unsigned char *ids;
-    int i, ok = 1;
-    if (!s || !path) return LUCIE_EINVAL;
-    c = &s->model->config;
-    kv_dim = (size_t)c->n_kv_heads * c->head_dim;
-    f = open_file(path, "rb");
-    if (!f) {
-        snprintf(s->error, sizeof s->error, "cannot open '%s'", path);
-        return LUCIE_EIO;
-    }
-    if (fread(header, 1, SESSION_HEADER, f) != SESSION_HEADER || memcmp(header, SESSION_MAGIC, 8) != 0 ||
-        read_u32(header + 8) != SESSION_VERSION) {
-        fclose(f);
-        snprintf(s->error, sizeof s->error, "'%s' is not a lucie session file", path);
-        return LUCIE_EFORMAT;
-    }
-    pos = read_u32(header + 20);
-    if (read_u32(header + 12) != kv_dim || read_u32(header + 16) != (uint32_t)c->n_layers ||
-        read_u64(header + 24) != model_fingerprint(s->model)) {
-        fclose(f);
-        snprintf(s->error, sizeof s->error, "session file '%s' was saved with another model", path);
-        return LUCIE_EFORMAT;
-    }
-    if (pos > (uint32_t)s->context) {
-        fclose(f);
-        snprintf(s->error, sizeof s->error, "session file holds %u tokens, more than this session's context (%d)", pos,
-                 s->context);
-        return LUCIE_ECONTEXT;
-    }
-    /* The exact size must match before anything is overwritten. */
-    count = (size_t)pos * kv_dim;
-    if (!stream_size(f, &size) ||
-        size != SESSION_HEADER + (unsigned long long)pos * 4 +
-                    (unsigned long long)c->n_layers * 2 * count * sizeof(float) ||
-        fseek(f, SESSION_HEADER, SEEK_SET) != 0) {
-        fclose(f);
-        snprintf(s->error, sizeof s->error, "session file '%s' is truncated or has trailing data", path);
-        return LUCIE_EFORMAT;
-    }
-    /* The token ids are checked before the session is touched, so a corrupt
-     * file leaves it as it was. */
-    ids = (unsigned char *)malloc((size_t)pos * 4 + 1);
-    if (!ids) {
-        fclose(f);
-        snprintf(s->error, sizeof s->error, "out of memory");
-        return LUCIE_ENOMEM;
-    }
-    ok = fread(ids, 4, pos, f) == pos;
-    for (i = 0; i < (int)pos && ok; i++) {
-        int32_t id = read_i32(ids + 4 * (size_t)i);
-        if (id < 0 || id >= c->vocab_size) ok = 0;
-    }
-    if (!ok) {
-        free(ids);
-        fclose(f);
-        snprintf(s->error, sizeof s->error, "session file '%s' is corrupt (token id out of range)", path);
-        return LUCIE_EFORMAT;
-    }
-    /* so is every cached value, in a first pass: a refused file must leave
-     * the session as it was */
-    if (!stream_floats_finite(f, (size_t)c->n_layers * 2 * count) ||
-        fseek(f, (long)(SESSION_HEADER + (size_t)pos * 4), SEEK_SET) != 0) {
-        free(ids);
-        fclose(f);
-        snprintf(s->error, sizeof s->error, "session file '%s' is corrupt (NaN or infinite values in its KV cache)",
-                 path);
-        return LUCIE_EFORMAT;
-    }
-    for (i = 0; i < (int)pos; i++) s->history[i] = read_i32(ids + 4 * (size_t)i);
-    free(ids);
-    for (l = 0; l < (size_t)c->n_layers && ok; l++)
-        ok = fread(s->key_cache + l * s->context * kv_dim, sizeof(float), count, f) == count &&
-             fread(s->value_cache + l * s->context * kv_dim, sizeof(float), count, f) == count;
-    fclose(f);
-    if (!ok) { /* a read error after the size check: the cache is half overwritten */
-        s->pos = 0;
-        s->have_logits = 0;
-        snprintf(s->error, sizeof s->error, "read error on session file '%s'; the session was reset", path);
-        return LUCIE_EIO;
-    }
-    s->pos = (int)pos;
-    s->have_logits = 0; /* the file holds no logits: evaluate a token next */
-    s->samp.rng = read_u64(header + 32);
-    if (s->samp.rng == 0) s->samp.rng = 1; /* xorshift never leaves 0 */
-    return LUCIE_OK;
-}
-
 /* ========================================================================
- * 8. Converting model files: quantization
+ * 10. Converting model files: quantization
  *
- * export.py writes f32/bf16; q8/q4 files are made here, next to the block
- * layouts they use, so the format is defined in one place. The input file is
+ * export.py writes f32/bf16; q8/q4 files are made here, in C, so the block
+ * layouts (defined in section 4 with the kernels that read them) have one
+ * definition and one writer: the weight quantizer below. The input file is
  * validated by the same loader as for inference, then rewritten tensor by
  * tensor with bounded memory.
  * ======================================================================== */
 
-/* Defined with the loader, below. */
+/* ---- quantizing weights (the exporter side) ---- */
+
+/* Codes u of the 32 values v for the scale stored as h. */
+static void quant_codes(int dtype, const float *v, uint16_t h, unsigned char *u) {
+    float d = half_to_float(h), inv = d != 0.0f ? 1.0f / d : 0.0f;
+    float lo = dtype == LUCIE_DT_Q8 ? -127.0f : -8.0f, hi = dtype == LUCIE_DT_Q8 ? 127.0f : 7.0f;
+    int i, zero = quant_zero(dtype);
+    for (i = 0; i < QUANT_GROUP; i++) u[i] = (unsigned char)(round_to_int(clamp_float(v[i] * inv, lo, hi)) + zero);
+}
+
+/* Squared error of q4 codes u at scale h (8 partial sums: the loop vectorises). */
+static float q4_error(const float *v, const unsigned char *u, uint16_t h) {
+    float d = half_to_float(h), partial[8] = {0}, err = 0.0f;
+    int i, j;
+    for (i = 0; i < QUANT_GROUP; i += 8)
+        for (j = 0; j < 8; j++) {
+            float e = v[i + j] - (float)(u[i + j] - Q4_ZERO) * d;
+            partial[j] += e * e;
+        }
+    for (j = 0; j < 8; j++) err += partial[j];
+    return err;
+}
+
+/* The f16 scale minimising the squared error of q4 codes u: sum(q v) / sum(q q). */
+static uint16_t q4_refit(const float *v, const unsigned char *u, uint16_t h) {
+    float num8[8] = {0}, den8[8] = {0}, num = 0.0f, den = 0.0f;
+    int i, j;
+    for (i = 0; i < QUANT_GROUP; i += 8)
+        for (j = 0; j < 8; j++) {
+            float q = (float)(u[i + j] - Q4_ZERO);
+            num8[j] += q * v[i + j];
+            den8[j] += q * q;
+        }
+    for (j = 0; j < 8; j++) {
+        num += num8[j];
+        den += den8[j];
+    }
+    return den > 0.0f ? float_to_half(num / den) : h;
+}
+
+/* Codes and f16 scale of one group of 32 values (zero-padded). q8 simply
+ * maps max|v| to 127. q4, with only 16 levels, also tries scales that put
+ * the extreme value on other levels, the least-squares scale of each
+ * candidate's codes, and the codes of that scale, and keeps whichever
+ * reconstructs the group best. */
+static uint16_t quantize_group(int dtype, const float *v, unsigned char *u) {
+    float extreme = 0.0f, best_err;
+    unsigned char trial[QUANT_GROUP], again[QUANT_GROUP];
+    uint16_t best;
+    int i, c;
+    for (i = 0; i < QUANT_GROUP; i++)
+        if (fabsf(v[i]) > fabsf(extreme)) extreme = v[i];
+    if (dtype == LUCIE_DT_Q8) {
+        best = float_to_half(fabsf(extreme) / 127.0f);
+        quant_codes(dtype, v, best, u);
+        return best;
+    }
+    best = float_to_half(extreme / -8.0f);
+    quant_codes(dtype, v, best, u);
+    best_err = q4_error(v, u, best);
+    for (c = 0; c < 8 && extreme != 0.0f; c++) {
+        /* extreme on level -8 (refit only), -7.5, -7, -6.5, or 7, 7.5, 8, 8.5 */
+        float divisor = c < 4 ? -8.0f + 0.5f * (float)c : 7.0f + 0.5f * (float)(c - 4), err;
+        uint16_t h = float_to_half(extreme / divisor), refit;
+        quant_codes(dtype, v, h, trial);
+        if (c > 0 && (err = q4_error(v, trial, h)) < best_err) {
+            best_err = err;
+            best = h;
+            memcpy(u, trial, QUANT_GROUP);
+        }
+        refit = q4_refit(v, trial, h);
+        if ((err = q4_error(v, trial, refit)) < best_err) {
+            best_err = err;
+            best = refit;
+            memcpy(u, trial, QUANT_GROUP);
+        }
+        quant_codes(dtype, v, refit, again);
+        if ((err = q4_error(v, again, refit)) < best_err) {
+            best_err = err;
+            best = refit;
+            memcpy(u, again, QUANT_GROUP);
+        }
+    }
+    return best;
+}
+
+/* Quantizes `rows` rows of src (row-major f32, `cols` wide) into dst, which
+ * receives tensor_bytes(dtype, rows, cols) bytes. A tensor may be converted in
+ * pieces of a multiple of 16 rows, concatenating the outputs. Returns 0 for
+ * a dtype or group size this code cannot write. */
+static int quantize_rows(int dtype, const float *src, void *dst, size_t rows, int cols, int group_size) {
+    int ng = quant_groups(cols);
+    size_t n_blocks = (rows + QUANT_ROWS - 1) / QUANT_ROWS, b;
+    if ((dtype != LUCIE_DT_Q8 && dtype != LUCIE_DT_Q4) || group_size != QUANT_GROUP || cols <= 0) return 0;
+    for (b = 0; b < n_blocks; b++) {
+        unsigned char *block = (unsigned char *)dst + b * quant_block_bytes(dtype, ng);
+        unsigned char *codes = block + (size_t)ng * QUANT_ROWS * 2;
+        int r, g, i;
+        for (r = 0; r < QUANT_ROWS; r++) {
+            size_t row = b * QUANT_ROWS + (size_t)r;
+            for (g = 0; g < ng; g++) {
+                float v[QUANT_GROUP];
+                unsigned char u[QUANT_GROUP], *gc = codes + (size_t)g * quant_codes_per_group(dtype);
+                uint16_t h;
+                for (i = 0; i < QUANT_GROUP; i++) {
+                    int col = g * QUANT_GROUP + i;
+                    v[i] = row < rows && col < cols ? src[row * (size_t)cols + col] : 0.0f;
+                }
+                h = quantize_group(dtype, v, u);
+                block[((size_t)g * QUANT_ROWS + r) * 2] = (unsigned char)(h & 0xff);
+                block[((size_t)g * QUANT_ROWS + r) * 2 + 1] = (unsigned char)(h >> 8);
+                for (i = 0; i < QUANT_GROUP; i++) {
+                    if (dtype == LUCIE_DT_Q8)
+                        gc[(i / 4) * 64 + r * 4 + i % 4] = u[i];
+                    else if (i < 16)
+                        gc[(i / 4) * 64 + r * 4 + i % 4] = (unsigned char)(u[i] | u[i + 16] << 4);
+                }
+            }
+        }
+    }
+    return 1;
+}
+
 
 
 /* The dtype a tensor gets in a file quantized to `dtype`. The seven matrices

@@ -244,6 +244,17 @@ int lucie_session_threads(const lucie_session *session); /* threads it computes 
 /* Forgets the cache from position pos on (0 = start over). */
 int lucie_session_rewind(lucie_session *session, int pos);
 
+/* ---- saving a session (prompt caching) -------------------------------- */
+
+/* Writes the session's tokens, KV cache and sampler state to path; restoring it
+ * into a session of the same model with a context at least as long, then
+ * evaluating more tokens, gives exactly the logits the original session would
+ * have produced (the last logits themselves are not stored: evaluate at least
+ * one token after a load). The file is validated on load like a model file
+ * (LUCIE_EFORMAT when it does not match this model; the session is unchanged). */
+int lucie_session_save(const lucie_session *session, const char *path);
+int lucie_session_load(lucie_session *session, const char *path);
+
 #define LUCIE_EVAL_ALL_LOGITS 1 /* logits for every evaluated token, not just the last */
 
 /* Runs the transformer over n tokens at the session's position (batched
@@ -311,17 +322,6 @@ typedef struct {
  * protocol as lucie_tokenize. Thread-safe. */
 int lucie_chat_tokens(const lucie_model *model, const lucie_chat_message *messages, int n_messages, int flags,
                       int *ids, int max_ids, int *n_ids, char *err, size_t err_size);
-
-/* ---- saving a session (prompt caching) -------------------------------- */
-
-/* Writes the session's tokens, KV cache and sampler state to path; restoring it
- * into a session of the same model with a context at least as long, then
- * evaluating more tokens, gives exactly the logits the original session would
- * have produced (the last logits themselves are not stored: evaluate at least
- * one token after a load). The file is validated on load like a model file
- * (LUCIE_EFORMAT when it does not match this model; the session is unchanged). */
-int lucie_session_save(const lucie_session *session, const char *path);
-int lucie_session_load(lucie_session *session, const char *path);
 
 const char *lucie_status_string(int status);
 
