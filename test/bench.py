@@ -7,7 +7,7 @@
 
 What it does, in one run:
   1. creates once, and caches outside the repository, a random Hugging Face checkpoint with
-     the exact shapes of ../shared/lucie/base/config.json (bf16 safetensors in 4 shards, the
+     the exact shapes of test/data/lucie/base/config.json (bf16 safetensors in 4 shards, the
      real tokenizer files), using test/make_checkpoint.py: speed does not depend on values;
   2. exports it with export.py to each format (bf16, q8, q4), timing the export;
   3. measures this machine's memory read bandwidth (test/bandwidth.c) with the same thread
@@ -51,7 +51,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_BASE = os.path.join(REPO, "..", "shared", "lucie", "base")
+LUCIE_BASE = os.path.join(REPO, "test", "data", "lucie", "base")
 
 FORMATS = ("bf16", "q8", "q4")
 LOAD_MODES = ("mmap", "madvise", "read")
@@ -271,7 +271,7 @@ def ensure_checkpoint(launcher, cache, key, config_path, small, shards):
         shutil.rmtree(out)  # an interrupted creation
     tokenizer_dir = os.path.dirname(os.path.abspath(config_path))
     if not os.path.exists(os.path.join(tokenizer_dir, "tokenizer.json")):
-        tokenizer_dir = SHARED_BASE
+        tokenizer_dir = LUCIE_BASE
     cmd = [sys.executable, os.path.join(REPO, "test", "make_checkpoint.py"), "--config", config_path,
            "--dtype", "bf16", "--shards", str(shards), "--tokenizer-dir", tokenizer_dir]
     gen = os.path.join(tokenizer_dir, "generation_config.json")
@@ -802,7 +802,7 @@ def parse_args(argv):
     ap.add_argument("--small", action="store_true",
                     help="a scaled-down model (real vocabulary, %s) for smoke runs" %
                     ", ".join("%s %d" % kv for kv in SMALL_SHAPE.items()))
-    ap.add_argument("--config", default=os.path.join(SHARED_BASE, "config.json"),
+    ap.add_argument("--config", default=os.path.join(LUCIE_BASE, "config.json"),
                     help="config.json whose shapes the random checkpoint has")
     ap.add_argument("--shards", type=int, default=4, help="safetensors shards of the checkpoint")
     ap.add_argument("--cache", default=os.environ.get("LUCIE_BENCH_DIR") or
@@ -866,7 +866,7 @@ def benchmark(args, launcher):
         setup_llama_cpp(cache)
         return 0
     if not os.path.exists(args.config):
-        print("bench: no config %s (the shared Lucie files are missing?)" % args.config, file=sys.stderr)
+        print("bench: no config %s (test/data/lucie is part of the repository)" % args.config, file=sys.stderr)
         return 2
     if not os.access(args.run, os.X_OK):
         print("bench: no %s binary: build it first (make)" % args.run, file=sys.stderr)

@@ -4,8 +4,7 @@
     python3 test/bench_tokenizer.py [MODEL.bin]
 
 Without MODEL.bin, a tiny random checkpoint carrying Lucie-7B's tokenizer (from
-../shared/lucie/base, or the generated Lucie-like one when that is absent) is
-exported to a temporary directory. The text is 1 MiB of French sentences in a
+test/data/lucie/base) is exported to a temporary directory. The text is 1 MiB of French sentences in a
 seeded random order. `./run MODEL.bin --tokenize - --no-bos` is timed (best of 3,
 minus the time the same command takes on empty input, i.e. process start and
 model load; wall-clock and CPU time, the latter meaningful on a busy machine),
@@ -55,10 +54,7 @@ def french_prose(size=1 << 20, seed=3):
 
 def build_model(work):
     import make_checkpoint
-    import make_tokenizer
-    tok_dir = os.path.join(REPO, "..", "shared", "lucie", "base")
-    if not os.path.exists(os.path.join(tok_dir, "tokenizer.json")):
-        tok_dir = make_tokenizer.make_tokenizer(os.path.join(work, "tok"), "lucie")
+    tok_dir = os.path.join(REPO, "test", "data", "lucie", "base")
     ckpt = make_checkpoint.make_checkpoint(os.path.join(work, "hf"), tokenizer_dir=tok_dir, hidden=16, ffn=32,
                                            layers=1, heads=2, kv_heads=1, tied=True, max_position=64)
     out = os.path.join(work, "model.bin")

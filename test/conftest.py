@@ -1,12 +1,16 @@
 """Shared paths and helpers for the Python tests.
 
 The tests compare lucie against live references (Hugging Face transformers and
-tokenizers) on checkpoints they build themselves. They need the reference data in
-../shared next to the repository (real Lucie tokenizers/configs, and the trained
-stories260K model) and the C programs built by `make`; when something is missing
-they skip with a message instead of failing.
+tokenizers) on checkpoints they build themselves, from the data in test/data (real
+Lucie tokenizers/configs and the trained stories260K model), and drive the C
+programs built by `make`. Anything missing (a reference module, a data directory,
+a program) is a test failure with a message saying what to do, never a skip: a run
+that checked nothing must not look green. The one exception is a reduced run asked
+for explicitly (`make test-quick`, LUCIE_TEST_QUICK=1), which skips what needs the
+Python references and says so at the start and at the end.
 """
 
+import importlib
 import os
 import re
 import struct
@@ -17,11 +21,11 @@ import pytest
 
 TEST_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TEST_DIR)
-SHARED = os.path.join(REPO, "..", "shared")
-LUCIE_BASE = os.path.join(SHARED, "lucie", "base")
-LUCIE_INSTRUCT = os.path.join(SHARED, "lucie", "instruct")
-STORIES_UNTIED = os.path.join(SHARED, "stories260K", "hf-untied")
-STORIES_TIED = os.path.join(SHARED, "stories260K", "hf-tied")
+DATA = os.path.join(TEST_DIR, "data")
+LUCIE_BASE = os.path.join(DATA, "lucie", "base")
+LUCIE_INSTRUCT = os.path.join(DATA, "lucie", "instruct")
+STORIES_UNTIED = os.path.join(DATA, "stories260K", "hf-untied")
+STORIES_TIED = os.path.join(DATA, "stories260K", "hf-tied")
 RUN = os.path.join(REPO, "run")
 LOGITS = os.path.join(REPO, "test", "logits")
 EXPORT = os.path.join(REPO, "export.py")
@@ -32,25 +36,56 @@ for path in (REPO, TEST_DIR):
         sys.path.insert(0, path)
 
 
+# What a reduced run (make test-quick) does not check: the reference modules.
+QUICK = os.environ.get("LUCIE_TEST_QUICK") == "1"
+REFERENCE_MODULES = ("torch", "transformers", "tokenizers", "numpy", "safetensors", "jinja2")
+HOW_TO_INSTALL = "run `make test` (it installs test/requirements.txt into .venv) or pip install -r test/requirements.txt"
+
+
+def require(module):
+    """Imports a reference module; its absence fails the test (skips only in make test-quick)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        if QUICK:
+            pytest.skip("quick run: needs %s" % module, allow_module_level=True)
+        pytest.fail("reference module %s cannot be imported (%s): %s" % (module, e, HOW_TO_INSTALL), pytrace=False)
+
+
 def need_dir(path):
-    """Skips the test when a reference directory is absent."""
+    """A test data directory; its absence fails the test (the data ships in test/data)."""
     if not os.path.isdir(path):
-        pytest.skip("reference data not found: %s" % os.path.normpath(path))
+        pytest.fail("test data not found: %s (it is part of the repository: is the clone complete?)"
+                    % os.path.relpath(path, REPO), pytrace=False)
     return path
 
 
 def need_binary(path):
-    """Skips the test when a C program has not been built (run `make`)."""
+    """A C program built by make; its absence fails the test."""
     if not os.access(path, os.X_OK):
-        pytest.skip("%s not built (run make)" % os.path.relpath(path, REPO))
+        pytest.fail("%s not built: run `make test` (it builds every test program first)"
+                    % os.path.relpath(path, REPO), pytrace=False)
     return path
 
 
 def need_torch():
-    """(torch, transformers), or skips."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    return torch, transformers
+    """(torch, transformers); their absence fails the test."""
+    return require("torch"), require("transformers")
+
+
+def pytest_report_header(config):
+    if QUICK:
+        return quick_banner()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if QUICK:
+        terminalreporter.write_line(quick_banner(), red=True, bold=True)
+
+
+def quick_banner():
+    return ("QUICK RUN (make test-quick): every comparison against %s is NOT checked; "
+            "run `make test` for the real suite" % ", ".join(REFERENCE_MODULES))
 
 
 def export_model(hf_dir, out_path, dtype=None, check=True):
@@ -169,5 +204,5 @@ def stories_bin(tmp_path_factory):
 @pytest.fixture(scope="session")
 def stories_tokenizer():
     """HF tokenizers' reference for stories260K's tokenizer.json."""
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = require("tokenizers")
     return tokenizers.Tokenizer.from_file(os.path.join(need_dir(STORIES_UNTIED), "tokenizer.json"))

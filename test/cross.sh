@@ -67,9 +67,7 @@ add_model lucie-like-bf16 lucie-like bf16
 add_model llama-like-f32 llama-like f32
 add_model quant-q8 quant-like q8
 add_model quant-q4 quant-like q4
-if [ -d ../shared/stories260K/hf-untied ]; then
-    for dt in f32 bf16 q8 q4; do add_model "stories260K-$dt" ../shared/stories260K/hf-untied $dt; done
-fi
+for dt in f32 bf16 q8 q4; do add_model "stories260K-$dt" test/data/stories260K/hf-untied $dt; done
 echo "  $MODELS"
 
 # ids MODEL: 12 token ids spread over the model's vocabulary

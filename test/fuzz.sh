@@ -9,9 +9,9 @@
 # Prints for each target: executions, executions per second, coverage (cov: edges,
 # ft: features) and corpus size.
 #
-# The tokenizer target runs on Lucie-7B-Instruct's real tokenizer when ../shared is
-# there (a tiny random model carrying it is built in the scratch directory), otherwise
-# on the small Lucie-like seed model. Environment: FUZZ_FLAGS adds libFuzzer flags.
+# The tokenizer target runs on Lucie-7B-Instruct's real tokenizer (test/data/lucie; a tiny
+# random model carrying it is built in the scratch directory). Environment: FUZZ_FLAGS adds
+# libFuzzer flags.
 set -u
 cd "$(dirname "$0")/.." || exit 2
 SECONDS_EACH=${1:-60}
@@ -25,12 +25,9 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/lucie-fuzz.XXXXXX") || exit 2
 trap 'rm -rf "$WORK"' EXIT INT TERM
 mkdir -p "$ARTIFACTS"
 
-if [ -d ../shared/lucie/instruct ] && $PYTHON test/fuzz_models.py model lucie-vocab "$WORK/lucie-vocab.bin"; then
-    TOKENIZER_MODEL="$WORK/lucie-vocab.bin"
-else
-    TOKENIZER_MODEL=test/fuzz_corpus/load/lucie-like
-    echo "fuzz.sh: ../shared not found; the tokenizer target uses the small seed model"
-fi
+TOKENIZER_MODEL="$WORK/lucie-vocab.bin"
+$PYTHON test/fuzz_models.py model lucie-vocab "$TOKENIZER_MODEL" ||
+    { echo "fuzz.sh: cannot build the tokenizer target's model from test/data/lucie/instruct" >&2; exit 2; }
 
 failed=0
 for target in $TARGETS; do

@@ -10,7 +10,7 @@ Kinds:
                 replacements, byte fallback, Metaspace decoder, 4 added tokens), bf16 weights
     llama-like  a Llama-2-style tokenizer (Prepend + Replace, Strip decoder), tied f32 weights,
                 no byte fallback
-    lucie-vocab Lucie-7B-Instruct's real tokenizer.json and chat template (from ../shared;
+    lucie-vocab Lucie-7B-Instruct's real tokenizer.json and chat template (from test/data;
                 65024 tokens) on a 1-layer, dim-8 random model: what the tokenizer fuzzer runs on
     quant-like  the llama-like tokenizer on a 2-layer dim-64 model, wide enough to quantize
     quant-small the same at dim 32, 1 layer: the q8/q4 seeds of the loader corpus
@@ -31,7 +31,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-SHARED = os.path.join(REPO, "..", "shared")
+DATA = os.path.join(HERE, "data")
 
 SPECIALS = ["<s>", "</s>", "<unk>", "<pad>"]
 
@@ -180,7 +180,7 @@ def make_checkpoint(kind, out_dir):
         write_checkpoint(out_dir, tok, vocab, tied=True, bos=1, eos=2, dim=4, n_heads=1, n_kv_heads=1)
         return "f32"
     if kind == "lucie-vocab":
-        instruct = os.path.join(SHARED, "lucie", "instruct")
+        instruct = os.path.join(DATA, "lucie", "instruct")
         with open(os.path.join(instruct, "tokenizer.json"), encoding="utf-8") as f:
             tok = json.load(f)
         write_checkpoint(out_dir, tok, 65024, dim=8, hidden=8, n_heads=2, n_kv_heads=1, tied=True)

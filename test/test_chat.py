@@ -2,7 +2,7 @@
 
 The model file is a tiny random checkpoint carrying Lucie-7B-Instruct's real
 tokenizer.json and tokenizer_config.json (hence its chat template); the reference is
-transformers' apply_chat_template with the tokenizer of the same ../shared/lucie/instruct
+transformers' apply_chat_template with the tokenizer of the same test/data/lucie/instruct
 directory, loaded as PreTrainedTokenizerFast, i.e. exactly the pipeline tokenizer.json
 describes. (AutoTokenizer in transformers >= 5 maps this checkpoint to its LlamaTokenizer
 class, which rebuilds a generic Llama pipeline from the vocabulary and drops Lucie's
@@ -21,7 +21,7 @@ import subprocess
 
 import pytest
 
-from conftest import LUCIE_INSTRUCT, STORIES_UNTIED, TEST_DIR, export_model, need_binary, need_dir
+from conftest import LUCIE_INSTRUCT, STORIES_UNTIED, TEST_DIR, export_model, need_binary, need_dir, require
 
 CHAT_IDS = os.path.join(TEST_DIR, "chat_ids")
 
@@ -89,7 +89,7 @@ SPECIAL_STRINGS = {
 @pytest.fixture(scope="module")
 def hf_tokenizer():
     need_dir(LUCIE_INSTRUCT)
-    transformers = pytest.importorskip("transformers")
+    transformers = require("transformers")
     tok = transformers.PreTrainedTokenizerFast.from_pretrained(LUCIE_INSTRUCT)
     assert tok.chat_template and tok.bos_token == "<s>"
     return tok

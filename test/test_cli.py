@@ -23,7 +23,7 @@ import subprocess
 import pytest
 
 from conftest import (LUCIE_INSTRUCT, RUN, STORIES_UNTIED, export_model, load_hf_model, need_binary, need_dir,
-                      need_torch)
+                      need_torch, require)
 
 RUN_C = os.path.join(os.path.dirname(RUN), "run.c")
 
@@ -269,8 +269,9 @@ def hf_reply(model, ids, n_new, eot):
                              output_scores=True, return_dict_in_generate=True)
     reply = out.sequences[0, len(ids):].tolist()
     margins = [float(s[0].topk(2).values[0] - s[0].topk(2).values[1]) for s in out.scores]
-    if min(margins) < 1e-3:
-        pytest.skip("reference generation has a near tie (margin %.2g)" % min(margins))
+    # The model is fixed (seeded), so a near tie would be a property of the test data:
+    # change the seed rather than compare a coin toss.
+    assert min(margins) >= 1e-3, "reference generation has a near tie (margin %.2g)" % min(margins)
     return reply
 
 
@@ -278,7 +279,7 @@ def test_chat_turns_and_reset(instruct):
     """Turn 1 (system + user), turn 2 (appended to the cache, with a typed
     "<|eot_id|>" that must stay text), /reset, then turn 1 again."""
     hf_dir, model_bin = instruct
-    transformers = pytest.importorskip("transformers")
+    transformers = require("transformers")
     from test_chat import hf_ids_typed_text_stays_text  # transformers' rendering, typed text kept text
     # The tokenizer exactly as tokenizer.json defines it (see test_chat.py).
     tok = transformers.PreTrainedTokenizerFast.from_pretrained(LUCIE_INSTRUCT)

@@ -12,10 +12,10 @@ import pytest
 
 import export
 import make_checkpoint
-from conftest import (EXPORT, LUCIE_BASE, LUCIE_H, LUCIE_INSTRUCT, RUN, STORIES_UNTIED, export_model,
-                      need_dir, read_entries, read_header)
+from conftest import (EXPORT, LUCIE_BASE, LUCIE_H, LUCIE_INSTRUCT, RUN, STORIES_UNTIED, export_model, need_dir,
+                      read_entries, read_header, require)
 
-np = pytest.importorskip("numpy")
+np = require("numpy")
 
 TINY = dict(hidden=32, ffn=64, layers=2, heads=4, kv_heads=2, vocab=300)
 
@@ -51,7 +51,7 @@ def tiny_tokenizer():
 
 
 def tiny_checkpoint(path, **options):
-    """A small random checkpoint with the self-contained tokenizer (no ../shared needed)."""
+    """A small random checkpoint with the self-contained tokenizer (no test data needed)."""
     os.makedirs(str(path), exist_ok=True)
     tok_dir = os.path.join(str(path), "_tok")
     os.makedirs(tok_dir, exist_ok=True)
@@ -402,7 +402,7 @@ def decode(raw, dtype):
 
 def bf16_round(x):
     """Round-to-nearest-even to bf16, done independently of export.py (via torch)."""
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     return torch.from_numpy(x.astype(np.float32)).to(torch.bfloat16).to(torch.float32).numpy().astype(np.float64)
 
 
@@ -445,7 +445,7 @@ def test_default_dtype_follows_source(tmp_path):
 def test_f32_to_bf16_rounding_matches_torch():
     """The stdlib big-integer rounding equals torch's, including ties, overflow to
     infinity, subnormals and NaN."""
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     rng = np.random.default_rng(1)
     bits = np.concatenate([
         rng.integers(0, 2 ** 32, 200000, dtype=np.uint64).astype(np.uint32),  # everything, NaNs included
@@ -499,9 +499,9 @@ def parse_tokenizer_section(b):
 
 @pytest.mark.parametrize("ref", ["lucie/base", "lucie/instruct", "stories260K/hf-untied"])
 def test_tokenizer_section_matches_hf(ref):
-    from conftest import SHARED
-    tokenizers = pytest.importorskip("tokenizers")
-    ref_dir = need_dir(os.path.join(SHARED, *ref.split("/")))
+    from conftest import DATA
+    tokenizers = require("tokenizers")
+    ref_dir = need_dir(os.path.join(DATA, *ref.split("/")))
     with open(os.path.join(ref_dir, "tokenizer.json"), encoding="utf-8") as f:
         tj = json.load(f)
     with open(os.path.join(ref_dir, "tokenizer_config.json"), encoding="utf-8") as f:

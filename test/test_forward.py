@@ -15,10 +15,10 @@ import subprocess
 
 import pytest
 
-from conftest import (LOGITS, LUCIE_BASE, LUCIE_INSTRUCT, RUN, STORIES_TIED, STORIES_UNTIED,
-                      export_model, load_hf_model, need_binary, need_dir, need_torch, read_logits)
+from conftest import (LOGITS, LUCIE_BASE, LUCIE_INSTRUCT, RUN, STORIES_TIED, STORIES_UNTIED, export_model,
+                      load_hf_model, need_binary, need_dir, need_torch, read_logits, require)
 
-np = pytest.importorskip("numpy")
+np = require("numpy")
 
 # f32 export vs transformers in f32: both sides compute in float32 and differ only in
 # summation order and in how exp/sqrt/sin/cos are evaluated, errors of ~1e-7 per
@@ -100,7 +100,7 @@ def exports(checkpoints, tmp_path_factory):
 def token_ids(hf_dir, vocab_size):
     """~20 ids: real text through the checkpoint's own tokenizer (BOS first), then a few
     ids from the far end of the vocabulary."""
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = require("tokenizers")
     tok = tokenizers.Tokenizer.from_file(os.path.join(hf_dir, "tokenizer.json"))
     ids = tok.encode(TEXT).ids[:N_TOKENS - 3]
     ids += [vocab_size - 1, vocab_size // 2, 5][:N_TOKENS - len(ids)]
@@ -173,7 +173,7 @@ def test_run_greedy_matches_transformers_generate(case, export_dtype, exports):
     """./run's greedy continuation equals HF generate + HF tokenizers decode."""
     need_binary(RUN)
     torch, _ = need_torch()
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = require("tokenizers")
     hf_dir, model_bin = exports(case, export_dtype)
     prompt = "Once upon a time"
     n_new = 20
@@ -210,7 +210,7 @@ def test_long_sequence_matches_transformers(case, exports, tmp_path):
     most 64 tokens per forward call) and RoPE is checked far from position 0."""
     need_binary(LOGITS)
     need_torch()
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = require("tokenizers")
     hf_dir, model_bin = exports(case, "f32")
     vocab = vocab_of(hf_dir)
     tok = tokenizers.Tokenizer.from_file(os.path.join(hf_dir, "tokenizer.json"))

@@ -27,11 +27,10 @@ import sys
 
 import pytest
 
-from conftest import (EXPORT, LOGITS, LUCIE_BASE, RUN, STORIES_TIED, STORIES_UNTIED, TEST_DIR,
-                      export_model, load_hf_model, need_binary, need_dir, need_torch, read_entries, read_header,
-                      read_logits)
+from conftest import (EXPORT, LOGITS, LUCIE_BASE, RUN, STORIES_TIED, STORIES_UNTIED, TEST_DIR, export_model,
+                      load_hf_model, need_binary, need_dir, need_torch, read_entries, read_header, read_logits, require)
 
-np = pytest.importorskip("numpy")
+np = require("numpy")
 
 KERNEL_TESTS = os.path.join(TEST_DIR, "test_kernels")
 DT_F32, DT_BF16, DT_Q8, DT_Q4 = 1, 2, 3, 4
@@ -214,7 +213,7 @@ def exports(checkpoints, tmp_path_factory):
 
 
 def token_ids(case, hf_dir):
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = require("tokenizers")
     tok = tokenizers.Tokenizer.from_file(os.path.join(hf_dir, "tokenizer.json"))
     return tok.encode(STORY if case.startswith("stories") else TEXT).ids
 
@@ -276,10 +275,9 @@ KERNEL_VARIANTS = {
     "avx2": (os.environ.get("CC", "cc"), ["-O2", "-mavx2", "-mfma", "-mf16c"], [], "avx2"),
     # x87 floating point (FLT_EVAL_METHOD 2), as on 32-bit x86: the lrintf rounding path
     "x87": (os.environ.get("CC", "cc"), ["-O2", "-mfpmath=387"], [], "no SIMD in this build"),
-    # NEON dot products, cross-compiled and run under qemu's user-mode emulator
-    "neon-dotprod": ("aarch64-linux-gnu-gcc", ["-O2", "-static", "-march=armv8.2-a+dotprod"],
-                     ["qemu-aarch64", "-cpu", "max"], "neon-dotprod"),
 }
+# The NEON paths (armv8-a and armv8.2-a+dotprod) need a cross compiler and qemu: test/cross.sh
+# runs these unit tests there.
 
 
 @pytest.mark.parametrize("variant", sorted(KERNEL_VARIANTS))
@@ -437,7 +435,7 @@ def test_greedy_generation_matches_reference(dtype, exports):
     one int8 rounding tie can move a logit (2e-2 of the logit scale, see TOLERANCE)."""
     need_binary(RUN)
     torch, _ = need_torch()
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = require("tokenizers")
     hf_dir, model_bin = exports("stories260K-untied", dtype)
     tok = tokenizers.Tokenizer.from_file(os.path.join(hf_dir, "tokenizer.json"))
     prompt = "Once upon a time"
@@ -474,7 +472,7 @@ def test_perplexity(dtype, exports, tmp_path):
     need_binary(RUN)
     need_binary(LOGITS)
     torch, _ = need_torch()
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = require("tokenizers")
     hf_dir, model_bin = exports("stories260K-untied", dtype)
     _, full_bin = exports("stories260K-untied", "f32")
     text_file = tmp_path / "story.txt"

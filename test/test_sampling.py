@@ -22,10 +22,10 @@ import subprocess
 
 import pytest
 
-from conftest import (REPO, STORIES_UNTIED, TEST_DIR, export_model, load_hf_model, need_binary, need_dir,
-                      need_torch)
+from conftest import (REPO, STORIES_UNTIED, TEST_DIR, export_model, load_hf_model, need_binary, need_dir, need_torch,
+                      require)
 
-np = pytest.importorskip("numpy")
+np = require("numpy")
 
 SESSION = os.path.join(TEST_DIR, "session")
 SAMPLING = os.path.join(TEST_DIR, "sampling")
@@ -53,7 +53,7 @@ def hf_model():
 
 
 def prompt_ids(prompt):
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = require("tokenizers")
     tok = tokenizers.Tokenizer.from_file(os.path.join(STORIES_UNTIED, "tokenizer.json"))
     return tok.encode(prompt).ids  # BOS included, as generate() gets it
 
@@ -153,7 +153,7 @@ def test_callback_sees_every_token(stories_bin):
     """At a high temperature stories260K emits byte tokens (<0xE6>...) whose text is
     not complete yet: the callback still gets called for them, with empty text
     (lucie.h: "the newly decoded text (...; may be empty) and the token id")."""
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = require("tokenizers")
     tok = tokenizers.Tokenizer.from_file(os.path.join(STORIES_UNTIED, "tokenizer.json"))
     ids = prompt_ids(PROMPTS[0])
     options = ["--temp", "4", "--seed", "2"]
@@ -369,8 +369,7 @@ def test_same_seed_same_output(stories_bin):
 def build_session_driver(tmp_path, openmp):
     """test/session.c + lucie.c compiled with the same flags, with or without OpenMP."""
     cc = os.environ.get("CC", "cc")
-    if not shutil.which(cc):
-        pytest.skip("no C compiler")
+    assert shutil.which(cc), "no C compiler (%s)" % cc
     out = str(tmp_path / ("session-omp" if openmp else "session-noomp"))
     cmd = [cc, "-std=c99", "-O2", "-o", out, os.path.join(TEST_DIR, "session.c"), os.path.join(REPO, "lucie.c"),
            "-lm"]

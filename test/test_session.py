@@ -13,9 +13,10 @@ import subprocess
 
 import pytest
 
-from conftest import LUCIE_INSTRUCT, STORIES_TIED, STORIES_UNTIED, TEST_DIR, export_model, need_binary, need_dir
+from conftest import (LUCIE_INSTRUCT, STORIES_TIED, STORIES_UNTIED, TEST_DIR, export_model, need_binary, need_dir,
+                      require)
 
-np = pytest.importorskip("numpy")
+np = require("numpy")
 
 SESSION = os.path.join(TEST_DIR, "session")
 
@@ -53,7 +54,7 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def token_ids():
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = require("tokenizers")
     tok = tokenizers.Tokenizer.from_file(os.path.join(need_dir(STORIES_UNTIED), "tokenizer.json"))
     ids = tok.encode(TEXT).ids
     assert len(ids) >= N_PROMPT + N_MORE

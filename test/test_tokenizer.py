@@ -17,9 +17,9 @@ must agree exactly:
   * ./run --tokenize / --detokenize on a sample, byte for byte;
   * invalid UTF-8, corrupted tokenizer sections, small buffers: clear errors.
 
-Tokenizers: Lucie-7B base and instruct (../shared, skipped when absent), and
-tokenizers written by make_tokenizer.py (Lucie's exact pipeline with a small
-vocabulary, a plain Llama-2 style one), plus stories260K's when present.
+Tokenizers: Lucie-7B base and instruct (test/data/lucie), tokenizers written by
+make_tokenizer.py (Lucie's exact pipeline with a small vocabulary, a plain
+Llama-2 style one), and stories260K's (test/data/stories260K).
 
 Bulk comparisons call the library in-process (lucie.c compiled as a shared
 library, driven through ctypes) because thousands of process launches would
@@ -38,9 +38,10 @@ import unicodedata
 
 import pytest
 
-from conftest import LUCIE_BASE, LUCIE_INSTRUCT, REPO, RUN, STORIES_UNTIED, need_binary, read_entries
+from conftest import (LUCIE_BASE, LUCIE_INSTRUCT, REPO, RUN, STORIES_UNTIED, need_binary, need_dir, read_entries,
+                      require)
 
-tokenizers = pytest.importorskip("tokenizers")
+tokenizers = require("tokenizers")
 
 LUCIE_OK, LUCIE_EFORMAT, LUCIE_EINVAL, LUCIE_ESMALL = 0, -2, -4, -7
 ADD_SPECIAL, PARSE_SPECIAL, SKIP_SPECIAL = 1, 2, 1
@@ -148,8 +149,7 @@ class Model:
 @pytest.fixture(scope="session")
 def lib(tmp_path_factory):
     cc = os.environ.get("CC", "cc")
-    if not shutil.which(cc):
-        pytest.skip("no C compiler (%s)" % cc)
+    assert shutil.which(cc), "no C compiler (%s): the library under test cannot be built" % cc
     out = str(tmp_path_factory.mktemp("lib") / "liblucie.so")
     # CFLAGS from the environment, e.g. sanitizers (then LD_PRELOAD the runtime)
     cflags = os.environ.get("CFLAGS", "-O2").split()
@@ -202,11 +202,9 @@ _cache = {}
 
 
 def pair(name, tokenizer_dirs, lib, tmp_path_factory):
-    """(reference Tokenizer, Model, model path) for a tokenizer name; skips if absent."""
+    """(reference Tokenizer, Model, model path) for a tokenizer name."""
     if name not in _cache:
-        tok_dir = tokenizer_dirs[name]
-        if not os.path.exists(os.path.join(tok_dir, "tokenizer.json")):
-            pytest.skip("reference data not found: %s" % os.path.normpath(tok_dir))
+        tok_dir = need_dir(tokenizer_dirs[name])
         path = build_model(tok_dir, str(tmp_path_factory.mktemp(name)))
         ref = tokenizers.Tokenizer.from_file(os.path.join(tok_dir, "tokenizer.json"))
         _cache[name] = (ref, Model(lib, path), path)
@@ -459,7 +457,7 @@ def text_of_bytes_tokens(ref, ids):
 
 
 def compare_normalizer(ref, model, texts):
-    np = pytest.importorskip("numpy")
+    np = require("numpy")
     """Mismatches between the reference's normalizer output and the bytes lucie's
     encoding stands for, on texts without added tokens."""
     byte_of = {}

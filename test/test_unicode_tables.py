@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, require
 
 MARK = "/* ========================================================================\n * APPENDIX: Unicode tables"
 
 
 def test_appendix_is_what_the_generator_derives_from_the_reference(tmp_path):
-    pytest.importorskip("tokenizers")
+    require("tokenizers")
     out = tmp_path / "tables.c"
     proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "gen_unicode.py"), str(out)],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)

@@ -2,8 +2,8 @@
 """The whole pipeline, offline, in one command (`make demo`):
 
   1. write a small random checkpoint in Hugging Face format, shaped like
-     Lucie-7B but scaled down, with Lucie's real tokenizer when ../shared is
-     there (else a generated Llama-2-style one);
+     Lucie-7B but scaled down, with Lucie's real tokenizer and config
+     (test/data/lucie/base);
   2. export it with export.py, exactly as you would export the real model;
   3. generate from it with ./run.
 
@@ -16,7 +16,7 @@ import sys
 import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_LUCIE = os.path.join(REPO, "..", "shared", "lucie", "base")
+LUCIE_BASE = os.path.join(REPO, "test", "data", "lucie", "base")
 
 
 def step(msg):
@@ -29,18 +29,10 @@ def main():
     model = os.path.join(work, "demo.bin")
     cmd = [sys.executable, os.path.join(REPO, "test", "make_checkpoint.py"), hf_dir,
            "--hidden", "256", "--ffn", "768", "--layers", "4", "--heads", "8", "--kv-heads", "2",
-           "--dtype", "bf16", "--shards", "2"]
-    if os.path.isdir(SHARED_LUCIE):
-        cmd += ["--config", os.path.join(SHARED_LUCIE, "config.json"), "--tokenizer-dir", SHARED_LUCIE,
-                "--generation-config", os.path.join(SHARED_LUCIE, "generation_config.json")]
-        what = "Lucie's real tokenizer"
-    else:
-        tok_dir = os.path.join(work, "tokenizer")
-        subprocess.run([sys.executable, os.path.join(REPO, "test", "make_tokenizer.py"), "--style", "llama2",
-                        tok_dir], check=True)
-        cmd += ["--tokenizer-dir", tok_dir, "--vocab", "512"]
-        what = "a generated Llama-2-style tokenizer (../shared not found)"
-    step("1/3 random Lucie-shaped checkpoint (hidden 256, 4 layers, GQA 8/2) with " + what)
+           "--dtype", "bf16", "--shards", "2",
+           "--config", os.path.join(LUCIE_BASE, "config.json"), "--tokenizer-dir", LUCIE_BASE,
+           "--generation-config", os.path.join(LUCIE_BASE, "generation_config.json")]
+    step("1/3 random Lucie-shaped checkpoint (hidden 256, 4 layers, GQA 8/2) with Lucie's real tokenizer")
     subprocess.run(cmd, check=True)
     step("2/3 export.py %s -> %s" % (hf_dir, model))
     subprocess.run([sys.executable, os.path.join(REPO, "export.py"), hf_dir, model], check=True)
