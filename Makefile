@@ -1,7 +1,9 @@
 # lucie.c - build, test, demo, benchmark.
 #   make              build ./run (OpenMP when the compiler has it)
 #   make OPENMP=0     build without OpenMP
-#   make test         build everything and run the whole test suite
+#   make test         build everything and run the whole test suite (installs the Python
+#                     references of test/requirements.txt in .venv when python3 lacks them)
+#   make test-quick   a reduced run without the Python references; says what it did not check
 #   make SANITIZE=1   build with AddressSanitizer + UBSan (works with test)
 #   make fuzz         libFuzzer targets (clang); bash test/fuzz.sh SECONDS runs them
 #   make demo         offline end-to-end demo on a small random Lucie-shaped model
@@ -37,7 +39,7 @@ REPLAYERS = $(addprefix test/replay_,$(FUZZ_NAMES))
 FUZZ_CC ?= clang
 TEST_BINS = $(TEST_PROGS) $(UNIT_TESTS) $(EXAMPLES) $(REPLAYERS)
 
-.PHONY: all test demo bench lucie fuzz clean
+.PHONY: all test test-programs test-quick demo bench lucie fuzz clean
 all: run
 
 run: run.c $(LIB_SRC)
@@ -56,9 +58,17 @@ fuzz: $(FUZZERS)
 $(FUZZERS): test/fuzz_%: test/fuzz_%.c test/fuzz_common.h run.c $(LIB_SRC)
 	$(FUZZ_CC) $(WARN) -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< lucie.c $(LDLIBS)
 
-test: run $(TEST_BINS)
+test-programs: run $(TEST_BINS)
+
+# test/setup_env.py prints the Python to run pytest with: $(PYTHON) when it has every
+# reference module, else .venv (created from test/requirements.txt once, then reused).
+test: test-programs
 	for t in $(UNIT_TESTS); do ./$$t || exit 1; done
-	$(PYTHON) -m pytest -q test
+	py=$$($(PYTHON) test/setup_env.py) && "$$py" -m pytest -q -rs test
+
+# The banner first, then the build, then the reduced run (test/quick.sh).
+test-quick:
+	@MAKE="$(MAKE)" PYTHON="$(PYTHON)" UNIT_TESTS="$(UNIT_TESTS)" sh test/quick.sh
 
 demo: run
 	$(PYTHON) tools/demo.py
