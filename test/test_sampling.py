@@ -130,7 +130,8 @@ def test_greedy_matches_transformers(prompt, penalty, window, stories_bin, hf_mo
         # right answers; anything else is a real difference.
         assert margins[first] < 1e-4, "differs at new token %d: lucie %s, transformers %s (margin %.3g)" % (
             first, got, expected, margins[first])
-        pytest.skip("near tie at token %d (margin %.2g)" % (first, margins[first]))
+        print("equal up to a near tie at new token %d (margin %.2g)" % (first, margins[first]))
+        return
     assert got == expected
 
 
