@@ -59,6 +59,7 @@ $(FUZZERS): test/fuzz_%: test/fuzz_%.c test/fuzz_common.h run.c $(LIB_SRC)
 	$(FUZZ_CC) $(WARN) -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< lucie.c $(LDLIBS)
 
 test-programs: run $(TEST_BINS)
+	@:
 
 # test/setup_env.py prints the Python to run pytest with: $(PYTHON) when it has every
 # reference module, else .venv (created from test/requirements.txt once, then reused).
