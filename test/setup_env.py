@@ -79,8 +79,8 @@ def create_venv():
     if os.path.exists(VENV):
         say("test/requirements.txt or Python changed: re-creating .venv")
         shutil.rmtree(VENV)
-    say("creating .venv and installing test/requirements.txt into it (once; torch with its "
-        "dependencies is a few GB, allow several minutes)")
+    say("creating .venv and installing test/requirements.txt into it (once; about 6 GB with the CUDA "
+        "libraries of PyPI's torch wheel, allow several minutes)")
     if subprocess.call([sys.executable, "-m", "venv", VENV], stdout=sys.stderr) != 0:
         shutil.rmtree(VENV, ignore_errors=True)
         raise SystemExit("setup_env: `%s -m venv .venv` failed (Debian: apt-get install python3-venv)"
