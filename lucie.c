@@ -76,13 +76,25 @@ const char *lucie_status_string(int status) {
     case LUCIE_ENOMEM: return "out of memory";
     case LUCIE_EINVAL: return "invalid argument";
     case LUCIE_ECONTEXT: return "context is full";
-    case LUCIE_ECANCELLED: return "cancelled";
     case LUCIE_ESMALL: return "buffer too small";
     default: return "unknown error";
     }
 }
 
-static double now_seconds(void) {
+const char *lucie_stop_reason_string(int stop_reason) {
+    switch (stop_reason) {
+    case LUCIE_STOP_MAX_TOKENS: return "max_tokens";
+    case LUCIE_STOP_EOS: return "eos";
+    case LUCIE_STOP_CALLBACK: return "callback";
+    case LUCIE_STOP_CONTEXT_FULL: return "context_full";
+    case LUCIE_STOP_STRING: return "stop_string";
+    default: return "unknown";
+    }
+}
+
+void lucie_free(void *p) { free(p); }
+
+double lucie_time_seconds(void) {
 #ifdef _WIN32
     LARGE_INTEGER f, c;
     QueryPerformanceFrequency(&f);
@@ -147,6 +159,43 @@ static int replace_file(const char *from, const char *to) {
 #else
     return rename(from, to);
 #endif
+}
+
+/* Writing a file so that a failure (a full disk, a crash) never leaves a
+ * half-written one in its place: the bytes go to path + ".tmp", which
+ * replaces path only once it is complete. atomic_create returns the open
+ * temporary file and its name (*tmp_path, to free), or NULL with the reason
+ * in err. */
+static FILE *atomic_create(const char *path, char **tmp_path, char *err, size_t err_size) {
+    size_t len = strlen(path) + 5;
+    FILE *f;
+    *tmp_path = (char *)malloc(len);
+    if (!*tmp_path) {
+        set_error(err, err_size, "out of memory");
+        return NULL;
+    }
+    snprintf(*tmp_path, len, "%s.tmp", path);
+    f = open_file(*tmp_path, "wb");
+    if (!f) set_error(err, err_size, "cannot create '%s': %s", *tmp_path, strerror(errno));
+    return f;
+}
+
+/* Closes the temporary file and, when everything written so far went well
+ * (ok), puts it in place of path; otherwise (or when that fails: err says
+ * why) removes it. Returns LUCIE_OK or LUCIE_EIO. */
+static int atomic_finish(FILE *f, const char *tmp_path, const char *path, int ok, char *err, size_t err_size) {
+    int failed = fflush(f) != 0;
+    failed |= fclose(f) != 0;
+    if (ok && failed) {
+        set_error(err, err_size, "write error on '%s': %s", tmp_path, strerror(errno));
+        ok = 0;
+    }
+    if (ok && replace_file(tmp_path, path) != 0) {
+        set_error(err, err_size, "cannot rename '%s' to '%s': %s", tmp_path, path, strerror(errno));
+        ok = 0;
+    }
+    if (!ok) remove_file(tmp_path);
+    return ok ? LUCIE_OK : LUCIE_EIO;
 }
 
 static uint32_t read_u32(const unsigned char *p) {
@@ -1762,6 +1811,56 @@ int lucie_tokenize(const lucie_model *model, const char *text, size_t len, int f
     return LUCIE_OK;
 }
 
+/* The calls that produce token ids (lucie_tokenize, lucie_chat_tokens) fill
+ * a caller's array and report the size needed; their *_alloc forms ask for
+ * the size, allocate, and call again, here, once. */
+typedef int (*ids_producer)(const void *args, int *ids, int max_ids, int *n_ids, char *err, size_t err_size);
+
+static int ids_alloc(ids_producer produce, const void *args, int **ids, int *n_ids, char *err, size_t err_size) {
+    int rc;
+    if (!ids || !n_ids) {
+        set_error(err, err_size, "NULL output argument");
+        return LUCIE_EINVAL;
+    }
+    *ids = NULL;
+    rc = produce(args, NULL, 0, n_ids, err, err_size);
+    if (rc != LUCIE_OK && rc != LUCIE_ESMALL) return rc;
+    *ids = (int *)malloc((size_t)(*n_ids > 0 ? *n_ids : 1) * sizeof(int));
+    if (!*ids) {
+        set_error(err, err_size, "out of memory");
+        return LUCIE_ENOMEM;
+    }
+    if (*n_ids == 0) return LUCIE_OK;
+    rc = produce(args, *ids, *n_ids, n_ids, err, err_size);
+    if (rc != LUCIE_OK) {
+        free(*ids);
+        *ids = NULL;
+    }
+    return rc;
+}
+
+typedef struct {
+    const lucie_model *model;
+    const char *text;
+    size_t len;
+    int flags;
+} tokenize_args;
+
+static int produce_tokens(const void *args, int *ids, int max_ids, int *n_ids, char *err, size_t err_size) {
+    const tokenize_args *a = (const tokenize_args *)args;
+    return lucie_tokenize(a->model, a->text, a->len, a->flags, ids, max_ids, n_ids, err, err_size);
+}
+
+int lucie_tokenize_alloc(const lucie_model *model, const char *text, size_t len, int flags, int **ids, int *n_ids,
+                         char *err, size_t err_size) {
+    tokenize_args a;
+    a.model = model;
+    a.text = text;
+    a.len = len;
+    a.flags = flags;
+    return ids_alloc(produce_tokens, &a, ids, n_ids, err, err_size);
+}
+
 /* ---- decoding ------------------------------------------------------------------
  * The decoder chain splits in two at its first Fuse. Before it, operations
  * act on each token's piece (Metaspace's "first piece" is the first piece
@@ -1773,8 +1872,12 @@ int lucie_tokenize(const lucie_model *model, const char *text, size_t len, int f
  * Without a Fuse the pieces are simply concatenated at the end. */
 
 struct lucie_detok_stream {
+    const lucie_model *model;
     const tokenizer *tok;
     int flags;
+    int n_ids;              /* ids 0..n_ids-1 are valid: the model's vocabulary, which may
+                               have rows without a piece beyond the tokenizer's (padding) */
+    int status;             /* of the last call: LUCIE_OK, or why it returned NULL */
     byte_buf bytes;         /* ByteFallback: the pending run of bytes */
     long *n_seen;           /* per decoder op: pieces seen (Metaspace's first-piece rule) */
     byte_buf *held;         /* per decoder op after Fuse: text held back */
@@ -1947,7 +2050,8 @@ static int detok_push_id(lucie_detok_stream *st, int id) {
     const tokenizer *t = st->tok;
     const unsigned char *piece;
     size_t len;
-    if (id < 0 || id >= t->vocab_size) return LUCIE_EINVAL;
+    if (id < 0 || id >= st->n_ids) return LUCIE_EINVAL;
+    if (id >= t->vocab_size) return LUCIE_OK; /* a padding id has no text; HF decode() skips it too */
     piece = t->piece[id];
     len = t->piece_len[id];
     if (t->added_of[id] >= 0) {
@@ -1971,11 +2075,14 @@ static int detok_finish(lucie_detok_stream *st) {
     return st->failed || st->out.oom ? LUCIE_ENOMEM : LUCIE_OK;
 }
 
-static lucie_detok_stream *detok_stream_create(const tokenizer *t, int flags) {
+static lucie_detok_stream *detok_stream_create(const lucie_model *m, int flags) {
+    const tokenizer *t = model_tokenizer(m);
     lucie_detok_stream *st = (lucie_detok_stream *)calloc(1, sizeof *st);
     if (!st) return NULL;
+    st->model = m;
     st->tok = t;
     st->flags = flags;
+    st->n_ids = m->config.vocab_size > t->vocab_size ? m->config.vocab_size : t->vocab_size;
     st->n_seen = (long *)calloc((size_t)t->n_dec_ops + 1, sizeof(long));
     st->held = (byte_buf *)calloc((size_t)t->n_dec_ops + 1, sizeof(byte_buf));
     if (!st->n_seen || !st->held) {
@@ -1989,7 +2096,7 @@ static lucie_detok_stream *detok_stream_create(const tokenizer *t, int flags) {
 
 lucie_detok_stream *lucie_detok_stream_new(const lucie_model *model, int flags) {
     if (!model || (flags & ~LUCIE_DETOK_SKIP_SPECIAL)) return NULL;
-    return detok_stream_create(model_tokenizer(model), flags);
+    return detok_stream_create(model, flags);
 }
 
 void lucie_detok_stream_free(lucie_detok_stream *st) {
@@ -2006,7 +2113,7 @@ void lucie_detok_stream_free(lucie_detok_stream *st) {
     free(st);
 }
 
-static int detok_length(const tokenizer *t, const int *ids, int n_ids, int flags, size_t *len);
+static int detok_length(const lucie_model *m, const int *ids, int n_ids, int flags, size_t *len);
 
 static const char *detok_take(lucie_detok_stream *st, size_t *len) {
     if (st->skip > 0 && st->out.len > 0) {
@@ -2019,7 +2126,10 @@ static const char *detok_take(lucie_detok_stream *st, size_t *len) {
         st->out.len -= cut;
     }
     *len = st->out.len;
-    if (!buf_reserve(&st->out, 1)) return NULL;
+    if (!buf_reserve(&st->out, 1)) {
+        st->status = LUCIE_ENOMEM;
+        return NULL;
+    }
     st->out.data[*len] = 0; /* keeps a NUL after the text, for convenience */
     st->out.len = 0;
     return (const char *)st->out.data;
@@ -2029,10 +2139,13 @@ const char *lucie_detok_stream_push(lucie_detok_stream *st, int token, size_t *l
     size_t dummy;
     if (!len) len = &dummy;
     *len = 0;
-    if (!st || st->failed || st->ended) return NULL;
+    if (!st || st->failed || st->ended) {
+        if (st) st->status = LUCIE_EINVAL;
+        return NULL;
+    }
     st->out.len = 0;
     st->n_pushed++;
-    if (detok_push_id(st, token) != LUCIE_OK) return NULL;
+    if ((st->status = detok_push_id(st, token)) != LUCIE_OK) return NULL;
     return detok_take(st, len);
 }
 
@@ -2052,7 +2165,7 @@ int lucie_detok_stream_prime(lucie_detok_stream *st, const int *ids, int n_ids) 
         emitted += st->out.len;
     }
     st->out.len = 0;
-    rc = detok_length(st->tok, ids, n_ids, st->flags, &total);
+    rc = detok_length(st->model, ids, n_ids, st->flags, &total);
     if (rc != LUCIE_OK) return rc;
     st->skip = total > emitted ? total - emitted : 0;
     return LUCIE_OK;
@@ -2065,17 +2178,20 @@ const char *lucie_detok_stream_flush(lucie_detok_stream *st, size_t *len) {
     size_t dummy;
     if (!len) len = &dummy;
     *len = 0;
-    if (!st || st->failed || st->ended) return NULL;
+    if (!st || st->failed || st->ended) {
+        if (st) st->status = LUCIE_EINVAL;
+        return NULL;
+    }
     st->ended = 1;
     st->out.len = 0;
-    if (detok_finish(st) != LUCIE_OK) return NULL;
+    if ((st->status = detok_finish(st)) != LUCIE_OK) return NULL;
     return detok_take(st, len);
 }
 
 /* The whole decode of ids into a stream's output buffer (*out_stream, to be
  * freed by the caller), or an error. */
-static int detok_whole(const tokenizer *t, const int *ids, int n_ids, int flags, lucie_detok_stream **out_stream) {
-    lucie_detok_stream *st = detok_stream_create(t, flags);
+static int detok_whole(const lucie_model *m, const int *ids, int n_ids, int flags, lucie_detok_stream **out_stream) {
+    lucie_detok_stream *st = detok_stream_create(m, flags);
     int i, rc = LUCIE_OK;
     *out_stream = st;
     if (!st) return LUCIE_ENOMEM;
@@ -2085,9 +2201,9 @@ static int detok_whole(const tokenizer *t, const int *ids, int n_ids, int flags,
     return rc;
 }
 
-static int detok_length(const tokenizer *t, const int *ids, int n_ids, int flags, size_t *len) {
+static int detok_length(const lucie_model *m, const int *ids, int n_ids, int flags, size_t *len) {
     lucie_detok_stream *st;
-    int rc = detok_whole(t, ids, n_ids, flags, &st);
+    int rc = detok_whole(m, ids, n_ids, flags, &st);
     *len = rc == LUCIE_OK ? st->out.len : 0;
     lucie_detok_stream_free(st);
     return rc;
@@ -2101,7 +2217,7 @@ int lucie_detokenize(const lucie_model *model, const int *ids, int n_ids, int fl
     if (!model || n_ids < 0 || (n_ids > 0 && !ids) || (buf_size > 0 && !buf) || !len ||
         (flags & ~LUCIE_DETOK_SKIP_SPECIAL))
         return LUCIE_EINVAL;
-    rc = detok_whole(model_tokenizer(model), ids, n_ids, flags, &st);
+    rc = detok_whole(model, ids, n_ids, flags, &st);
     if (rc == LUCIE_OK) {
         *len = st->out.len;
         if (buf_size > 0) {
@@ -2140,6 +2256,25 @@ typedef struct {
                    int cols, int group_size);
     void (*embed_row)(float *out, const void *w, int row, int cols, int group_size);
 } weight_kernels;
+
+/* Everything the library knows about one weight format, in one place (the
+ * table is at the end of this section, 4c): the loader sizes and checks
+ * tensors with it, the forward pass takes its kernels, the quantizer (section
+ * 10) its code range and group quantizer, and lucie_dtype() shows it to run.c
+ * and to the test that pins export.py's copy. Adding a format means adding a
+ * descriptor, its kernels and, for an integer format, its group quantizer. */
+typedef struct weight_format weight_format;
+struct weight_format {
+    int dtype;             /* LUCIE_DT_*: its number in the file */
+    lucie_dtype_info info; /* name and storage: group, unit_bytes, row_block, quantized */
+    const weight_kernels *kernels;
+    /* integer formats: value = (code - zero) * scale, code - zero in [code_min, code_max] */
+    int code_bits, zero, code_min, code_max;
+    int embedding_dtype;   /* what the embedding table and lm_head get in a file quantized to this format */
+    uint16_t (*quantize_group)(const weight_format *f, const float *v, unsigned char *codes); /* NULL: float */
+};
+
+static const weight_format *weight_format_of(int dtype);
 
 /* Decoding streams every weight once per token, and the hardware prefetchers
  * of the machines we measured fall behind such a stream: asking for the bytes
@@ -2641,12 +2776,15 @@ static const weight_kernels bf16_kernels = {no_input_bytes, NULL, matmul_bf16, e
 #include <arm_neon.h>
 #endif
 
+/* The layout's sizes, from the format's descriptor (4c). */
 static int quant_groups(int cols) { return (cols + QUANT_GROUP - 1) / QUANT_GROUP; }
-static int quant_zero(int dtype) { return dtype == LUCIE_DT_Q8 ? Q8_ZERO : Q4_ZERO; }
+static int quant_zero(int dtype) { return weight_format_of(dtype)->zero; }
 /* Bytes of one group of one row (its scale plus its codes). */
-static size_t quant_unit_bytes(int dtype) { return dtype == LUCIE_DT_Q8 ? 2 + 32 : 2 + 16; }
+static size_t quant_unit_bytes(int dtype) { return (size_t)weight_format_of(dtype)->info.unit_bytes; }
 static size_t quant_block_bytes(int dtype, int ng) { return (size_t)ng * QUANT_ROWS * quant_unit_bytes(dtype); }
-static size_t quant_codes_per_group(int dtype) { return dtype == LUCIE_DT_Q8 ? 512 : 256; }
+static size_t quant_codes_per_group(int dtype) {
+    return (size_t)QUANT_ROWS * QUANT_GROUP * (size_t)weight_format_of(dtype)->code_bits / 8;
+}
 
 /* Exact f16 -> f32 without touching denormal floats (which are slow on x86):
  * the value is mantissa * 2^(exponent - 25), both parts built as integers. */
@@ -2697,22 +2835,19 @@ static int round_to_int(float v) {
 #endif
 }
 
-/* Bytes of a [rows, cols] tensor of this dtype; 0 when the shape is empty,
- * too large for the kernels, the group size unsupported, or on overflow. */
+/* Bytes of a [rows, cols] tensor of this dtype (lucie.h's formula: rows
+ * padded to the row block, each row ceil(cols / group) units); 0 when the
+ * format is unknown, the shape empty or too large for the kernels, the
+ * header's group size not the format's, or on overflow. */
 static int tensor_bytes(int dtype, size_t rows, size_t cols, int group_size, size_t *bytes) {
-    size_t units;
-    if (rows == 0 || cols == 0 || rows > INT_MAX || cols > INT_MAX) return 0;
-    switch (dtype) {
-    case LUCIE_DT_F32: return mul_size(rows, cols, &units) && mul_size(units, 4, bytes);
-    case LUCIE_DT_BF16: return mul_size(rows, cols, &units) && mul_size(units, 2, bytes);
-    case LUCIE_DT_Q8:
-    case LUCIE_DT_Q4:
-        if (group_size != QUANT_GROUP) return 0;
-        rows = (rows + QUANT_ROWS - 1) / QUANT_ROWS * QUANT_ROWS;
-        return mul_size(rows, (size_t)quant_groups((int)cols), &units) &&
-               mul_size(units, quant_unit_bytes(dtype), bytes);
-    default: return 0;
-    }
+    const weight_format *f = weight_format_of(dtype);
+    size_t units, block, group;
+    if (!f || rows == 0 || cols == 0 || rows > INT_MAX || cols > INT_MAX) return 0;
+    if (f->info.group > 1 && group_size != f->info.group) return 0;
+    block = (size_t)f->info.row_block;
+    group = (size_t)f->info.group;
+    rows = (rows + block - 1) / block * block;
+    return mul_size(rows, (cols + group - 1) / group, &units) && mul_size(units, (size_t)f->info.unit_bytes, bytes);
 }
 
 /* ---- the activations: int8 per group, quantized once per input ---- */
@@ -2778,24 +2913,24 @@ static float quant_madd(float a, float b, float c) {
 #endif
 }
 
+/* Where quad k (elements 4k..4k+3) of a group lives, for codes of `bits`
+ * bits: the 64-byte chunk k % bits, at bit (k / bits) * bits of each byte.
+ * That is the layout above: q8 quad k is chunk k; q4 quads k and k + 4
+ * share chunk k, low and high nibble. */
+static size_t quad_chunk(int k, int bits) { return (size_t)(k % bits) * 64; }
+static int quad_shift(int k, int bits) { return k / bits * bits; }
+
 /* Codes of group g of a block in plain order: u[r][i] = code of row r,
  * element 32g + i; dw[r] = its scale. */
 static void quant_unpack_group(int dtype, const unsigned char *block, int ng, int g,
                                unsigned char u[QUANT_ROWS][QUANT_GROUP], float dw[QUANT_ROWS]) {
     const unsigned char *codes = block + (size_t)ng * QUANT_ROWS * 2 + (size_t)g * quant_codes_per_group(dtype);
-    int r, k, j;
+    int bits = weight_format_of(dtype)->code_bits, mask = (1 << bits) - 1, r, k, j;
     for (r = 0; r < QUANT_ROWS; r++) dw[r] = half_to_float(load_u16(block + ((size_t)g * QUANT_ROWS + r) * 2));
-    for (k = 0; k < 8; k++)
+    for (k = 0; k < QUANT_GROUP / 4; k++)
         for (r = 0; r < QUANT_ROWS; r++)
-            for (j = 0; j < 4; j++) {
-                if (dtype == LUCIE_DT_Q8) {
-                    u[r][4 * k + j] = codes[k * 64 + r * 4 + j];
-                } else if (k < 4) {
-                    unsigned char b = codes[k * 64 + r * 4 + j];
-                    u[r][4 * k + j] = b & 15;
-                    u[r][16 + 4 * k + j] = b >> 4;
-                }
-            }
+            for (j = 0; j < 4; j++)
+                u[r][4 * k + j] = (unsigned char)((codes[quad_chunk(k, bits) + r * 4 + j] >> quad_shift(k, bits)) & mask);
 }
 
 /* sums[r] = sum_i code(row r, element i) * xc[i] over one group: the 16 rows
@@ -3090,14 +3225,47 @@ static void q4_embed_row(float *out, const void *w, int row, int cols, int group
 static const weight_kernels q8_kernels = {quant_input_bytes, quant_prepare, q8_matmul, q8_embed_row};
 static const weight_kernels q4_kernels = {quant_input_bytes, quant_prepare, q4_matmul, q4_embed_row};
 
-static const weight_kernels *kernels_for(int dtype) {
-    switch (dtype) {
-    case LUCIE_DT_F32: return &f32_kernels;
-    case LUCIE_DT_BF16: return &bf16_kernels;
-    case LUCIE_DT_Q8: return &q8_kernels;
-    case LUCIE_DT_Q4: return &q4_kernels;
-    default: return NULL;
-    }
+/* ---- 4c. The weight formats: one descriptor each ----
+ * The one table of weight formats (struct weight_format, top of this
+ * section). Indexed by the file's dtype number; entry 0 (untyped bytes) is
+ * not a weight format. The group quantizers are in section 10. */
+
+static uint16_t q8_quantize_group(const weight_format *f, const float *v, unsigned char *codes);
+static uint16_t q4_quantize_group(const weight_format *f, const float *v, unsigned char *codes);
+
+static const weight_format weight_formats[] = {
+    {LUCIE_DT_BYTES, {NULL, 0, 0, 0, 0}, NULL, 0, 0, 0, 0, LUCIE_DT_BYTES, NULL},
+    {LUCIE_DT_F32, {"f32", 1, 4, 1, 0}, &f32_kernels, 0, 0, 0, 0, LUCIE_DT_F32, NULL},
+    {LUCIE_DT_BF16, {"bf16", 1, 2, 1, 0}, &bf16_kernels, 0, 0, 0, 0, LUCIE_DT_BF16, NULL},
+    {LUCIE_DT_Q8, {"q8", QUANT_GROUP, 2 + QUANT_GROUP, QUANT_ROWS, 1}, &q8_kernels, 8, Q8_ZERO, -127, 127,
+     LUCIE_DT_Q8, q8_quantize_group},
+    {LUCIE_DT_Q4, {"q4", QUANT_GROUP, 2 + QUANT_GROUP / 2, QUANT_ROWS, 1}, &q4_kernels, 4, Q4_ZERO, -8, 7,
+     LUCIE_DT_Q8, q4_quantize_group},
+};
+#define N_WEIGHT_FORMATS ((int)(sizeof weight_formats / sizeof weight_formats[0]))
+
+/* The format of a file dtype, or NULL for untyped bytes and unknown numbers. */
+static const weight_format *weight_format_of(int dtype) {
+    return dtype > LUCIE_DT_BYTES && dtype < N_WEIGHT_FORMATS ? &weight_formats[dtype] : NULL;
+}
+
+static const weight_kernels *kernels_for(int dtype) { return weight_format_of(dtype)->kernels; }
+
+/* Whether format a stores fewer bytes per weight than format b. */
+static int format_narrower(const weight_format *a, const weight_format *b) {
+    return (long)a->info.unit_bytes * b->info.group < (long)b->info.unit_bytes * a->info.group;
+}
+
+const lucie_dtype_info *lucie_dtype(int dtype) {
+    const weight_format *f = weight_format_of(dtype);
+    return f ? &f->info : NULL;
+}
+
+int lucie_dtype_from_name(const char *name) {
+    int d;
+    for (d = LUCIE_DT_BYTES + 1; name && d < N_WEIGHT_FORMATS; d++)
+        if (strcmp(weight_formats[d].info.name, name) == 0) return d;
+    return LUCIE_EINVAL;
 }
 
 
@@ -3114,7 +3282,7 @@ static int read_entries(const file_view *f, uint32_t n_entries, const lucie_conf
                         size_t err_size) {
     file_entry *e = (file_entry *)calloc(n_entries, sizeof *e);
     uint64_t table_end = HEADER_SIZE + (uint64_t)n_entries * ENTRY_SIZE;
-    uint32_t i, j;
+    uint32_t i, j, narrowest = 0; /* 1 + index of the tensor of the narrowest format */
     if (!e) {
         set_error(err, err_size, "out of memory");
         return LUCIE_ENOMEM;
@@ -3153,13 +3321,23 @@ static int read_entries(const file_view *f, uint32_t n_entries, const lucie_conf
             }
             continue;
         }
-        if (!kernels_for(e[i].dtype) || e[i].rows == 0 || e[i].cols == 0 || e[i].rows > MAX_VOCAB ||
+        if (!weight_format_of(e[i].dtype) || e[i].rows == 0 || e[i].cols == 0 || e[i].rows > MAX_VOCAB ||
             e[i].cols > MAX_DIM ||
             !tensor_bytes(e[i].dtype, e[i].rows, e[i].cols, c->group_size, &expect) || expect != e[i].size) {
             set_error(err, err_size, "entry '%s': dtype %d, shape [%u, %u] and size %llu do not agree", e[i].name,
                       e[i].dtype, e[i].rows, e[i].cols, (unsigned long long)e[i].size);
             goto fail;
         }
+        if (!narrowest || format_narrower(weight_format_of(e[i].dtype), weight_format_of(e[narrowest - 1].dtype)))
+            narrowest = i + 1;
+    }
+    /* The header's weight type names the narrowest format of the tensors (a
+     * q4 file keeps its embeddings at q8, its norms at f32). */
+    if (narrowest && e[narrowest - 1].dtype != c->weight_type) {
+        const lucie_dtype_info *said = lucie_dtype(c->weight_type);
+        set_error(err, err_size, "header: weight type %s (%d), but tensor '%s' is %s", said ? said->name : "unknown",
+                  c->weight_type, e[narrowest - 1].name, lucie_dtype(e[narrowest - 1].dtype)->name);
+        goto fail;
     }
     /* No two sections may share bytes (quadratic, but n is a few hundred). */
     for (i = 0; i < n_entries; i++)
@@ -3353,6 +3531,14 @@ typedef struct {
     int id;
 } prob_index;
 
+/* The input the prepared activations xq were made from, and how: valid
+ * until that buffer is written (input_written). */
+typedef struct {
+    const float *input;
+    void (*by)(const kernel_ctx *c, const float *x, int n, int cols, int group_size, void *xq);
+    int n, cols;
+} prepared_input;
+
 struct lucie_session {
     const lucie_model *model;
     int context, pos, n_threads;
@@ -3363,8 +3549,7 @@ struct lucie_session {
     float *value_cache;
     float *rope_cos, *rope_sin; /* [context][head_dim / 2] */
     int *history;      /* every token in the cache, for the repetition penalty */
-    const void *prepared_by; /* kernels whose prepare() last filled xq */
-    int prepared_cols;
+    prepared_input prepared; /* what xq was made from (see linear) */
     prob_index *candidates;
     unsigned *penalised; /* [vocab]: stamp of the last penalty call that saw the token */
     int have_logits;   /* logits holds the prediction after the last cached token */
@@ -3499,7 +3684,7 @@ int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, l
     widest = c->dim;
     if (c->hidden_dim > widest) widest = c->hidden_dim;
     if (q_dim > widest) widest = q_dim;
-    for (dt = LUCIE_DT_F32; dt <= LUCIE_DT_Q4; dt++) {
+    for (dt = LUCIE_DT_BYTES + 1; dt < N_WEIGHT_FORMATS; dt++) {
         size_t b = kernels_for(dt)->input_bytes(MAX_BATCH, widest, c->group_size);
         if (b > xq_bytes) xq_bytes = b;
     }
@@ -3544,6 +3729,13 @@ int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, l
     rope_tables(s->rope_cos, s->rope_sin, context, c->head_dim, c->rope_theta);
     seed_sampler(&s->samp, opts);
     *out = s;
+    return LUCIE_OK;
+}
+
+int lucie_session_set_sampler(lucie_session *s, const lucie_session_options *opts) {
+    if (!s || !opts) return LUCIE_EINVAL;
+    if (!valid_sampler_options(opts, s->error, sizeof s->error)) return LUCIE_EINVAL;
+    seed_sampler(&s->samp, opts);
     return LUCIE_OK;
 }
 
@@ -3602,8 +3794,10 @@ int lucie_session_save(const lucie_session *s, const char *path) {
     unsigned char header[SESSION_HEADER];
     size_t kv_dim, l;
     FILE *f;
-    int ok, i;
+    char *tmp_path, *error;
+    int ok, i, rc;
     if (!s || !path) return LUCIE_EINVAL;
+    error = ((lucie_session *)s)->error; /* the message slot is not part of the session's state */
     c = &s->model->config;
     kv_dim = (size_t)c->n_kv_heads * c->head_dim;
     memcpy(header, SESSION_MAGIC, 8);
@@ -3613,10 +3807,12 @@ int lucie_session_save(const lucie_session *s, const char *path) {
     put_u32(header + 20, (uint32_t)s->pos);
     put_u64(header + 24, model_fingerprint(s->model));
     put_u64(header + 32, s->samp.rng);
-    f = open_file(path, "wb");
+    /* written aside and renamed: a failed save leaves the previous one intact */
+    f = atomic_create(path, &tmp_path, error, sizeof s->error);
     if (!f) {
-        snprintf(((lucie_session *)s)->error, sizeof s->error, "cannot write '%s'", path);
-        return LUCIE_EIO;
+        rc = tmp_path ? LUCIE_EIO : LUCIE_ENOMEM;
+        free(tmp_path);
+        return rc;
     }
     ok = fwrite(header, 1, SESSION_HEADER, f) == SESSION_HEADER;
     for (i = 0; i < s->pos && ok; i++) {
@@ -3629,12 +3825,10 @@ int lucie_session_save(const lucie_session *s, const char *path) {
         ok = fwrite(s->key_cache + l * s->context * kv_dim, sizeof(float), count, f) == count &&
              fwrite(s->value_cache + l * s->context * kv_dim, sizeof(float), count, f) == count;
     }
-    if (fclose(f) != 0) ok = 0;
-    if (!ok) {
-        snprintf(((lucie_session *)s)->error, sizeof s->error, "write error on '%s'", path);
-        return LUCIE_EIO;
-    }
-    return LUCIE_OK;
+    if (!ok) set_error(error, sizeof s->error, "write error on '%s': %s", tmp_path, strerror(errno));
+    rc = atomic_finish(f, tmp_path, path, ok, error, sizeof s->error);
+    free(tmp_path);
+    return rc;
 }
 
 /* The size of an open file, in 64 bits even where long has 32 (Windows):
@@ -3819,21 +4013,33 @@ static int thread_index(void) {
 #endif
 }
 
-/* W x for a batch. Quantized weights first need the input quantized
- * ("prepared"); q, k and v (and gate and up) multiply the same input, so
- * same_input lets them reuse it when the previous call prepared it the same
- * way. */
-static void linear(lucie_session *s, float *out, const float *x, const tensor *w, int n, int same_input) {
+/* Every write to an activation buffer that a matrix multiplies goes
+ * through here (linear's outputs, rmsnorm_rows, attention, swiglu): a
+ * preparation made from it no longer holds. */
+static void input_written(lucie_session *s, const float *buffer) {
+    if (s->prepared.input == buffer) s->prepared.input = NULL;
+}
+
+/* W x for a batch. Quantized weights multiply a prepared (quantized) copy of
+ * the input; q, k and v (and gate and up) multiply the same input, so the
+ * preparation is reused while its buffer is unchanged and the matrix
+ * prepares its input the same way (whatever the types of the matrices in
+ * between: a q8 k_proj after an f32 q_proj reuses nothing stale). */
+static void linear(lucie_session *s, float *out, const float *x, const tensor *w, int n) {
     const weight_kernels *k = kernels_for(w->dtype);
+    prepared_input *p = &s->prepared;
     int group_size = s->model->config.group_size;
     kernel_ctx ctx;
     ctx.n_threads = s->n_threads;
-    if (k->prepare && !(same_input && s->prepared_by == k && s->prepared_cols == w->cols)) {
+    if (k->prepare && !(p->input == x && p->by == k->prepare && p->n == n && p->cols == w->cols)) {
         k->prepare(&ctx, x, n, w->cols, group_size, s->xq);
-        s->prepared_by = k;
-        s->prepared_cols = w->cols;
+        p->input = x;
+        p->by = k->prepare;
+        p->n = n;
+        p->cols = w->cols;
     }
     k->matmul(&ctx, out, x, s->xq, w->data, n, w->rows, w->cols, group_size);
+    input_written(s, out);
 }
 
 /* Causal grouped-query attention for n new tokens at positions pos..pos+n-1:
@@ -3877,6 +4083,7 @@ static void rmsnorm_rows(lucie_session *s, float *out, const float *x, const flo
 #pragma omp parallel for schedule(static) num_threads(s->n_threads) if (n > 1)
 #endif
     for (t = 0; t < n; t++) rmsnorm(out + (size_t)t * c->dim, x + (size_t)t * c->dim, weight, c->dim, c->rms_norm_eps);
+    input_written(s, out);
 }
 
 /* hb = silu(hb) * hb2 (LlamaMLP's act_fn(gate_proj(x)) * up_proj(x)). */
@@ -3888,6 +4095,7 @@ static void swiglu(lucie_session *s, int count) {
 #pragma omp parallel for schedule(static) num_threads(s->n_threads) if (count > s->model->config.hidden_dim)
 #endif
     for (i = 0; i < count; i++) gate[i] = silu(gate[i]) * up[i];
+    input_written(s, gate);
 }
 
 /* Runs n (<= MAX_BATCH) tokens through the model. logits receives vocab_size
@@ -3905,9 +4113,9 @@ static void forward_batch(lucie_session *s, const int *tokens, int n, float *log
         float *vc = s->value_cache + (size_t)l * s->context * kv_dim;
         /* attention block */
         rmsnorm_rows(s, s->xb, s->x, w->attn_norm, n);
-        linear(s, s->q, s->xb, &w->wq, n, 0);
-        linear(s, s->k, s->xb, &w->wk, n, 1);
-        linear(s, s->v, s->xb, &w->wv, n, 1);
+        linear(s, s->q, s->xb, &w->wq, n);
+        linear(s, s->k, s->xb, &w->wk, n);
+        linear(s, s->v, s->xb, &w->wv, n);
         for (t = 0; t < n; t++) {
             int p = s->pos + t;
             const float *cr = s->rope_cos + (size_t)p * half, *sr = s->rope_sin + (size_t)p * half;
@@ -3917,24 +4125,26 @@ static void forward_batch(lucie_session *s, const int *tokens, int n, float *log
             memcpy(vc + (size_t)p * kv_dim, s->v + (size_t)t * kv_dim, (size_t)kv_dim * sizeof(float));
         }
         attention(s, l, n);
-        linear(s, s->xb, s->att_out, &w->wo, n, 0);
+        input_written(s, s->att_out);
+        linear(s, s->xb, s->att_out, &w->wo, n);
         for (i = 0; i < n * dim; i++) s->x[i] += s->xb[i];
         /* MLP block */
         rmsnorm_rows(s, s->xb, s->x, w->ffn_norm, n);
-        linear(s, s->hb, s->xb, &w->w_gate, n, 0);
-        linear(s, s->hb2, s->xb, &w->w_up, n, 1);
+        linear(s, s->hb, s->xb, &w->w_gate, n);
+        linear(s, s->hb2, s->xb, &w->w_up, n);
         swiglu(s, n * hidden);
-        linear(s, s->xb, s->hb, &w->w_down, n, 0);
+        linear(s, s->xb, s->hb, &w->w_down, n);
         for (i = 0; i < n * dim; i++) s->x[i] += s->xb[i];
     }
     s->pos += n;
     if (!logits) return;
     if (all_logits) {
         rmsnorm_rows(s, s->xb, s->x, m->final_norm, n);
-        linear(s, logits, s->xb, &m->lm_head, n, 0);
+        linear(s, logits, s->xb, &m->lm_head, n);
     } else {
         rmsnorm(s->xb, s->x + (size_t)(n - 1) * dim, m->final_norm, dim, c->rms_norm_eps);
-        linear(s, logits, s->xb, &m->lm_head, 1, 0);
+        input_written(s, s->xb);
+        linear(s, logits, s->xb, &m->lm_head, 1);
     }
 }
 
@@ -4227,15 +4437,15 @@ int lucie_generate_tokens(lucie_session *s, const int *ids, int n_ids, const luc
         goto done;
     }
     st.n_prompt = n_ids;
-    t0 = now_seconds();
+    t0 = lucie_time_seconds();
     if (n_ids > 0 && (rc = lucie_eval(s, ids, n_ids, s->logits, 0)) != LUCIE_OK) goto done;
-    st.prompt_seconds = now_seconds() - t0;
-    t0 = now_seconds();
+    st.prompt_seconds = lucie_time_seconds() - t0;
+    t0 = lucie_time_seconds();
     while (st.n_generated < o->max_tokens) {
         const char *piece;
         size_t len = 0, safe;
         if (s->pos >= s->context) {
-            st.stop_reason = 3;
+            st.stop_reason = LUCIE_STOP_CONTEXT_FULL;
             snprintf(s->error, sizeof s->error, "context full (%d tokens)", s->context);
             break;
         }
@@ -4250,64 +4460,49 @@ int lucie_generate_tokens(lucie_session *s, const int *ids, int n_ids, const luc
         rc = lucie_eval(s, &token, 1, s->logits, 0);
         if (rc != LUCIE_OK) break;
         if (is_eos(c, token)) {
-            st.stop_reason = 1;
+            st.stop_reason = LUCIE_STOP_EOS;
             break;
         }
         piece = lucie_detok_stream_push(stream, token, &len);
-        if (!piece || !text_append(&pending, piece, len)) {
+        if (!piece) {
+            rc = stream->status;
+            snprintf(s->error, sizeof s->error, "cannot decode token %d: %s", token, lucie_status_string(rc));
+            break;
+        }
+        if (!text_append(&pending, piece, len)) {
             rc = LUCIE_ENOMEM;
             snprintf(s->error, sizeof s->error, "out of memory");
             break;
         }
         safe = stop_scan(&pending, o, &found);
         if (cb && cb(pending.text, safe, token, user)) {
-            st.stop_reason = 2;
+            st.stop_reason = LUCIE_STOP_CALLBACK;
             break;
         }
         memmove(pending.text, pending.text + safe, pending.len - safe + 1);
         pending.len -= safe;
         if (found) {
-            st.stop_reason = 4;
+            st.stop_reason = LUCIE_STOP_STRING;
             pending.len = 0;
             break;
         }
     }
     /* Text the decoder held back, and text held back for a stop string that
      * never came, is output now. */
-    if (rc == LUCIE_OK && st.stop_reason != 2 && st.stop_reason != 4) {
+    if (rc == LUCIE_OK && st.stop_reason != LUCIE_STOP_CALLBACK && st.stop_reason != LUCIE_STOP_STRING) {
         size_t len = 0;
         const char *rest = lucie_detok_stream_flush(stream, &len);
         if (rest && text_append(&pending, rest, len)) {
             size_t safe = stop_scan(&pending, o, &found);
-            if (found) st.stop_reason = 4;
+            if (found) st.stop_reason = LUCIE_STOP_STRING;
             if (cb && (found ? safe : pending.len) > 0) cb(pending.text, found ? safe : pending.len, -1, user);
         }
     }
-    st.generate_seconds = now_seconds() - t0;
+    st.generate_seconds = lucie_time_seconds() - t0;
 done:
     if (stats) *stats = st;
     free(pending.text);
     lucie_detok_stream_free(stream);
-    return rc;
-}
-
-/* Encodes text into a fresh malloc'ed array. */
-static int tokenize_alloc(const lucie_model *m, const char *text, size_t len, int flags, int **ids, int *n_ids,
-                          char *err, size_t err_size) {
-    int rc = lucie_tokenize(m, text, len, flags, NULL, 0, n_ids, err, err_size);
-    *ids = NULL;
-    if (rc != LUCIE_OK && rc != LUCIE_ESMALL) return rc;
-    *ids = (int *)malloc((size_t)(*n_ids > 0 ? *n_ids : 1) * sizeof(int));
-    if (!*ids) {
-        set_error(err, err_size, "out of memory");
-        return LUCIE_ENOMEM;
-    }
-    if (*n_ids == 0) return LUCIE_OK;
-    rc = lucie_tokenize(m, text, len, flags, *ids, *n_ids, n_ids, err, err_size);
-    if (rc != LUCIE_OK) {
-        free(*ids);
-        *ids = NULL;
-    }
     return rc;
 }
 
@@ -4316,8 +4511,8 @@ int lucie_generate(lucie_session *s, const char *prompt, int max_tokens, lucie_t
     lucie_generate_options o;
     int *ids, n_ids, rc;
     if (!s || !prompt || max_tokens < 0) return LUCIE_EINVAL;
-    rc = tokenize_alloc(s->model, prompt, strlen(prompt), LUCIE_TOK_ADD_SPECIAL | LUCIE_TOK_PARSE_SPECIAL, &ids,
-                        &n_ids, s->error, sizeof s->error);
+    rc = lucie_tokenize_alloc(s->model, prompt, strlen(prompt), LUCIE_TOK_ADD_SPECIAL | LUCIE_TOK_PARSE_SPECIAL, &ids,
+                              &n_ids, s->error, sizeof s->error);
     if (rc != LUCIE_OK) return rc;
     if (n_ids == 0) {
         free(ids);
@@ -4361,7 +4556,7 @@ static int chat_append_text(const lucie_model *m, const char *text, size_t len, 
                             char *err, size_t err_size) {
     int *piece, n_piece, rc, i;
     if (len == 0) return LUCIE_OK;
-    rc = tokenize_alloc(m, text, len, 0, &piece, &n_piece, err, err_size);
+    rc = lucie_tokenize_alloc(m, text, len, 0, &piece, &n_piece, err, err_size);
     if (rc != LUCIE_OK) return rc;
     for (i = 0; i < n_piece; i++, (*n)++)
         if (*n < max_ids) ids[*n] = piece[i];
@@ -4456,6 +4651,27 @@ int lucie_chat_tokens(const lucie_model *m, const lucie_chat_message *msgs, int 
     return n > max_ids ? LUCIE_ESMALL : LUCIE_OK;
 }
 
+typedef struct {
+    const lucie_model *model;
+    const lucie_chat_message *messages;
+    int n_messages, flags;
+} chat_args;
+
+static int produce_chat_tokens(const void *args, int *ids, int max_ids, int *n_ids, char *err, size_t err_size) {
+    const chat_args *a = (const chat_args *)args;
+    return lucie_chat_tokens(a->model, a->messages, a->n_messages, a->flags, ids, max_ids, n_ids, err, err_size);
+}
+
+int lucie_chat_tokens_alloc(const lucie_model *model, const lucie_chat_message *messages, int n_messages, int flags,
+                            int **ids, int *n_ids, char *err, size_t err_size) {
+    chat_args a;
+    a.model = model;
+    a.messages = messages;
+    a.n_messages = n_messages;
+    a.flags = flags;
+    return ids_alloc(produce_chat_tokens, &a, ids, n_ids, err, err_size);
+}
+
 /* ========================================================================
  * 10. Converting model files: quantization
  *
@@ -4469,11 +4685,29 @@ int lucie_chat_tokens(const lucie_model *m, const lucie_chat_message *msgs, int 
 /* ---- quantizing weights (the exporter side) ---- */
 
 /* Codes u of the 32 values v for the scale stored as h. */
-static void quant_codes(int dtype, const float *v, uint16_t h, unsigned char *u) {
+static void quant_codes(const weight_format *f, const float *v, uint16_t h, unsigned char *u) {
     float d = half_to_float(h), inv = d != 0.0f ? 1.0f / d : 0.0f;
-    float lo = dtype == LUCIE_DT_Q8 ? -127.0f : -8.0f, hi = dtype == LUCIE_DT_Q8 ? 127.0f : 7.0f;
-    int i, zero = quant_zero(dtype);
-    for (i = 0; i < QUANT_GROUP; i++) u[i] = (unsigned char)(round_to_int(clamp_float(v[i] * inv, lo, hi)) + zero);
+    float lo = (float)f->code_min, hi = (float)f->code_max;
+    int i;
+    for (i = 0; i < QUANT_GROUP; i++) u[i] = (unsigned char)(round_to_int(clamp_float(v[i] * inv, lo, hi)) + f->zero);
+}
+
+/* The value of largest magnitude of a group (sign kept). */
+static float group_extreme(const float *v) {
+    float extreme = 0.0f;
+    int i;
+    for (i = 0; i < QUANT_GROUP; i++)
+        if (fabsf(v[i]) > fabsf(extreme)) extreme = v[i];
+    return extreme;
+}
+
+/* Codes and f16 scale of one group of 32 values (zero-padded), for each
+ * integer format (its descriptor's quantize_group). q8 simply maps max|v|
+ * to 127. */
+static uint16_t q8_quantize_group(const weight_format *f, const float *v, unsigned char *u) {
+    uint16_t h = float_to_half(fabsf(group_extreme(v)) / (float)f->code_max);
+    quant_codes(f, v, h, u);
+    return h;
 }
 
 /* Squared error of q4 codes u at scale h (8 partial sums: the loop vectorises). */
@@ -4506,31 +4740,23 @@ static uint16_t q4_refit(const float *v, const unsigned char *u, uint16_t h) {
     return den > 0.0f ? float_to_half(num / den) : h;
 }
 
-/* Codes and f16 scale of one group of 32 values (zero-padded). q8 simply
- * maps max|v| to 127. q4, with only 16 levels, also tries scales that put
- * the extreme value on other levels, the least-squares scale of each
+/* q4, with only 16 levels, starts from the extreme value on level -8, also
+ * tries scales that put it on other levels, the least-squares scale of each
  * candidate's codes, and the codes of that scale, and keeps whichever
  * reconstructs the group best. */
-static uint16_t quantize_group(int dtype, const float *v, unsigned char *u) {
-    float extreme = 0.0f, best_err;
+static uint16_t q4_quantize_group(const weight_format *f, const float *v, unsigned char *u) {
+    float extreme = group_extreme(v), best_err;
     unsigned char trial[QUANT_GROUP], again[QUANT_GROUP];
     uint16_t best;
-    int i, c;
-    for (i = 0; i < QUANT_GROUP; i++)
-        if (fabsf(v[i]) > fabsf(extreme)) extreme = v[i];
-    if (dtype == LUCIE_DT_Q8) {
-        best = float_to_half(fabsf(extreme) / 127.0f);
-        quant_codes(dtype, v, best, u);
-        return best;
-    }
+    int c;
     best = float_to_half(extreme / -8.0f);
-    quant_codes(dtype, v, best, u);
+    quant_codes(f, v, best, u);
     best_err = q4_error(v, u, best);
     for (c = 0; c < 8 && extreme != 0.0f; c++) {
         /* extreme on level -8 (refit only), -7.5, -7, -6.5, or 7, 7.5, 8, 8.5 */
         float divisor = c < 4 ? -8.0f + 0.5f * (float)c : 7.0f + 0.5f * (float)(c - 4), err;
         uint16_t h = float_to_half(extreme / divisor), refit;
-        quant_codes(dtype, v, h, trial);
+        quant_codes(f, v, h, trial);
         if (c > 0 && (err = q4_error(v, trial, h)) < best_err) {
             best_err = err;
             best = h;
@@ -4542,7 +4768,7 @@ static uint16_t quantize_group(int dtype, const float *v, unsigned char *u) {
             best = refit;
             memcpy(u, trial, QUANT_GROUP);
         }
-        quant_codes(dtype, v, refit, again);
+        quant_codes(f, v, refit, again);
         if ((err = q4_error(v, again, refit)) < best_err) {
             best_err = err;
             best = refit;
@@ -4557,9 +4783,10 @@ static uint16_t quantize_group(int dtype, const float *v, unsigned char *u) {
  * pieces of a multiple of 16 rows, concatenating the outputs. Returns 0 for
  * a dtype or group size this code cannot write. */
 static int quantize_rows(int dtype, const float *src, void *dst, size_t rows, int cols, int group_size) {
+    const weight_format *f = weight_format_of(dtype);
     int ng = quant_groups(cols);
     size_t n_blocks = (rows + QUANT_ROWS - 1) / QUANT_ROWS, b;
-    if ((dtype != LUCIE_DT_Q8 && dtype != LUCIE_DT_Q4) || group_size != QUANT_GROUP || cols <= 0) return 0;
+    if (!f || !f->quantize_group || group_size != f->info.group || cols <= 0) return 0;
     for (b = 0; b < n_blocks; b++) {
         unsigned char *block = (unsigned char *)dst + b * quant_block_bytes(dtype, ng);
         unsigned char *codes = block + (size_t)ng * QUANT_ROWS * 2;
@@ -4574,14 +4801,13 @@ static int quantize_rows(int dtype, const float *src, void *dst, size_t rows, in
                     int col = g * QUANT_GROUP + i;
                     v[i] = row < rows && col < cols ? src[row * (size_t)cols + col] : 0.0f;
                 }
-                h = quantize_group(dtype, v, u);
+                h = f->quantize_group(f, v, u);
                 block[((size_t)g * QUANT_ROWS + r) * 2] = (unsigned char)(h & 0xff);
                 block[((size_t)g * QUANT_ROWS + r) * 2 + 1] = (unsigned char)(h >> 8);
-                for (i = 0; i < QUANT_GROUP; i++) {
-                    if (dtype == LUCIE_DT_Q8)
-                        gc[(i / 4) * 64 + r * 4 + i % 4] = u[i];
-                    else if (i < 16)
-                        gc[(i / 4) * 64 + r * 4 + i % 4] = (unsigned char)(u[i] | u[i + 16] << 4);
+                for (i = 0; i < QUANT_GROUP; i++) { /* element i is in quad i / 4 (layout: section 4b) */
+                    unsigned char *at = gc + quad_chunk(i / 4, f->code_bits) + r * 4 + i % 4;
+                    int shift = quad_shift(i / 4, f->code_bits);
+                    *at = (unsigned char)((shift ? *at : 0) | u[i] << shift);
                 }
             }
         }
@@ -4592,15 +4818,17 @@ static int quantize_rows(int dtype, const float *src, void *dst, size_t rows, in
 
 
 /* The dtype a tensor gets in a file quantized to `dtype`. The seven matrices
- * of every layer take it. The embedding table and the lm_head are kept at
- * 8 bits: in q4 files that cost 266 MB (7%) at the Lucie-7B shape, reads 3.7%
- * more bytes per token (the embedding is only gathered), and on stories260K
- * it cut the KL divergence against f32 by a fifth. Norms stay f32. */
+ * of every layer take it. The embedding table and the lm_head take the
+ * format's embedding_dtype: q4 keeps them at 8 bits, which costs 266 MB (7%)
+ * at the Lucie-7B shape, reads 3.7% more bytes per token (the embedding is
+ * only gathered), and on stories260K cut the KL divergence against f32 by a
+ * fifth. Norms, and whatever is already quantized, stay as they are. */
 static int quant_target_dtype(const file_entry *e, int dtype) {
+    const weight_format *f = weight_format_of(e->dtype);
     size_t n = strlen(e->name);
-    if (e->dtype != LUCIE_DT_F32 && e->dtype != LUCIE_DT_BF16) return e->dtype;
+    if (!f || f->quantize_group) return e->dtype;
     if (strcmp(e->name, "model.embed_tokens.weight") == 0 || strcmp(e->name, "lm_head.weight") == 0)
-        return LUCIE_DT_Q8;
+        return weight_format_of(dtype)->embedding_dtype;
     if (n > 12 && strcmp(e->name + n - 12, "_proj.weight") == 0) return dtype;
     return e->dtype;
 }
@@ -4631,7 +4859,7 @@ typedef struct {
     file_entry *entries; /* the input's entry table, in table order */
     uint32_t n_entries;
     uint32_t *order;     /* entry indices by increasing offset: sections keep their order */
-    int dtype;           /* LUCIE_DT_Q8 or LUCIE_DT_Q4 */
+    int dtype;           /* an integer format (one with a quantize_group) */
     int *targets;        /* each entry's dtype in the output */
     uint64_t *offsets, *sizes, file_size;
     uint64_t total, done; /* input bytes to convert, converted so far (progress) */
@@ -4658,21 +4886,24 @@ static int quant_write(quant_job *j, const void *data, size_t n) {
 static int quant_plan(quant_job *j) {
     uint32_t i, k;
     uint64_t pos = HEADER_SIZE + (uint64_t)j->n_entries * ENTRY_SIZE;
-    size_t widest = 1;
+    size_t widest = 1, widest_unit = 1; /* the widest input row, the largest output unit of 16 rows */
     for (i = 0; i < j->n_entries; i++) {
         const file_entry *e = &j->entries[i];
         size_t bytes = (size_t)e->size;
-        if (e->dtype == LUCIE_DT_Q8 || e->dtype == LUCIE_DT_Q4) {
+        if (weight_format_of(e->dtype) && weight_format_of(e->dtype)->quantize_group) {
             set_error(j->err, j->err_size, "the input is already quantized (tensor '%s')", e->name);
             return LUCIE_EINVAL;
         }
         j->targets[i] = quant_target_dtype(e, j->dtype);
         if (j->targets[i] != e->dtype) {
+            size_t out_block;
             if (!tensor_bytes(j->targets[i], e->rows, e->cols, QUANT_GROUP, &bytes)) {
                 set_error(j->err, j->err_size, "tensor '%s' is too large to quantize here", e->name);
                 return LUCIE_ENOMEM;
             }
             if (e->cols > widest) widest = e->cols;
+            out_block = quant_unit_bytes(j->targets[i]) * QUANT_ROWS;
+            if (out_block > widest_unit) widest_unit = out_block;
             j->total += e->size;
         }
         j->sizes[i] = bytes;
@@ -4688,8 +4919,7 @@ static int quant_plan(quant_job *j) {
     j->chunk_rows = QUANT_CHUNK_ELEMENTS / widest / QUANT_ROWS * QUANT_ROWS;
     if (j->chunk_rows < QUANT_ROWS) j->chunk_rows = QUANT_ROWS;
     j->buf = (float *)malloc(j->chunk_rows * widest * sizeof *j->buf);
-    j->qbuf = (unsigned char *)malloc(j->chunk_rows / QUANT_ROWS *
-                                      quant_block_bytes(LUCIE_DT_Q8, quant_groups((int)widest)));
+    j->qbuf = (unsigned char *)malloc(j->chunk_rows / QUANT_ROWS * widest_unit * (size_t)quant_groups((int)widest));
     if (!j->buf || !j->qbuf) {
         set_error(j->err, j->err_size, "out of memory");
         return LUCIE_ENOMEM;
@@ -4721,7 +4951,7 @@ static int quant_write_tables(quant_job *j) {
 /* Quantizes one tensor a chunk of rows at a time (bounded memory), the
  * 16-row blocks of a chunk in parallel. */
 static int quant_convert_tensor(quant_job *j, const file_entry *e, int dtype) {
-    size_t cols = e->cols, element = e->dtype == LUCIE_DT_F32 ? 4 : 2, r0;
+    size_t cols = e->cols, element = (size_t)lucie_dtype(e->dtype)->unit_bytes, r0; /* a float format */
     size_t block_out = quant_block_bytes(dtype, quant_groups((int)cols));
     for (r0 = 0; r0 < e->rows; r0 += j->chunk_rows) {
         size_t n = e->rows - r0 < j->chunk_rows ? e->rows - r0 : j->chunk_rows, i;
@@ -4778,11 +5008,9 @@ int lucie_quantize_file(const char *in_path, const char *out_path, int dtype,
                         void (*progress)(const char *tensor, double fraction, void *user), void *user, char *err,
                         size_t err_size) {
     quant_job j;
-    size_t tmp_len;
     int rc;
-    if (!in_path || !out_path || (dtype != LUCIE_DT_Q8 && dtype != LUCIE_DT_Q4)) {
-        set_error(err, err_size, "lucie_quantize_file: need two paths and dtype q8 (%d) or q4 (%d)", LUCIE_DT_Q8,
-                  LUCIE_DT_Q4);
+    if (!in_path || !out_path || !weight_format_of(dtype) || !weight_format_of(dtype)->quantize_group) {
+        set_error(err, err_size, "lucie_quantize_file: need two paths and an integer weight type (not %d)", dtype);
         return LUCIE_EINVAL;
     }
     if (!host_is_little_endian()) {
@@ -4806,34 +5034,20 @@ int lucie_quantize_file(const char *in_path, const char *out_path, int dtype,
         j.targets = (int *)malloc(j.n_entries * sizeof *j.targets + 1);
         j.offsets = (uint64_t *)malloc(j.n_entries * sizeof *j.offsets + 1);
         j.sizes = (uint64_t *)malloc(j.n_entries * sizeof *j.sizes + 1);
-        tmp_len = strlen(out_path) + 5;
-        j.tmp_path = (char *)malloc(tmp_len);
-        if (!j.order || !j.targets || !j.offsets || !j.sizes || !j.tmp_path) {
+        if (!j.order || !j.targets || !j.offsets || !j.sizes) {
             set_error(err, err_size, "out of memory");
             rc = LUCIE_ENOMEM;
         } else {
-            snprintf(j.tmp_path, tmp_len, "%s.tmp", out_path);
             rc = quant_plan(&j);
         }
     }
-    if (rc == LUCIE_OK && (j.out = open_file(j.tmp_path, "wb")) == NULL) {
-        set_error(err, err_size, "cannot create '%s': %s", j.tmp_path, strerror(errno));
-        rc = LUCIE_EIO;
-    }
+    if (rc == LUCIE_OK && (j.out = atomic_create(out_path, &j.tmp_path, err, err_size)) == NULL)
+        rc = j.tmp_path ? LUCIE_EIO : LUCIE_ENOMEM;
     if (rc == LUCIE_OK) rc = quant_write_tables(&j);
     if (rc == LUCIE_OK) rc = quant_write_sections(&j);
     if (j.out) {
-        int failed = fflush(j.out) != 0;
-        failed |= fclose(j.out) != 0;
-        if (failed && rc == LUCIE_OK) {
-            set_error(err, err_size, "write error on '%s': %s", j.tmp_path, strerror(errno));
-            rc = LUCIE_EIO;
-        }
-        if (rc == LUCIE_OK && replace_file(j.tmp_path, out_path) != 0) {
-            set_error(err, err_size, "cannot rename '%s' to '%s': %s", j.tmp_path, out_path, strerror(errno));
-            rc = LUCIE_EIO;
-        }
-        if (rc != LUCIE_OK) remove_file(j.tmp_path);
+        int done = atomic_finish(j.out, j.tmp_path, out_path, rc == LUCIE_OK, err, err_size);
+        if (rc == LUCIE_OK) rc = done;
     }
     free(j.buf);
     free(j.qbuf);

@@ -7,8 +7,10 @@
  * Conventions for every function below
  *   - Functions that can fail return an int status: LUCIE_OK (0) or a negative
  *     LUCIE_E* code. A human readable one-line message is then available from
- *     lucie_model_error() / lucie_session_error(), or written to the caller's
- *     `err` buffer for functions that have no object yet.
+ *     lucie_session_error() for calls on a session, or written to the caller's
+ *     `err` buffer by the calls that take one (opening, tokenizing: a model
+ *     is shared read-only between threads, so it has no error slot of its
+ *     own); lucie_status_string() names any status.
  *   - The library never prints, never calls exit(), and has no global state.
  *   - A lucie_model is read-only once opened: any number of threads may use it
  *     at once (tokenize, detokenize, create sessions). A lucie_session belongs
@@ -65,12 +67,17 @@
  *   120 8   u64 size   (bytes; must equal what dtype and shape imply)
  * Sections never overlap. The loader checks all of this before use.
  *
- * dtypes: 0 = bytes (untyped section), 1 = f32, 2 = bf16, 3 = q8, 4 = q4.
- * q8/q4: one f16 scale per 32 weights of a row (group_size must be 32), 16
- * rows interleaved per block, rows padded to a multiple of 16 and columns to
- * 32; size = ceil(rows/16)*16 * ceil(cols/32) * 34 (q8) or * 18 (q4) bytes.
- * The exact block layout is defined next to its kernels in lucie.c. q4 files
- * keep the embedding table and lm_head in q8.
+ * dtypes: 0 = bytes (untyped section), 1 = f32, 2 = bf16, 3 = q8, 4 = q4;
+ * lucie_dtype() describes each. A tensor of [rows, cols] takes
+ * ceil(rows/row_block)*row_block * ceil(cols/group) * unit_bytes bytes:
+ *   f32: group 1, unit 4 bytes; bf16: group 1, unit 2 bytes (row_block 1);
+ *   q8/q4: one f16 scale per 32 weights of a row (group_size must be 32), 16
+ *   rows interleaved per block (row_block 16, the last block padded with zero
+ *   rows, columns with zeros to 32); unit 34 (q8) or 18 (q4) bytes.
+ * The exact block layout is defined next to its kernels in lucie.c. Each
+ * tensor may have its own dtype; the header's weight_type is the narrowest
+ * (fewest bytes per weight) of them: q4 files keep the embedding table and
+ * lm_head in q8, and norms are f32 in every file.
  *
  * Tensors, for every layer l: model.layers.l.{input_layernorm,
  * post_attention_layernorm}.weight (f32, always), .self_attn.{q,k,v,o}_proj
@@ -126,12 +133,28 @@ enum {
     LUCIE_ENOMEM = -3,     /* out of memory */
     LUCIE_EINVAL = -4,     /* bad argument (NULL, out of range, NaN...) */
     LUCIE_ECONTEXT = -5,   /* the tokens do not fit in the session's context */
-    LUCIE_ECANCELLED = -6, /* a callback asked to stop */
+    /* -6 is not used: a callback that stops generation is a normal end
+       (lucie_stats.stop_reason = LUCIE_STOP_CALLBACK), not an error */
     LUCIE_ESMALL = -7      /* caller's output buffer too small (size reported) */
 };
 
 /* Weight types (file dtypes). */
 enum { LUCIE_DT_BYTES = 0, LUCIE_DT_F32 = 1, LUCIE_DT_BF16 = 2, LUCIE_DT_Q8 = 3, LUCIE_DT_Q4 = 4 };
+
+/* How a weight type is stored (see FILE FORMAT above for the size formula). */
+typedef struct {
+    const char *name; /* "f32", "bf16", "q8", "q4": as run and export.py spell it */
+    int group;        /* weights per stored unit: 1, or the quantization group */
+    int unit_bytes;   /* bytes per unit (for q8/q4: the f16 scale and the codes) */
+    int row_block;    /* rows are stored in blocks of this many (padded) */
+    int quantized;    /* 1: integer codes, written by lucie_quantize_file */
+} lucie_dtype_info;
+
+/* The description of dtype (LUCIE_DT_F32...), or NULL when it is not a weight
+ * type (LUCIE_DT_BYTES, unknown numbers). Iterate from 1 until NULL. */
+const lucie_dtype_info *lucie_dtype(int dtype);
+/* The dtype named name ("q4"...), or LUCIE_EINVAL. */
+int lucie_dtype_from_name(const char *name);
 
 #define LUCIE_MAX_EOS 8
 
@@ -189,13 +212,22 @@ const char *lucie_chat_template(const lucie_model *model);
  * invalid UTF-8 (err gets the message). Thread-safe. */
 int lucie_tokenize(const lucie_model *model, const char *text, size_t len, int flags,
                    int *ids, int max_ids, int *n_ids, char *err, size_t err_size);
+/* The same into an array the library allocates: *ids (free it with
+ * lucie_free; never NULL on success, even for no ids) holds *n_ids ids. */
+int lucie_tokenize_alloc(const lucie_model *model, const char *text, size_t len, int flags,
+                         int **ids, int *n_ids, char *err, size_t err_size);
+/* Frees what a lucie_*_alloc call returned (the library's own allocator,
+ * which on Windows may not be the caller's). NULL is fine. */
+void lucie_free(void *p);
 
 #define LUCIE_DETOK_SKIP_SPECIAL 1 /* HF skip_special_tokens=True */
 
 /* Decodes ids as HF decode() does. Writes at most buf_size - 1 bytes and a
  * NUL; *len gets the full length of the text (which may contain NUL bytes).
- * Returns LUCIE_ESMALL when buf_size <= *len, LUCIE_EINVAL on an id outside
- * the vocabulary (HF silently skips those). Thread-safe. */
+ * Ids of the model's vocabulary that the tokenizer has no piece for (padded
+ * embedding rows) decode to nothing, as in HF. Returns LUCIE_ESMALL when
+ * buf_size <= *len, LUCIE_EINVAL on an id outside the model's vocabulary.
+ * Thread-safe. */
 int lucie_detokenize(const lucie_model *model, const int *ids, int n_ids, int flags,
                      char *buf, size_t buf_size, size_t *len);
 
@@ -211,7 +243,8 @@ lucie_detok_stream *lucie_detok_stream_new(const lucie_model *model, int flags);
  * the whole sequence. */
 int lucie_detok_stream_prime(lucie_detok_stream *stream, const int *ids, int n_ids);
 /* Returns a pointer to the new text (valid until the next call) and its length
- * in *len, or NULL on error (bad id / no memory). */
+ * in *len, or NULL on error (an id outside the model's vocabulary, a stream
+ * already flushed, no memory). */
 const char *lucie_detok_stream_push(lucie_detok_stream *stream, int token, size_t *len);
 /* Ends the stream and returns the text still held back (NULL on error). */
 const char *lucie_detok_stream_flush(lucie_detok_stream *stream, size_t *len);
@@ -236,6 +269,11 @@ typedef struct {
 void lucie_session_defaults(const lucie_model *model, lucie_session_options *opts);
 int lucie_session_new(const lucie_model *model, const lucie_session_options *opts,
                       lucie_session **out, char *err, size_t err_size);
+/* Changes the sampler settings of a session (checked as lucie_session_new
+ * checks them; LUCIE_EINVAL leaves the sampler as it was) and reseeds its RNG
+ * from opts->seed; context and n_threads are fixed at creation and ignored.
+ * The cache and the repetition-penalty history are kept. */
+int lucie_session_set_sampler(lucie_session *session, const lucie_session_options *opts);
 void lucie_session_free(lucie_session *session);
 const char *lucie_session_error(const lucie_session *session);
 int lucie_session_position(const lucie_session *session); /* tokens in the cache */
@@ -251,7 +289,9 @@ int lucie_session_rewind(lucie_session *session, int pos);
  * evaluating more tokens, gives exactly the logits the original session would
  * have produced (the last logits themselves are not stored: evaluate at least
  * one token after a load). The file is validated on load like a model file
- * (LUCIE_EFORMAT when it does not match this model; the session is unchanged). */
+ * (LUCIE_EFORMAT when it does not match this model; the session is unchanged).
+ * Saving writes path + ".tmp" and renames it over path: a save that fails
+ * (full disk, crash) leaves the previous file as it was. */
 int lucie_session_save(const lucie_session *session, const char *path);
 int lucie_session_load(lucie_session *session, const char *path);
 
@@ -275,10 +315,22 @@ int lucie_sample(lucie_session *session, const float *logits);
  * byte sequence). Return non-zero to stop. */
 typedef int (*lucie_token_callback)(const char *text, size_t len, int token, void *user);
 
+/* Why generation ended. */
+enum {
+    LUCIE_STOP_MAX_TOKENS = 0,   /* produced max_tokens */
+    LUCIE_STOP_EOS = 1,          /* sampled an eos id */
+    LUCIE_STOP_CALLBACK = 2,     /* the callback returned non-zero */
+    LUCIE_STOP_CONTEXT_FULL = 3, /* no room left in the context */
+    LUCIE_STOP_STRING = 4        /* a stop string was produced */
+};
+/* "max_tokens", "eos", "callback", "context_full", "stop_string" ("unknown"
+ * for other values). */
+const char *lucie_stop_reason_string(int stop_reason);
+
 typedef struct {
     int n_prompt, n_generated;
     double load_seconds, prompt_seconds, generate_seconds;
-    int stop_reason; /* 0 max tokens, 1 eos, 2 callback, 3 context full, 4 stop string */
+    int stop_reason; /* LUCIE_STOP_* */
 } lucie_stats;
 
 /* Encodes prompt (HF way, BOS added), evaluates it, then samples up to
@@ -299,8 +351,8 @@ typedef struct {
 
 /* Evaluates n_ids input tokens (appended to the cache; n_ids may be 0 when the
  * session already holds the input and its logits), then generates like
- * lucie_generate. stop_reason 4 = a stop string was produced. On return
- * the cache holds every sampled token (an eos too, as chat needs). */
+ * lucie_generate, stopping also at a stop string (LUCIE_STOP_STRING). On
+ * return the cache holds every sampled token (an eos too, as chat needs). */
 int lucie_generate_tokens(lucie_session *session, const int *ids, int n_ids, const lucie_generate_options *opts,
                           lucie_token_callback cb, void *user, lucie_stats *stats);
 
@@ -322,14 +374,22 @@ typedef struct {
  * protocol as lucie_tokenize. Thread-safe. */
 int lucie_chat_tokens(const lucie_model *model, const lucie_chat_message *messages, int n_messages, int flags,
                       int *ids, int max_ids, int *n_ids, char *err, size_t err_size);
+/* The same into an array the library allocates (as lucie_tokenize_alloc). */
+int lucie_chat_tokens_alloc(const lucie_model *model, const lucie_chat_message *messages, int n_messages,
+                            int flags, int **ids, int *n_ids, char *err, size_t err_size);
+
+/* ---- utilities ----------------------------------------------------------- */
 
 const char *lucie_status_string(int status);
+/* A monotonic clock in seconds (arbitrary origin), the one lucie_stats uses:
+ * differences of two calls measure wall time. */
+double lucie_time_seconds(void);
 
 /* ---- quantization ------------------------------------------------------ */
 
-/* Converts an f32/bf16 model file to q8 or q4 (LUCIE_DT_Q8 / LUCIE_DT_Q4):
- * the layer matrices take that type, the embedding table and lm_head q8,
- * the rest is copied. Reads a chunk at a time (bounded memory), writes
+/* Converts an f32/bf16 model file to a quantized type (lucie_dtype(dtype)->
+ * quantized: LUCIE_DT_Q8, LUCIE_DT_Q4): the layer matrices take that type,
+ * the embedding table and lm_head q8, the rest is copied. Reads a chunk at a time (bounded memory), writes
  * out_path + ".tmp" and renames it. progress (may be NULL) gets the tensor
  * being converted and the fraction done. */
 int lucie_quantize_file(const char *in_path, const char *out_path, int dtype,

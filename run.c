@@ -72,7 +72,7 @@ static FILE *open_read(const char *path) { return fopen(path, "rb"); }
 
 static const char *USAGE =
     "usage: run MODEL.bin [options]\n"
-    "       run quantize IN.bin OUT.bin q8|q4   (convert an f32/bf16 model file)\n"
+    "       run quantize IN.bin OUT.bin TYPE   (convert an f32/bf16 model file to TYPE: %s)\n"
     "\n"
     "Generation (default mode):\n"
     "  -p TEXT             prompt (default: empty, i.e. BOS only)\n"
@@ -132,6 +132,21 @@ typedef struct {
     unsigned long long seed;
 } options;
 
+/* "q8|q4": the weight types `run quantize` writes, as the library names them. */
+static const char *quantized_type_names(void) {
+    static char names[64];
+    size_t used = 0;
+    int d;
+    const lucie_dtype_info *t;
+    names[0] = '\0';
+    for (d = 1; (t = lucie_dtype(d)) != NULL; d++)
+        if (t->quantized && used + strlen(t->name) + 2 < sizeof names)
+            used += (size_t)sprintf(names + used, "%s%s", used ? "|" : "", t->name);
+    return names;
+}
+
+static void print_usage(void) { printf(USAGE, quantized_type_names()); }
+
 static int usage_error(const char *fmt, const char *arg) {
     fprintf(stderr, "run: ");
     fprintf(stderr, fmt, arg);
@@ -174,7 +189,7 @@ static int parse_args(int argc, char **argv, options *o) {
         i++;                                                          \
     } while (0)
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            fputs(USAGE, stdout);
+            print_usage();
             exit(0);
         } else if (strcmp(a, "-p") == 0) {
             NEED_VALUE();
@@ -305,8 +320,16 @@ static char *read_all(const char *path, size_t *len) {
     return buf;
 }
 
-static int do_tokenize(const lucie_model *model, const options *o) {
+/* Encodes text into an array from the library (free it with lucie_free);
+ * prints the error. */
+static int encode(const lucie_model *model, const char *text, size_t len, int flags, int **ids, int *n) {
     char err[256];
+    int rc = lucie_tokenize_alloc(model, text, len, flags, ids, n, err, sizeof err);
+    if (rc != LUCIE_OK) fprintf(stderr, "run: %s\n", err);
+    return rc;
+}
+
+static int do_tokenize(const lucie_model *model, const options *o) {
     size_t len;
     char *text;
     int *ids = NULL, n = 0, rc, i;
@@ -323,21 +346,12 @@ static int do_tokenize(const lucie_model *model, const options *o) {
         if (!text) return 1;
         memcpy(text, o->tokenize_text, len + 1);
     }
-    rc = lucie_tokenize(model, text, len, flags, NULL, 0, &n, err, sizeof err);
-    if (rc == LUCIE_ESMALL || (rc == LUCIE_OK && n > 0)) {
-        ids = (int *)malloc((size_t)(n > 0 ? n : 1) * sizeof *ids);
-        rc = ids ? lucie_tokenize(model, text, len, flags, ids, n, &n, err, sizeof err) : LUCIE_ENOMEM;
-    }
-    if (rc != LUCIE_OK) {
-        fprintf(stderr, "run: %s\n", rc == LUCIE_ENOMEM ? "out of memory" : err);
-        free(text);
-        free(ids);
-        return 1;
-    }
+    rc = encode(model, text, len, flags, &ids, &n);
+    free(text);
+    if (rc != LUCIE_OK) return 1;
     for (i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
     printf("\n");
-    free(text);
-    free(ids);
+    lucie_free(ids);
     return 0;
 }
 
@@ -416,23 +430,6 @@ static void print_stats(const lucie_stats *st, double load_seconds) {
             st->generate_seconds > 0 ? st->n_generated / st->generate_seconds : 0.0, load_seconds);
 }
 
-/* Encodes text the way HF encode() does (special-token strings recognised). */
-static int encode(const lucie_model *model, const char *text, size_t len, int flags, int **ids, int *n) {
-    char err[256];
-    int rc = lucie_tokenize(model, text, len, flags, NULL, 0, n, err, sizeof err);
-    *ids = NULL;
-    if (rc == LUCIE_OK || rc == LUCIE_ESMALL) {
-        *ids = (int *)malloc((size_t)(*n > 0 ? *n : 1) * sizeof **ids);
-        rc = !*ids ? LUCIE_ENOMEM : *n == 0 ? LUCIE_OK : lucie_tokenize(model, text, len, flags, *ids, *n, n, err, sizeof err);
-    }
-    if (rc != LUCIE_OK) {
-        fprintf(stderr, "run: %s\n", rc == LUCIE_ENOMEM ? "out of memory" : err);
-        free(*ids);
-        *ids = NULL;
-    }
-    return rc;
-}
-
 static int do_generate(const lucie_model *model, const options *o, double load_seconds) {
     lucie_session_options so;
     lucie_session *session;
@@ -456,13 +453,13 @@ static int do_generate(const lucie_model *model, const options *o, double load_s
     if (rc != LUCIE_OK) return 1;
     if (n_ids == 0) {
         fprintf(stderr, "run: the prompt encodes to no tokens (this model adds no BOS)\n");
-        free(ids);
+        lucie_free(ids);
         return 1;
     }
     session_options(model, o, &so);
     if (lucie_session_new(model, &so, &session, err, sizeof err) != LUCIE_OK) {
         fprintf(stderr, "run: %s\n", err);
-        free(ids);
+        lucie_free(ids);
         return 1;
     }
     memset(&go, 0, sizeof go);
@@ -475,14 +472,14 @@ static int do_generate(const lucie_model *model, const options *o, double load_s
         fprintf(stderr, "run: %s\n", lucie_session_error(session));
     } else {
         print_stats(&stats, load_seconds);
-        if (stats.stop_reason == 3) {
+        if (stats.stop_reason == LUCIE_STOP_CONTEXT_FULL) {
             fprintf(stderr, "run: %s: the output stopped before -n tokens (use a larger -c)\n",
                     lucie_session_error(session));
             rc = LUCIE_ECONTEXT;
         }
     }
     lucie_session_free(session);
-    free(ids);
+    lucie_free(ids);
     return rc == LUCIE_OK ? 0 : 1;
 }
 
@@ -580,15 +577,10 @@ static int do_chat(const lucie_model *model, const options *o, double load_secon
         msgs[n_msgs].role = "user";
         msgs[n_msgs++].content = line;
         if (turn > 0) flags |= LUCIE_CHAT_CONTINUE;
-        rc = lucie_chat_tokens(model, msgs, n_msgs, flags, NULL, 0, &n_ids, err, sizeof err);
-        if (rc == LUCIE_ESMALL) {
-            ids = (int *)malloc((size_t)n_ids * sizeof *ids);
-            rc = ids ? lucie_chat_tokens(model, msgs, n_msgs, flags, ids, n_ids, &n_ids, err, sizeof err) : LUCIE_ENOMEM;
-        }
+        rc = lucie_chat_tokens_alloc(model, msgs, n_msgs, flags, &ids, &n_ids, err, sizeof err);
         free(line);
         if (rc != LUCIE_OK) {
-            fprintf(stderr, "run: %s\n", rc == LUCIE_ENOMEM ? "out of memory" : err);
-            free(ids);
+            fprintf(stderr, "run: %s\n", err);
             rc = 1;
             break;
         }
@@ -598,10 +590,10 @@ static int do_chat(const lucie_model *model, const options *o, double load_secon
         go.n_stop = o->n_stop;
         go.fresh_text = 1;
         rc = lucie_generate_tokens(session, ids, n_ids, &go, print_piece_interruptible, NULL, &stats);
-        free(ids);
+        lucie_free(ids);
         printf("\n");
         fflush(stdout);
-        if (rc == LUCIE_ECONTEXT || (rc == LUCIE_OK && stats.stop_reason == 3)) {
+        if (rc == LUCIE_ECONTEXT || (rc == LUCIE_OK && stats.stop_reason == LUCIE_STOP_CONTEXT_FULL)) {
             fprintf(stderr, "run: the conversation no longer fits in the context (%d tokens); /reset to start over "
                             "or use a larger -c\n", lucie_session_context(session));
             rc = 0;
@@ -614,7 +606,7 @@ static int do_chat(const lucie_model *model, const options *o, double load_secon
         }
         /* Close the assistant turn as the template would if it did not end on
          * its own (max tokens, Ctrl-C, stop string). */
-        if (stats.stop_reason != 1 && lucie_model_config(model)->n_eos > 0 &&
+        if (stats.stop_reason != LUCIE_STOP_EOS && lucie_model_config(model)->n_eos > 0 &&
             lucie_session_position(session) < lucie_session_context(session)) {
             int eot = lucie_model_config(model)->eos_ids[0];
             float *logits = (float *)malloc((size_t)lucie_model_config(model)->vocab_size * sizeof *logits);
@@ -655,7 +647,7 @@ static int do_ppl(const lucie_model *model, const options *o) {
     if (rc != LUCIE_OK) return 1;
     if (n_ids < 2) {
         fprintf(stderr, "run: '%s' is too short for a perplexity (fewer than 2 tokens)\n", o->ppl_file);
-        free(ids);
+        lucie_free(ids);
         return 1;
     }
     if (window > c->max_seq_len) window = c->max_seq_len;
@@ -664,7 +656,7 @@ static int do_ppl(const lucie_model *model, const options *o) {
     logits = (float *)malloc((size_t)window * c->vocab_size * sizeof *logits);
     if (!logits || lucie_session_new(model, &so, &session, err, sizeof err) != LUCIE_OK) {
         fprintf(stderr, "run: %s\n", logits ? err : "out of memory");
-        free(ids);
+        lucie_free(ids);
         free(logits);
         return 1;
     }
@@ -690,19 +682,9 @@ static int do_ppl(const lucie_model *model, const options *o) {
     }
     if (rc == 0) printf("perplexity %.6f tokens %d windows %d\n", exp(nll / predicted), predicted, windows);
     lucie_session_free(session);
-    free(ids);
+    lucie_free(ids);
     free(logits);
     return rc;
-}
-
-static double wall_seconds(void) {
-#ifdef _WIN32
-    return (double)clock() / CLOCKS_PER_SEC;
-#else
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-#endif
 }
 
 /* Synthetic prompt of bench_prompt tokens, then -n greedy decode steps. */
@@ -715,7 +697,12 @@ static int do_bench(const lucie_model *model, const options *o, double load_seco
     int *prompt = (int *)malloc((size_t)o->bench_prompt * sizeof *prompt);
     float *logits = (float *)malloc((size_t)c->vocab_size * sizeof *logits);
     double t0, prefill, decode = 0.0;
-    if (!prompt || !logits) return 1;
+    if (!prompt || !logits) {
+        fprintf(stderr, "run: out of memory\n");
+        free(prompt);
+        free(logits);
+        return 1;
+    }
     session_options(model, o, &so);
     so.temperature = 0.0f;
     so.repetition_penalty = 1.0f;
@@ -733,18 +720,18 @@ static int do_bench(const lucie_model *model, const options *o, double load_seco
         return 1;
     }
     for (i = 0; i < o->bench_prompt; i++) prompt[i] = (int)((1000u + 7919u * (unsigned)i) % (unsigned)c->vocab_size);
-    t0 = wall_seconds();
+    t0 = lucie_time_seconds();
     rc = lucie_eval(session, prompt, o->bench_prompt, logits, 0);
-    prefill = wall_seconds() - t0;
+    prefill = lucie_time_seconds() - t0;
     for (i = 0; i < n_gen && rc == LUCIE_OK; i++) {
         token = lucie_sample(session, logits);
         if (token < 0) {
             rc = token;
             break;
         }
-        t0 = wall_seconds();
+        t0 = lucie_time_seconds();
         rc = lucie_eval(session, &token, 1, logits, 0);
-        decode += wall_seconds() - t0;
+        decode += lucie_time_seconds() - t0;
     }
     if (rc != LUCIE_OK) {
         fprintf(stderr, "run: %s\n", lucie_session_error(session));
@@ -769,14 +756,16 @@ static void print_progress(const char *tensor, double fraction, void *user) {
     fflush(stderr);
 }
 
-/* run quantize IN.bin OUT.bin q8|q4 */
+/* run quantize IN.bin OUT.bin TYPE */
 static int do_quantize(int argc, char **argv) {
     char err[256];
     int dtype;
-    if (argc != 5) return usage_error("%s", "usage: run quantize IN.bin OUT.bin q8|q4");
-    if (strcmp(argv[4], "q8") == 0) dtype = LUCIE_DT_Q8;
-    else if (strcmp(argv[4], "q4") == 0) dtype = LUCIE_DT_Q4;
-    else return usage_error("quantize: unknown type '%s' (q8 or q4)", argv[4]);
+    if (argc != 5) return usage_error("usage: run quantize IN.bin OUT.bin %s", quantized_type_names());
+    dtype = lucie_dtype_from_name(argv[4]);
+    if (dtype < 0 || !lucie_dtype(dtype)->quantized) {
+        fprintf(stderr, "run: quantize: unknown type '%s' (%s) (see run --help)\n", argv[4], quantized_type_names());
+        return 2;
+    }
     if (lucie_quantize_file(argv[2], argv[3], dtype, print_progress, NULL, err, sizeof err) != LUCIE_OK) {
         fprintf(stderr, "\nrun: %s\n", err);
         return 1;
@@ -807,12 +796,12 @@ int main(int argc, char **argv) {
     if (rc) return rc;
     memset(&oo, 0, sizeof oo);
     oo.load_mode = o.load_mode;
-    t0 = wall_seconds();
+    t0 = lucie_time_seconds();
     if (lucie_open(o.model_path, &oo, &model, err, sizeof err) != LUCIE_OK) {
         fprintf(stderr, "run: %s\n", err);
         return 1;
     }
-    load_seconds = wall_seconds() - t0;
+    load_seconds = lucie_time_seconds() - t0;
     switch (o.mode) {
     case MODE_TOKENIZE: rc = do_tokenize(model, &o); break;
     case MODE_DETOKENIZE: rc = do_detokenize(model, &o); break;

@@ -48,9 +48,10 @@ int main(int argc, char **argv) {
     if (rc != LUCIE_OK) {
         fprintf(stderr, "\nembed: %s\n", lucie_session_error(session));
     } else {
-        fprintf(stderr, "\n[prompt %d tokens in %.3f s | generated %d tokens in %.3f s, %.1f tok/s | stop reason %d]\n",
+        fprintf(stderr, "\n[prompt %d tokens in %.3f s | generated %d tokens in %.3f s, %.1f tok/s | stopped: %s]\n",
                 stats.n_prompt, stats.prompt_seconds, stats.n_generated, stats.generate_seconds,
-                stats.generate_seconds > 0 ? stats.n_generated / stats.generate_seconds : 0.0, stats.stop_reason);
+                stats.generate_seconds > 0 ? stats.n_generated / stats.generate_seconds : 0.0,
+                lucie_stop_reason_string(stats.stop_reason));
     }
     lucie_session_free(session);
     lucie_close(model);

@@ -14,8 +14,13 @@
  *                  an eos id. Prints "sample: ID ID ..."
  *   generate N IDS lucie_generate_tokens with IDS as input ("-": none, the
  *                  session's own last logits are used); prints the ids the
- *                  callback receives, "generate: ID ID ...", then
- *                  "stats: n_prompt n_generated stop_reason"
+ *                  callback receives, "generate: ID ID ...", the bytes of the
+ *                  text it receives, "text: B B ..." (decimal), then
+ *                  "stats: n_prompt n_generated stop_reason" and
+ *                  "stop: NAME" (lucie_stop_reason_string)
+ *   sampler SPEC   lucie_session_set_sampler with the session's options
+ *                  changed by SPEC, "temp=0.9,top-k=50,seed=3" (the names of
+ *                  the sampler options above, without dashes)
  *   save FILE      lucie_session_save
  *   load FILE      lucie_session_load; prints "load: ok" or
  *                  "load: STATUS MESSAGE" and carries on either way
@@ -66,17 +71,63 @@ static int is_eos(const lucie_config *c, int token) {
     return 0;
 }
 
+typedef struct {
+    char *bytes;
+    size_t len;
+    int failed;
+} text_log;
+
+/* Prints the token and keeps its text for the "text:" line. */
 static int collect_token(const char *text, size_t len, int token, void *user) {
-    (void)text;
-    (void)len;
+    text_log *log = (text_log *)user;
+    char *bigger = (char *)realloc(log->bytes, log->len + len + 1);
     if (token >= 0) printf(" %d", token);
-    (void)user;
+    if (!bigger) {
+        log->failed = 1;
+        return 1;
+    }
+    memcpy(bigger + log->len, text, len);
+    log->bytes = bigger;
+    log->len += len;
     return 0;
 }
 
+/* Applies one sampler setting NAME (an option without its dashes) = VALUE;
+ * returns 0 when NAME is not a sampler setting. */
+static int set_sampler_option(lucie_session_options *opts, const char *name, const char *value) {
+    if (strcmp(name, "temp") == 0) opts->temperature = (float)atof(value);
+    else if (strcmp(name, "top-k") == 0) opts->top_k = atoi(value);
+    else if (strcmp(name, "top-p") == 0) opts->top_p = (float)atof(value);
+    else if (strcmp(name, "min-p") == 0) opts->min_p = (float)atof(value);
+    else if (strcmp(name, "penalty") == 0) opts->repetition_penalty = (float)atof(value);
+    else if (strcmp(name, "window") == 0) opts->repetition_window = atoi(value);
+    else if (strcmp(name, "seed") == 0) opts->seed = strtoull(value, NULL, 10);
+    else return 0;
+    return 1;
+}
+
+/* "temp=0.9,top-k=50" applied to opts; returns 0 on a malformed spec. */
+static int parse_sampler_spec(const char *spec, lucie_session_options *opts) {
+    char item[64];
+    while (*spec) {
+        size_t n = strcspn(spec, ",");
+        char *eq;
+        if (n == 0 || n >= sizeof item) return 0;
+        memcpy(item, spec, n);
+        item[n] = '\0';
+        eq = strchr(item, '=');
+        if (!eq) return 0;
+        *eq = '\0';
+        if (!set_sampler_option(opts, item, eq + 1)) return 0;
+        spec += n;
+        if (*spec == ',') spec++;
+    }
+    return 1;
+}
+
 /* Runs the commands argv[first..]; returns a lucie status, or 2 on bad usage. */
-static int run_commands(lucie_session *session, const lucie_config *c, char **argv, int first, int argc,
-                        FILE *logits_out, float *logits) {
+static int run_commands(lucie_session *session, const lucie_config *c, lucie_session_options *opts, char **argv,
+                        int first, int argc, FILE *logits_out, float *logits) {
     id_list ids = {NULL, 0, 0};
     int i, k, rc = LUCIE_OK, usage = 0;
     for (i = first; i < argc && rc == LUCIE_OK && !usage; i++) {
@@ -118,6 +169,8 @@ static int run_commands(lucie_session *session, const lucie_config *c, char **ar
         } else if (strcmp(cmd, "generate") == 0) {
             lucie_generate_options go;
             lucie_stats stats;
+            text_log log = {NULL, 0, 0};
+            size_t b;
             const char *input = i + 1 < argc ? argv[++i] : "-";
             ids.n = 0;
             if (strcmp(input, "-") != 0 && !parse_ids(input, &ids)) {
@@ -129,14 +182,26 @@ static int run_commands(lucie_session *session, const lucie_config *c, char **ar
             memset(&stats, 0, sizeof stats);
             go.max_tokens = atoi(arg);
             printf("generate:");
-            rc = lucie_generate_tokens(session, ids.ids, ids.n, &go, collect_token, NULL, &stats);
-            printf("\nstats: %d %d %d\n", stats.n_prompt, stats.n_generated, stats.stop_reason);
+            rc = lucie_generate_tokens(session, ids.ids, ids.n, &go, collect_token, &log, &stats);
+            printf("\ntext:");
+            for (b = 0; b < log.len; b++) printf(" %d", (unsigned char)log.bytes[b]);
+            printf("\nstats: %d %d %d\nstop: %s\n", stats.n_prompt, stats.n_generated, stats.stop_reason,
+                   lucie_stop_reason_string(stats.stop_reason));
+            free(log.bytes);
+            if (log.failed) rc = LUCIE_ENOMEM;
         } else if (strcmp(cmd, "save") == 0) {
             rc = lucie_session_save(session, arg);
         } else if (strcmp(cmd, "load") == 0) {
             int status = lucie_session_load(session, arg);
             if (status == LUCIE_OK) printf("load: ok\n");
             else printf("load: %d %s\n", status, lucie_session_error(session));
+        } else if (strcmp(cmd, "sampler") == 0) {
+            if (!parse_sampler_spec(arg, opts)) {
+                fprintf(stderr, "session: bad sampler settings '%s'\n", arg);
+                usage = 1;
+            } else {
+                rc = lucie_session_set_sampler(session, opts);
+            }
         } else if (strcmp(cmd, "rewind") == 0) {
             rc = lucie_session_rewind(session, atoi(arg));
         } else {
@@ -169,13 +234,7 @@ int main(int argc, char **argv) {
         const char *o = argv[i], *v = argv[i + 1];
         if (strcmp(o, "--ctx") == 0) opts.context = atoi(v);
         else if (strcmp(o, "--threads") == 0) opts.n_threads = atoi(v);
-        else if (strcmp(o, "--temp") == 0) opts.temperature = (float)atof(v);
-        else if (strcmp(o, "--top-k") == 0) opts.top_k = atoi(v);
-        else if (strcmp(o, "--top-p") == 0) opts.top_p = (float)atof(v);
-        else if (strcmp(o, "--min-p") == 0) opts.min_p = (float)atof(v);
-        else if (strcmp(o, "--penalty") == 0) opts.repetition_penalty = (float)atof(v);
-        else if (strcmp(o, "--window") == 0) opts.repetition_window = atoi(v);
-        else if (strcmp(o, "--seed") == 0) opts.seed = strtoull(v, NULL, 10);
+        else if (strncmp(o, "--", 2) == 0 && set_sampler_option(&opts, o + 2, v)) continue;
         else if (strcmp(o, "--logits") == 0) logits_path = v;
         else {
             fprintf(stderr, "session: unknown option '%s'\n", o);
@@ -195,7 +254,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "session: cannot write %s\n", logits_path);
         rc = LUCIE_EIO;
     } else {
-        rc = run_commands(session, lucie_model_config(model), argv, i, argc, logits_out, logits);
+        rc = run_commands(session, lucie_model_config(model), &opts, argv, i, argc, logits_out, logits);
     }
     if (logits_out && fclose(logits_out) != 0 && rc == LUCIE_OK) rc = LUCIE_EIO;
     free(logits);

@@ -27,8 +27,9 @@ import sys
 
 import pytest
 
-from conftest import (EXPORT, LOGITS, LUCIE_BASE, RUN, STORIES_TIED, STORIES_UNTIED, TEST_DIR, export_model,
-                      load_hf_model, need_binary, need_dir, need_torch, read_entries, read_header, read_logits, require)
+from conftest import (EXPORT, LOGITS, LUCIE_BASE, RUN, STORIES_TIED, STORIES_UNTIED, TEST_DIR, entry_spec,
+                      export_model, load_hf_model, need_binary, need_dir, need_torch, read_entries, read_header,
+                      read_logits, require)
 
 np = require("numpy")
 
@@ -381,10 +382,14 @@ def logits_cache(exports, tmp_path_factory):
 @pytest.mark.parametrize("dtype", ["q8", "q4"])
 @pytest.mark.parametrize("case", CASES)
 def test_forward_matches_dequantized_reference(case, dtype, exports, tmp_path):
+    hf_dir, model_bin = exports(case, dtype)
+    check_against_reference(hf_dir, model_bin, token_ids(case, hf_dir), "%s %s" % (case, dtype), tmp_path)
+
+
+def check_against_reference(hf_dir, model_bin, ids, label, tmp_path):
+    """lucie's prefill logits equal quantized_reference's on short sequences (see TOLERANCE)."""
     need_binary(LOGITS)
     need_torch()
-    hf_dir, model_bin = exports(case, dtype)
-    ids = token_ids(case, hf_dir)
     vocab = vocab_of(model_bin)
     model = quantized_reference(hf_dir, model_bin)
     sequences = [[ids[0]] + ids[i:i + 3] for i in range(1, len(ids) - 2, 3)][:24]
@@ -394,8 +399,8 @@ def test_forward_matches_dequantized_reference(case, dtype, exports, tmp_path):
         got = lucie_logits(model_bin, "prefill", seq, vocab, tmp_path)
         errors.append(float(np.max(np.abs(got - ref)) / np.max(np.abs(ref))))
     exact = [e for e in errors if e <= TOLERANCE]
-    print("%s %s: %d of %d sequences agree to float rounding (worst %.1e); the others differ by at most %.1e"
-          % (case, dtype, len(exact), len(errors), max(exact or [0]), max(errors)))
+    print("%s: %d of %d sequences agree to float rounding (worst %.1e); the others differ by at most %.1e"
+          % (label, len(exact), len(errors), max(exact or [0]), max(errors)))
     assert len(exact) >= MIN_EXACT_FRACTION * len(errors), errors
 
 
@@ -417,6 +422,48 @@ def test_prefill_step_chunk_agree_and_quality(case, dtype, logits_cache):
             rmse, top1, kl = quality(got, ref_logits)
             print("QUALITY %-19s %s %-7s vs %-16s: logit rmse/std %.4f  top-1 %.3f  KL %.5f"
                   % (case, dtype, mode, against, rmse, top1, kl))
+
+
+def with_tensor_replaced(data, name, dtype, raw):
+    """A copy of lucie file `data` whose tensor `name` holds `raw` as `dtype`: the bytes
+    go at the end of the file (64-aligned), the entry points at them and the header's
+    file_size follows; the old bytes stay behind as an unused gap, which the format allows."""
+    spec = {field[3]: field for field in entry_spec()}
+    index = list(read_entries(data)).index(name)
+    entry = read_header(data)["header_size"] + 128 * index
+    offset = -(-len(data) // 64) * 64
+    out = bytearray(data) + bytes(offset - len(data)) + raw
+    for field, value in (("dtype", dtype), ("offset", offset), ("size", len(raw))):
+        struct.pack_into("<Q" if spec[field][1] == 8 else "<I", out, entry + spec[field][0], value)
+    struct.pack_into("<Q", out, 16, len(out))
+    return bytes(out)
+
+
+def test_mixed_weight_types(exports, tmp_path):
+    """The format gives every tensor its own dtype. A q8 file whose q_proj matrices are
+    f32 (their dequantized values) computes q from the float input and k, v from the
+    quantized one: prefill, step-by-step and chunked evaluation agree, and all match
+    transformers on the same weights. (A prepared input reused for another input made
+    the steps differ from prefill by up to 22.)"""
+    hf_dir, q8_bin = exports("lucie-random", "q8")
+    with open(q8_bin, "rb") as f:
+        data = f.read()
+    weights = read_tensors(q8_bin)
+    for name in [n for n in read_entries(data) if n.endswith("q_proj.weight")]:
+        data = with_tensor_replaced(data, name, DT_F32, np.ascontiguousarray(weights[name], dtype="<f4").tobytes())
+    mixed = tmp_path / "mixed.bin"
+    mixed.write_bytes(data)
+    entries = read_entries(data)
+    assert entries["model.layers.0.self_attn.q_proj.weight"]["dtype"] == DT_F32
+    assert entries["model.layers.0.self_attn.k_proj.weight"]["dtype"] == DT_Q8
+    ids = token_ids("lucie-random", hf_dir)
+    vocab = vocab_of(str(mixed))
+    prefill = lucie_logits(str(mixed), "prefill", ids, vocab, tmp_path)
+    scale = float(np.max(np.abs(prefill)))
+    for mode in ("step", "chunk"):
+        err = float(np.max(np.abs(lucie_logits(str(mixed), mode, ids, vocab, tmp_path) - prefill)))
+        assert err <= MODE_TOLERANCE * scale, "%s differs from prefill by %.3g (largest logit %.3g)" % (mode, err, scale)
+    check_against_reference(hf_dir, str(mixed), ids, "q8 with f32 q_proj", tmp_path)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -515,6 +562,9 @@ def test_corrupt_quantized_files_are_rejected(exports, tmp_path):
         "q8 dtype, q4 size": patched(data, entry + 96, "<I", DT_Q8),
         "group size 64": patched(data, 144, "<I", 64),
         "group size 0": patched(data, 144, "<I", 0),
+        "header says f32": patched(data, 28, "<I", DT_F32),
+        "header says q8": patched(data, 28, "<I", DT_Q8),
+        "header says an unknown type": patched(data, 28, "<I", 9),
         "truncated": data[:entries[names[index]]["offset"] + size // 2],
     }
     for what, bad in cases.items():

@@ -17,13 +17,14 @@
 """
 
 import os
+import re
 import shutil
 import subprocess
 
 import pytest
 
-from conftest import (REPO, STORIES_UNTIED, TEST_DIR, export_model, load_hf_model, need_binary, need_dir, need_torch,
-                      require)
+from conftest import (LUCIE_H, REPO, STORIES_UNTIED, TEST_DIR, export_model, load_hf_model, need_binary, need_dir,
+                      need_torch, require)
 
 np = require("numpy")
 
@@ -71,7 +72,7 @@ def run_session(model_bin, options, commands, binary=SESSION):
     out = {}
     for line in proc.stdout.splitlines():
         key, _, rest = line.partition(":")
-        out[key] = [int(x) for x in rest.split()]
+        out[key] = [int(x) if x.lstrip("-").isdigit() else x for x in rest.split()]
     return out
 
 
@@ -165,6 +166,46 @@ def test_callback_sees_every_token(stories_bin):
     out = run_session(stories_bin, options, ["generate", "300", ids_arg(ids)])
     assert out["stats"][1] == len(sampled)
     assert out["generate"] == sampled
+
+
+# value -> (lucie.h constant, lucie_stop_reason_string)
+STOP_REASONS = {0: ("LUCIE_STOP_MAX_TOKENS", "max_tokens"), 1: ("LUCIE_STOP_EOS", "eos"),
+                2: ("LUCIE_STOP_CALLBACK", "callback"), 3: ("LUCIE_STOP_CONTEXT_FULL", "context_full"),
+                4: ("LUCIE_STOP_STRING", "stop_string")}
+
+
+def test_stop_reasons_are_named(stories_bin):
+    """lucie_stats.stop_reason is one of lucie.h's LUCIE_STOP_* constants, and
+    lucie_stop_reason_string() names it: max tokens, then a full context."""
+    ids = prompt_ids(PROMPTS[0])
+    out = run_session(stories_bin, ["--temp", "0"], ["generate", "3", ids_arg(ids)])
+    assert out["stats"][2] == 0 and out["stop"] == [STOP_REASONS[0][1]]
+    out = run_session(stories_bin, ["--temp", "0", "--ctx", str(len(ids) + 2)], ["generate", "10", ids_arg(ids)])
+    assert out["stats"][2] == 3 and out["stop"] == [STOP_REASONS[3][1]]
+    with open(LUCIE_H) as f:
+        header = f.read()
+    for value, (constant, _) in STOP_REASONS.items():
+        assert re.search(r"\b%s = %d\b" % (constant, value), header), constant
+
+
+def test_sampler_can_be_changed_in_a_session(stories_bin):
+    """lucie_session_set_sampler: a greedy session switched to other settings and a
+    seed samples exactly what a session created with them samples; bad settings are
+    refused as at creation, and leave the sampler as it was."""
+    ids = prompt_ids(PROMPTS[1])
+    settings = ["--temp", "1.3", "--top-k", "40", "--penalty", "1.2", "--seed", "9"]
+    fresh = run_session(stories_bin, settings, ["eval", ids_arg(ids), "sample", "40"])
+    switched = run_session(stories_bin, ["--temp", "0"], ["eval", ids_arg(ids), "sampler",
+                                                          "temp=1.3,top-k=40,penalty=1.2,seed=9", "sample", "40"])
+    greedy = run_session(stories_bin, ["--temp", "0"], ["eval", ids_arg(ids), "sample", "40"])
+    back = run_session(stories_bin, settings, ["eval", ids_arg(ids), "sampler", "temp=0,penalty=1", "sample", "40"])
+    assert switched["sample"] == fresh["sample"] != greedy["sample"] == back["sample"]
+    for bad in ("temp=-1", "top-p=0", "min-p=2", "penalty=0", "top-k=-3"):
+        proc = subprocess.run([SESSION, stories_bin, "--temp", "0", "--threads", "1", "eval", ids_arg(ids),
+                               "sampler", bad, "sample", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True)
+        assert proc.returncode == 1 and "invalid argument" in proc.stderr, (bad, proc.stderr)
+        assert "sample" not in proc.stdout
 
 
 def test_generate_from_session_logits(stories_bin):

@@ -10,6 +10,7 @@ the session as it was.
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -248,3 +249,39 @@ def test_empty_session_round_trip(models, token_ids, tmp_path):
     assert line(lines, "load") == "ok" and line(lines, "pos") == "0"
     _, expected = run(model, ["--ctx", "64"], ["step", ids_arg(prompt[:5])], tmp_path, "expected")
     assert got == expected
+
+
+def _interrupt_writes_at(limit):
+    """preexec_fn: files may not grow past `limit` bytes, the way a full disk (or a crash)
+    stops a write halfway; SIGXFSZ ignored so that the write fails with an error."""
+    def apply():
+        import resource
+        import signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs RLIMIT_FSIZE")
+def test_interrupted_save_keeps_the_previous_file(models, token_ids, tmp_path):
+    """A save that cannot finish fails with one line and leaves the previous save as it
+    was (written aside, then renamed over it), with nothing half-written left behind."""
+    model = models("stories")
+    prompt, more = token_ids
+    saves = tmp_path / "saves"
+    saves.mkdir()
+    saved = str(saves / "prompt.session")
+    run(model, ["--ctx", "64"], ["eval", ids_arg(prompt), "save", saved], tmp_path, "unused")
+    with open(saved, "rb") as f:
+        before = f.read()
+    need_binary(SESSION)
+    proc = subprocess.run([SESSION, model, "--ctx", "64", "--threads", "1", "eval", ids_arg(prompt + more),
+                           "save", saved], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                          preexec_fn=_interrupt_writes_at(len(before) // 2))
+    message = proc.stderr.strip()
+    assert proc.returncode == 1 and "\n" not in message and "write error" in message, message
+    with open(saved, "rb") as f:
+        assert f.read() == before, "the interrupted save damaged the previous file"
+    assert os.listdir(str(saves)) == ["prompt.session"]
+    lines, _ = run(model, ["--ctx", "64"], ["load", saved, "pos"], tmp_path, "after")
+    assert line(lines, "load") == "ok" and line(lines, "pos") == str(N_PROMPT)

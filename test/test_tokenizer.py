@@ -162,7 +162,7 @@ def lib(tmp_path_factory):
 # ---------------------------------------------------------------------------
 # Tokenizers under test: each gets a tiny random checkpoint and a model file.
 
-def build_model(tok_dir, work_dir):
+def build_model(tok_dir, work_dir, vocab=None):
     import make_checkpoint
     with open(os.path.join(tok_dir, "tokenizer.json"), "r", encoding="utf-8") as f:
         tok = json.load(f)
@@ -172,7 +172,7 @@ def build_model(tok_dir, work_dir):
     config = dict(make_checkpoint.DEFAULT_CONFIG, bos_token_id=bos_id, eos_token_id=eos_id)
     ckpt = os.path.join(work_dir, "hf")
     make_checkpoint.make_checkpoint(ckpt, config=config, tokenizer_dir=tok_dir, hidden=16, ffn=32, layers=1,
-                                    heads=2, kv_heads=1, tied=True, max_position=64)
+                                    heads=2, kv_heads=1, tied=True, max_position=64, vocab=vocab)
     out = os.path.join(work_dir, "model.bin")
     proc = subprocess.run([sys.executable, os.path.join(REPO, "export.py"), ckpt, out, "--quiet"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
@@ -597,6 +597,47 @@ def test_invalid_utf8_and_buffers(tokenizer_dirs, lib, tmp_path_factory):
     assert model.lib.lucie_detok_stream_flush(st, None)
     assert not model.lib.lucie_detok_stream_push(st, want[1], None)
     model.lib.lucie_detok_stream_free(st)
+
+
+def test_padded_vocabulary(lib, tmp_path):
+    """A checkpoint with more embedding rows than its tokenizer has tokens (padded, as
+    many real checkpoints are): ids without a piece decode to nothing, as in HF decode(),
+    in lucie_detokenize, in streams and in generation, which may well sample them."""
+    if not os.path.exists(os.path.join(STORIES_UNTIED, "tokenizer.json")):
+        pytest.skip("reference data not found: %s" % os.path.normpath(STORIES_UNTIED))
+    need_binary(RUN)
+    ref = tokenizers.Tokenizer.from_file(os.path.join(STORIES_UNTIED, "tokenizer.json"))
+    n_pieces = ref.get_vocab_size(with_added_tokens=True)
+    vocab = n_pieces + 88
+    path = build_model(STORIES_UNTIED, str(tmp_path), vocab=vocab)
+    model = Model(lib, path)
+    rng = random.Random(13)
+    try:
+        for _ in range(200):
+            ids = [rng.randrange(vocab) for _ in range(rng.randint(1, 12))]
+            for flags, skip in ((0, False), (SKIP_SPECIAL, True)):
+                want = ref.decode(ids, skip_special_tokens=skip).encode("utf-8")
+                assert model.decode(ids, flags) == want, ids
+                assert b"".join(model.stream(ids, flags)) == want, ids
+        for bad_id in (-1, vocab):  # not ids of this model at all
+            assert model.decode_raw([5, bad_id], 0)[0] == LUCIE_EINVAL
+    finally:
+        model.close()
+    # generation at a high temperature samples padded ids; the streamed text is HF's decode
+    prompt = ref.encode("Once upon a time").ids
+    proc = subprocess.run([os.path.join(REPO, "test", "session"), path, "--temp", "1.5", "--seed", "3",
+                           "--threads", "1", "generate", "50", ",".join(map(str, prompt))],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert proc.returncode == 0, proc.stderr
+    out = dict(line.partition(":")[::2] for line in proc.stdout.splitlines())
+    generated = [int(x) for x in out["generate"].split()]
+    assert any(i >= n_pieces for i in generated), "test design: no padded id was sampled"
+    whole = ref.decode(prompt + generated, skip_special_tokens=True)
+    prompt_text = ref.decode(prompt, skip_special_tokens=True)
+    assert whole.startswith(prompt_text)
+    assert bytes(int(x) for x in out["text"].split()) == whole[len(prompt_text):].encode("utf-8")
+    proc = run_cli([path, "-p", "Once upon a time", "-n", "50", "--temp", "1.5", "--seed", "3"])
+    assert proc.returncode == 0, proc.stderr
 
 
 def tokenizer_section_span(data):
