@@ -37,8 +37,25 @@ ALIGN = 64
 MAX_EOS = 8
 
 DT_BYTES, DT_F32, DT_BF16 = 0, 1, 2
-DTYPE_NAMES = {DT_F32: "f32", DT_BF16: "bf16"}
-DTYPE_SIZES = {DT_F32: 4, DT_BF16: 2}
+
+# The weight formats, as lucie.c's descriptor table holds them (test_export compiles a
+# program printing lucie_dtype() and checks this copy against it):
+# name -> (dtype, weights per unit, bytes per unit, rows per block, quantized).
+# This script writes the float ones; the quantized ones are made by `run quantize`.
+WEIGHT_FORMATS = {
+    "f32": (DT_F32, 1, 4, 1, False),
+    "bf16": (DT_BF16, 1, 2, 1, False),
+    "q8": (3, 32, 34, 16, True),
+    "q4": (4, 32, 18, 16, True),
+}
+DTYPE_NAMES = dict((f[0], name) for name, f in WEIGHT_FORMATS.items())
+QUANTIZED = [name for name, f in WEIGHT_FORMATS.items() if f[4]]
+
+
+def tensor_bytes(dtype, rows, cols):
+    """Bytes of a [rows, cols] tensor of dtype (lucie.h's formula)."""
+    _, group, unit, block, _ = WEIGHT_FORMATS[DTYPE_NAMES[dtype]]
+    return -(-rows // block) * block * -(-cols // group) * unit
 
 # Source dtypes we can read from safetensors, and their element sizes.
 SOURCE_DTYPES = {"F32": 4, "BF16": 2, "F16": 2}
@@ -703,7 +720,7 @@ def plan_sections(cfg, matched, weight_type, tok_bytes, template):
     for t, is_norm in matched:
         dtype = DT_F32 if is_norm else weight_type  # norm weights are tiny and kept exact
         rows, cols = (1, t.shape[0]) if len(t.shape) == 1 else t.shape
-        sections.append(Section(t.name, dtype, rows, cols, rows * cols * DTYPE_SIZES[dtype], source=t))
+        sections.append(Section(t.name, dtype, rows, cols, tensor_bytes(dtype, rows, cols), source=t))
     sections.append(Section("tokenizer", DT_BYTES, 0, 0, len(tok_bytes), data=tok_bytes))
     if template is not None:
         data = template.encode("utf-8")
@@ -785,7 +802,9 @@ def export(hf_dir, out_path, dtype=None, quiet=False):
     if dtype is None:
         matrices = [t for t, is_norm in matched if not is_norm]
         dtype = "bf16" if all(t.dtype == "BF16" for t in matrices) else "f32"
-    weight_type = {"f32": DT_F32, "bf16": DT_BF16}[dtype]
+    if WEIGHT_FORMATS[dtype][4]:
+        raise ExportError("internal error: %s is written by `run quantize` (export_quantized)" % dtype)
+    weight_type = WEIGHT_FORMATS[dtype][0]
 
     tokenizer = load_json(os.path.join(hf_dir, "tokenizer.json"), "a fast tokenizer is required")
     tc_path = os.path.join(hf_dir, "tokenizer_config.json")
@@ -909,14 +928,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Export a Hugging Face Llama checkpoint to a lucie model file.")
     parser.add_argument("hf_dir", help="checkpoint directory (or a hub repo id, with huggingface_hub)")
     parser.add_argument("out", help="output model file")
-    parser.add_argument("--dtype", choices=["f32", "bf16", "q8", "q4"], default=None,
+    parser.add_argument("--dtype", choices=list(WEIGHT_FORMATS), default=None,
                         help="type of the weight matrices (default: bf16 if the checkpoint is bf16, else f32); "
                              "q8/q4 quantize with the compiled ./run (embedding and lm_head stay q8)")
     parser.add_argument("--revision", default=None, help="hub revision when downloading")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
     try:
-        if args.dtype in ("q8", "q4"):
+        if args.dtype in QUANTIZED:
             quantizer_program()  # fail before the long export, not after
             export_quantized(resolve_source(args.hf_dir, args.revision), args.out, args.dtype, args.quiet)
         else:

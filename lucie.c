@@ -6,7 +6,8 @@
  *   1. Plumbing: errors, clocks, little-endian reads.
  *   2. The model file: mapping it and checking every byte range before use.
  *   3. The tokenizer: text <-> token ids, exactly like Hugging Face tokenizers.
- *   4. Math kernels: matrix products for each weight type (f32, bf16, q8, q4).
+ *   4. Math kernels: matrix products for each weight format (f32, bf16, q8, q4),
+ *      and the one table describing those formats.
  *   5. Loading a model: binding every tensor to its checked bytes.
  *   6. Sessions: KV cache, buffers, sampler state; rewinding, saving, restoring.
  *   7. The transformer forward pass, mirroring Hugging Face LlamaForCausalLM.
@@ -742,7 +743,9 @@ static void ints_push(int_buf *v, int x) {
     v->data[v->len++] = x;
 }
 
-/* ---- UTF-8 -------------------------------------------------------------- */
+/* ---- UTF-8 ---------------------------------------------------------------
+ * Decoding and validating UTF-8 exactly as strictly as Rust's str, which the
+ * reference tokenizer works on. */
 
 /* Decodes the code point at s[0..n), n >= 1. Returns its length, or 0 when
  * the bytes are not well-formed UTF-8 (overlong forms, surrogates and values
@@ -982,7 +985,9 @@ static void normalize_nfc(const unsigned char *s, size_t n, byte_buf *out) {
     free(scratch.cls);
 }
 
-/* ---- the tokenizer object ------------------------------------------------ */
+/* ---- the tokenizer object ------------------------------------------------
+ * The vocabulary, merges, added tokens and normalizer/decoder operations of
+ * the file's "tokenizer" section, with the lookup tables built at load. */
 
 typedef struct {
     int type;
@@ -1118,7 +1123,9 @@ static void tokenizer_free(tokenizer *t) {
     free(t);
 }
 
-/* ---- reading the section ---------------------------------------------------- */
+/* ---- reading the section ----------------------------------------------------
+ * Parsing the "tokenizer" section (layout in lucie.h), every count, id and
+ * length checked against the bytes that remain. */
 
 typedef struct {
     const unsigned char *data;
@@ -1439,7 +1446,9 @@ fail:
     return rc;
 }
 
-/* ---- normalizer ----------------------------------------------------------- */
+/* ---- normalizer -----------------------------------------------------------
+ * The normalizer operations (NFC, replacements, prepend) applied to the text
+ * between added tokens, before BPE. */
 
 static int charset_has(const tok_op *op, uint32_t c) {
     size_t i;
@@ -1543,7 +1552,9 @@ static void normalize_text(const tokenizer *t, const unsigned char *s, size_t n,
     buf_free(&tmp);
 }
 
-/* ---- BPE ------------------------------------------------------------------- */
+/* ---- BPE -------------------------------------------------------------------
+ * Byte-pair encoding of one normalized piece: merges applied by rank with a
+ * heap of candidate pairs, byte fallback for what the vocabulary lacks. */
 
 typedef struct {
     int id, prev, next;
@@ -1687,7 +1698,10 @@ static int bpe_encode(const tokenizer *t, const unsigned char *s, size_t n, int_
     return w.oom || ids->oom ? LUCIE_ENOMEM : LUCIE_OK;
 }
 
-/* ---- added tokens ---------------------------------------------------------- */
+/* ---- added tokens ----------------------------------------------------------
+ * Special and added tokens are found in the raw text first (leftmost, then
+ * longest), and only the text between them is normalized and BPE-encoded;
+ * lucie_tokenize and its allocating form are here. */
 
 static int is_white_space(uint32_t c) { /* Unicode White_Space, Rust's char::is_whitespace */
     return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
@@ -1853,11 +1867,7 @@ static int produce_tokens(const void *args, int *ids, int max_ids, int *n_ids, c
 
 int lucie_tokenize_alloc(const lucie_model *model, const char *text, size_t len, int flags, int **ids, int *n_ids,
                          char *err, size_t err_size) {
-    tokenize_args a;
-    a.model = model;
-    a.text = text;
-    a.len = len;
-    a.flags = flags;
+    tokenize_args a = {model, text, len, flags};
     return ids_alloc(produce_tokens, &a, ids, n_ids, err, err_size);
 }
 
@@ -2241,6 +2251,8 @@ int lucie_detokenize(const lucie_model *model, const int *ids, int n_ids, int fl
  *                        so q, k and v (or gate and up) reuse them;
  *   matmul:   out[t][r] = sum_c W[r][c] * x[t][c], f32 accumulation;
  *   embed_row: one row of W as f32 (the embedding lookup).
+ * Each format's descriptor (4c, the struct just below the kernel table) ties
+ * its kernels to its name, storage sizes and quantizer.
  * Threads split the output rows; every output element is computed by the
  * same code whatever the thread count, so results do not depend on it.
  * ======================================================================== */
@@ -2633,7 +2645,9 @@ static void float_rows_simd(float *out, const float *x, const void *w, int is_bf
 }
 #endif
 
-/* ---- the table entries ---------------------------------------------------- */
+/* ---- the table entries ----------------------------------------------------
+ * The f32 and bf16 kernel tables: the tiled kernel split over threads, and
+ * the embedding lookup. */
 
 static size_t no_input_bytes(int n, int cols, int group_size) {
     (void)n;
@@ -4664,11 +4678,7 @@ static int produce_chat_tokens(const void *args, int *ids, int max_ids, int *n_i
 
 int lucie_chat_tokens_alloc(const lucie_model *model, const lucie_chat_message *messages, int n_messages, int flags,
                             int **ids, int *n_ids, char *err, size_t err_size) {
-    chat_args a;
-    a.model = model;
-    a.messages = messages;
-    a.n_messages = n_messages;
-    a.flags = flags;
+    chat_args a = {model, messages, n_messages, flags};
     return ids_alloc(produce_chat_tokens, &a, ids, n_ids, err, err_size);
 }
 
@@ -4682,7 +4692,9 @@ int lucie_chat_tokens_alloc(const lucie_model *model, const lucie_chat_message *
  * tensor with bounded memory.
  * ======================================================================== */
 
-/* ---- quantizing weights (the exporter side) ---- */
+/* ---- quantizing weights (the exporter side) ----
+ * Codes and scales of a group for each integer format (its descriptor's
+ * quantize_group), and whole rows written in the block layout of 4b. */
 
 /* Codes u of the 32 values v for the scale stored as h. */
 static void quant_codes(const weight_format *f, const float *v, uint16_t h, unsigned char *u) {

@@ -12,11 +12,12 @@ import pytest
 
 import export
 import make_checkpoint
-from conftest import (EXPORT, LUCIE_BASE, LUCIE_H, LUCIE_INSTRUCT, RUN, STORIES_UNTIED, export_model, need_dir,
-                      read_entries, read_header, require)
+from conftest import (EXPORT, LUCIE_BASE, LUCIE_H, LUCIE_INSTRUCT, RUN, STORIES_UNTIED, TEST_DIR, export_model,
+                      need_binary, need_dir, read_entries, read_header, require)
 
 np = require("numpy")
 
+DTYPES = os.path.join(TEST_DIR, "dtypes")
 TINY = dict(hidden=32, ffn=64, layers=2, heads=4, kv_heads=2, vocab=300)
 
 
@@ -275,6 +276,37 @@ def test_constants_match_lucie_h():
     # REPLACE_STRING exists twice (normalizer 2, decoder 16).
     assert sorted(int(v) for v in re.findall(r"^ \*\s+(\d+) REPLACE_STRING", h, re.M)) == \
         [export.NORM_REPLACE_STRING, export.DEC_REPLACE_STRING]
+
+
+def test_weight_formats_match_the_library(tmp_path):
+    """export.py's table of weight formats (its --dtype choices, the sizes it writes) is
+    the library's descriptor table, as lucie_dtype() shows it (test/dtypes prints it),
+    and its size formula gives the sizes the library writes when it quantizes."""
+    need_binary(DTYPES)
+    need_binary(RUN)
+    proc = subprocess.run([DTYPES], stdout=subprocess.PIPE, universal_newlines=True)
+    assert proc.returncode == 0
+    library = {}
+    for line in proc.stdout.splitlines():
+        dtype, name, group, unit, block, quantized, from_name = line.split()
+        assert from_name == dtype, "lucie_dtype_from_name(%s) = %s" % (name, from_name)
+        library[name] = (int(dtype), int(group), int(unit), int(block), quantized == "1")
+    assert library == export.WEIGHT_FORMATS
+    ckpt = tiny_checkpoint(tmp_path)
+    files = dict((name, str(tmp_path / (name + ".bin"))) for name in export.WEIGHT_FORMATS)
+    for name in export.WEIGHT_FORMATS:
+        if name not in export.QUANTIZED:
+            assert export_model(ckpt, files[name], name).returncode == 0
+    for name in export.QUANTIZED:
+        assert subprocess.run([RUN, "quantize", files["f32"], files[name], name],
+                              stderr=subprocess.PIPE).returncode == 0
+    seen = set()
+    for name, path in files.items():
+        for entry_name, e in read_entries(load(path)).items():
+            if e["dtype"] != export.DT_BYTES:
+                seen.add(e["dtype"])
+                assert e["size"] == export.tensor_bytes(e["dtype"], e["rows"], e["cols"]), (name, entry_name)
+    assert seen == set(f[0] for f in export.WEIGHT_FORMATS.values())
 
 
 def check_layout(data):

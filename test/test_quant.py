@@ -27,6 +27,7 @@ import sys
 
 import pytest
 
+import export
 from conftest import (EXPORT, LOGITS, LUCIE_BASE, RUN, STORIES_TIED, STORIES_UNTIED, TEST_DIR, entry_spec,
                       export_model, load_hf_model, need_binary, need_dir, need_torch, read_entries, read_header,
                       read_logits, require)
@@ -70,11 +71,6 @@ MODE_TOLERANCE = 1e-5
 
 def f16_to_f32(raw):
     return np.frombuffer(raw, dtype="<f2").astype(np.float32)
-
-
-def quant_tensor_bytes(dtype, rows, cols):
-    padded_rows = -(-rows // BLOCK_ROWS) * BLOCK_ROWS
-    return padded_rows * -(-cols // GROUP) * (34 if dtype == DT_Q8 else 18)
 
 
 def dequantize(dtype, raw, rows, cols):
@@ -329,7 +325,7 @@ def test_export_layout_and_generation(case, dtype, exports):
             expect = f["dtype"]
         assert e["dtype"] == expect, name
         if expect in (DT_Q8, DT_Q4):
-            assert e["size"] == quant_tensor_bytes(expect, e["rows"], e["cols"]), name
+            assert e["size"] == export.tensor_bytes(expect, e["rows"], e["cols"]), name
         else:
             assert data[e["offset"]:e["offset"] + e["size"]] == full[f["offset"]:f["offset"] + f["size"]], name
     proc = subprocess.run([RUN, model_bin, "-p", "Once upon a time", "-n", "16", "--temp", "0.8", "--seed", "1"],
