@@ -2286,6 +2286,11 @@ struct weight_format {
     uint16_t (*quantize_group)(const weight_format *f, const float *v, unsigned char *codes); /* NULL: float */
 };
 
+/* The table itself (4c), indexed by dtype: declared here with its size so
+ * that the quantized kernels' helpers can read it without a check (they only
+ * ever see dtypes the loader validated). */
+#define N_WEIGHT_FORMATS (LUCIE_DT_Q4 + 1)
+static const weight_format weight_formats[N_WEIGHT_FORMATS];
 static const weight_format *weight_format_of(int dtype);
 
 /* Decoding streams every weight once per token, and the hardware prefetchers
@@ -2792,12 +2797,12 @@ static const weight_kernels bf16_kernels = {no_input_bytes, NULL, matmul_bf16, e
 
 /* The layout's sizes, from the format's descriptor (4c). */
 static int quant_groups(int cols) { return (cols + QUANT_GROUP - 1) / QUANT_GROUP; }
-static int quant_zero(int dtype) { return weight_format_of(dtype)->zero; }
+static int quant_zero(int dtype) { return weight_formats[dtype].zero; }
 /* Bytes of one group of one row (its scale plus its codes). */
-static size_t quant_unit_bytes(int dtype) { return (size_t)weight_format_of(dtype)->info.unit_bytes; }
+static size_t quant_unit_bytes(int dtype) { return (size_t)weight_formats[dtype].info.unit_bytes; }
 static size_t quant_block_bytes(int dtype, int ng) { return (size_t)ng * QUANT_ROWS * quant_unit_bytes(dtype); }
 static size_t quant_codes_per_group(int dtype) {
-    return (size_t)QUANT_ROWS * QUANT_GROUP * (size_t)weight_format_of(dtype)->code_bits / 8;
+    return (size_t)(QUANT_ROWS * QUANT_GROUP / 8) * (size_t)weight_formats[dtype].code_bits;
 }
 
 /* Exact f16 -> f32 without touching denormal floats (which are slow on x86):
@@ -2927,25 +2932,13 @@ static float quant_madd(float a, float b, float c) {
 #endif
 }
 
-/* Where quad k (elements 4k..4k+3) of a group lives, for codes of `bits`
- * bits: the 64-byte chunk k % bits, at bit (k / bits) * bits of each byte.
- * That is the layout above: q8 quad k is chunk k; q4 quads k and k + 4
- * share chunk k, low and high nibble. */
-static size_t quad_chunk(int k, int bits) { return (size_t)(k % bits) * 64; }
-static int quad_shift(int k, int bits) { return k / bits * bits; }
-
-/* Codes of group g of a block in plain order: u[r][i] = code of row r,
- * element 32g + i; dw[r] = its scale. */
-static void quant_unpack_group(int dtype, const unsigned char *block, int ng, int g,
-                               unsigned char u[QUANT_ROWS][QUANT_GROUP], float dw[QUANT_ROWS]) {
-    const unsigned char *codes = block + (size_t)ng * QUANT_ROWS * 2 + (size_t)g * quant_codes_per_group(dtype);
-    int bits = weight_format_of(dtype)->code_bits, mask = (1 << bits) - 1, r, k, j;
-    for (r = 0; r < QUANT_ROWS; r++) dw[r] = half_to_float(load_u16(block + ((size_t)g * QUANT_ROWS + r) * 2));
-    for (k = 0; k < QUANT_GROUP / 4; k++)
-        for (r = 0; r < QUANT_ROWS; r++)
-            for (j = 0; j < 4; j++)
-                u[r][4 * k + j] = (unsigned char)((codes[quad_chunk(k, bits) + r * 4 + j] >> quad_shift(k, bits)) & mask);
-}
+/* Where the code of row r, element i of a group lives among the group's
+ * codes, for codes of `bits` bits: element i is in quad i / 4, quad k in the
+ * 64-byte chunk k % bits at bit (k / bits) * bits of each byte. That is the
+ * layout above: q8 quad k is chunk k; q4 quads k and k + 4 share chunk k,
+ * low and high nibble. */
+static size_t code_offset(int bits, int r, int i) { return (size_t)(i / 4 % bits) * 64 + (size_t)r * 4 + i % 4; }
+static int code_shift(int bits, int i) { return i / 4 / bits * bits; }
 
 /* sums[r] = sum_i code(row r, element i) * xc[i] over one group: the 16 rows
  * are independent lanes, so compilers vectorise the r loops (NEON's 4-way
@@ -3214,14 +3207,18 @@ static void q4_matmul(const kernel_ctx *c, float *out, const float *x, const voi
 
 /* Row `row` of a quantized tensor as floats (the embedding lookup). */
 static void quant_embed_row(int dtype, float *out, const void *w, int row, int cols) {
-    int ng = quant_groups(cols), g, i, zero = quant_zero(dtype);
+    int ng = quant_groups(cols), r = row % QUANT_ROWS, g, i;
+    int zero = quant_zero(dtype), bits = weight_formats[dtype].code_bits, mask = (1 << bits) - 1;
     const unsigned char *block = (const unsigned char *)w + (size_t)(row / QUANT_ROWS) * quant_block_bytes(dtype, ng);
+    const unsigned char *codes = block + (size_t)ng * QUANT_ROWS * 2;
     for (g = 0; g < ng; g++) {
-        unsigned char u[QUANT_ROWS][QUANT_GROUP];
-        float dw[QUANT_ROWS];
+        const unsigned char *group = codes + (size_t)g * quant_codes_per_group(dtype);
+        float dw = half_to_float(load_u16(block + ((size_t)g * QUANT_ROWS + r) * 2));
         int n = cols - g * QUANT_GROUP < QUANT_GROUP ? cols - g * QUANT_GROUP : QUANT_GROUP;
-        quant_unpack_group(dtype, block, ng, g, u, dw);
-        for (i = 0; i < n; i++) out[g * QUANT_GROUP + i] = (float)(u[row % QUANT_ROWS][i] - zero) * dw[row % QUANT_ROWS];
+        for (i = 0; i < n; i++) {
+            int code = (group[code_offset(bits, r, i)] >> code_shift(bits, i)) & mask;
+            out[g * QUANT_GROUP + i] = (float)(code - zero) * dw;
+        }
     }
 }
 
@@ -3247,7 +3244,7 @@ static const weight_kernels q4_kernels = {quant_input_bytes, quant_prepare, q4_m
 static uint16_t q8_quantize_group(const weight_format *f, const float *v, unsigned char *codes);
 static uint16_t q4_quantize_group(const weight_format *f, const float *v, unsigned char *codes);
 
-static const weight_format weight_formats[] = {
+static const weight_format weight_formats[N_WEIGHT_FORMATS] = {
     {LUCIE_DT_BYTES, {NULL, 0, 0, 0, 0}, NULL, 0, 0, 0, 0, LUCIE_DT_BYTES, NULL},
     {LUCIE_DT_F32, {"f32", 1, 4, 1, 0}, &f32_kernels, 0, 0, 0, 0, LUCIE_DT_F32, NULL},
     {LUCIE_DT_BF16, {"bf16", 1, 2, 1, 0}, &bf16_kernels, 0, 0, 0, 0, LUCIE_DT_BF16, NULL},
@@ -3256,7 +3253,6 @@ static const weight_format weight_formats[] = {
     {LUCIE_DT_Q4, {"q4", QUANT_GROUP, 2 + QUANT_GROUP / 2, QUANT_ROWS, 1}, &q4_kernels, 4, Q4_ZERO, -8, 7,
      LUCIE_DT_Q8, q4_quantize_group},
 };
-#define N_WEIGHT_FORMATS ((int)(sizeof weight_formats / sizeof weight_formats[0]))
 
 /* The format of a file dtype, or NULL for untyped bytes and unknown numbers. */
 static const weight_format *weight_format_of(int dtype) {
@@ -4816,9 +4812,9 @@ static int quantize_rows(int dtype, const float *src, void *dst, size_t rows, in
                 h = f->quantize_group(f, v, u);
                 block[((size_t)g * QUANT_ROWS + r) * 2] = (unsigned char)(h & 0xff);
                 block[((size_t)g * QUANT_ROWS + r) * 2 + 1] = (unsigned char)(h >> 8);
-                for (i = 0; i < QUANT_GROUP; i++) { /* element i is in quad i / 4 (layout: section 4b) */
-                    unsigned char *at = gc + quad_chunk(i / 4, f->code_bits) + r * 4 + i % 4;
-                    int shift = quad_shift(i / 4, f->code_bits);
+                for (i = 0; i < QUANT_GROUP; i++) { /* the layout of section 4b */
+                    unsigned char *at = gc + code_offset(f->code_bits, r, i);
+                    int shift = code_shift(f->code_bits, i);
                     *at = (unsigned char)((shift ? *at : 0) | u[i] << shift);
                 }
             }
