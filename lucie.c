@@ -2273,8 +2273,11 @@ typedef struct {
  * table is at the end of this section, 4c): the loader sizes and checks
  * tensors with it, the forward pass takes its kernels, the quantizer (section
  * 10) its code range and group quantizer, and lucie_dtype() shows it to run.c
- * and to the test that pins export.py's copy. Adding a format means adding a
- * descriptor, its kernels and, for an integer format, its group quantizer. */
+ * and to the test that pins export.py's copy. Adding a format means: its
+ * LUCIE_DT_* number in lucie.h (and N_WEIGHT_FORMATS below when it is the
+ * last), a descriptor in 4c, its kernels and, for an integer format, its
+ * group quantizer (section 10); export.py's table gets the same row (a test
+ * compares them). Nothing else reads a format by name. */
 typedef struct weight_format weight_format;
 struct weight_format {
     int dtype;             /* LUCIE_DT_*: its number in the file */

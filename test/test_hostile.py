@@ -396,6 +396,12 @@ def test_wrong_or_unknown_dtype(models, tmp_path, dtype):
     assert_refused(load(tmp_path, entry_set(models["lucie"], GATE, "dtype", dtype)), 1, GATE)
 
 
+@pytest.mark.parametrize("key, said", [("lucie", 1), ("lucie", 3), ("llama", 2), ("llama", 4), ("llama", 9)])
+def test_header_weight_type_disagrees_with_the_tensors(models, tmp_path, key, said):
+    """The header's weight_type must be the narrowest dtype of the tensors (lucie.h)."""
+    assert_refused(load(tmp_path, header_set(models[key], "weight_type", said)), 1, "weight type")
+
+
 def test_norm_stored_as_bf16(models, tmp_path):
     # a consistent bf16 entry (size halved) where the format demands f32
     data = models["lucie"]
