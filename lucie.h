@@ -221,7 +221,7 @@ void lucie_detok_stream_free(lucie_detok_stream *stream);
 
 typedef struct {
     int context;      /* KV cache length in tokens; 0 = min(model max, 4096) */
-    int n_threads;    /* OpenMP threads; 0 = library default */
+    int n_threads;    /* OpenMP threads at most; 0 = all the cores (omp_get_num_procs) */
     float temperature; /* 0 = greedy */
     int top_k;        /* 0 = off */
     float top_p;      /* 1 = off */
@@ -240,7 +240,15 @@ void lucie_session_free(lucie_session *session);
 const char *lucie_session_error(const lucie_session *session);
 int lucie_session_position(const lucie_session *session); /* tokens in the cache */
 int lucie_session_context(const lucie_session *session);
-int lucie_session_threads(const lucie_session *session); /* threads it computes with */
+int lucie_session_threads(const lucie_session *session); /* threads it may compute with (small
+                                                           steps use fewer: a second thread only
+                                                           joins work large enough to pay for it) */
+/* Copies the first min(position, max_ids) cached token ids to ids and
+ * returns the position (ids may be NULL when max_ids is 0). */
+int lucie_session_tokens(const lucie_session *session, int *ids, int max_ids);
+/* Restarts the sampler's random sequence from seed, as a new session with
+ * this seed would start it (e.g. after lucie_session_load restored another). */
+int lucie_session_set_seed(lucie_session *session, unsigned long long seed);
 /* Forgets the cache from position pos on (0 = start over). */
 int lucie_session_rewind(lucie_session *session, int pos);
 
@@ -298,7 +306,8 @@ typedef struct {
 } lucie_generate_options;
 
 /* Evaluates n_ids input tokens (appended to the cache; n_ids may be 0 when the
- * session already holds the input and its logits), then generates like
+ * session already holds the input and its logits: the text then continues
+ * the cached tokens'), then generates like
  * lucie_generate. stop_reason 4 = a stop string was produced. On return
  * the cache holds every sampled token (an eos too, as chat needs). */
 int lucie_generate_tokens(lucie_session *session, const int *ids, int n_ids, const lucie_generate_options *opts,
@@ -324,6 +333,10 @@ int lucie_chat_tokens(const lucie_model *model, const lucie_chat_message *messag
                       int *ids, int max_ids, int *n_ids, char *err, size_t err_size);
 
 const char *lucie_status_string(int status);
+
+/* One line saying what this build computes with: version, the SIMD kernels
+ * compiled in (float and quantized), FMA, OpenMP. */
+const char *lucie_build_info(void);
 
 /* ---- quantization ------------------------------------------------------ */
 
