@@ -380,7 +380,7 @@ static int parse_args(int argc, char **argv, options *o) {
 static int check_context(const options *o, const lucie_model *model) {
     int max = lucie_model_config(model)->max_seq_len;
     if (o->context_arg && (o->context < 1 || o->context > max)) {
-        fprintf(stderr, "run: -c %s is out of range: this model's context is 1..%d tokens\n", o->context_arg, max);
+        fprintf(stderr, "run: -c '%s' is out of range: this model's context is 1..%d tokens\n", o->context_arg, max);
         return 2;
     }
     return 0;
@@ -530,10 +530,8 @@ static unsigned long long clock_seed(void) {
 #endif
 }
 
-/* The session's options from the model's defaults and the command line.
- * samples: this mode draws tokens, so a seed chosen from the clock is
- * printed (stderr) to let a good sample be reproduced with --seed. */
-static void session_options(const lucie_model *model, const options *o, int samples, lucie_session_options *so) {
+/* The session's options from the model's defaults and the command line. */
+static void session_options(const lucie_model *model, const options *o, lucie_session_options *so) {
     lucie_session_defaults(model, so);
     so->context = (int)o->context;
     so->n_threads = o->threads;
@@ -544,7 +542,12 @@ static void session_options(const lucie_model *model, const options *o, int samp
     so->min_p = o->min_p;
     so->repetition_window = o->repeat_window;
     so->seed = o->have_seed ? o->seed : clock_seed();
-    if (samples && !o->have_seed && so->temperature > 0.0f)
+}
+
+/* When tokens were drawn with a seed from the clock, says which (stderr), so
+ * that a good sample can be reproduced with --seed. */
+static void print_clock_seed(const options *o, const lucie_session_options *so) {
+    if (!o->have_seed && so->temperature > 0.0f)
         fprintf(stderr, "seed: %llu (use --seed %llu to repeat)\n", so->seed, so->seed);
 }
 
@@ -635,7 +638,7 @@ static int do_generate(const lucie_model *model, const options *o, double load_s
         free(ids);
         return 1;
     }
-    session_options(model, o, 1, &so);
+    session_options(model, o, &so);
     if (lucie_session_new(model, &so, &session, err, sizeof err) != LUCIE_OK) {
         fprintf(stderr, "run: %s\n", err);
         free(ids);
@@ -672,6 +675,7 @@ static int do_generate(const lucie_model *model, const options *o, double load_s
             fprintf(stderr, "run: %s\n", rc == LUCIE_ENOMEM ? "out of memory" : lucie_session_error(session));
     } else {
         print_stats(&stats, load_seconds);
+        print_clock_seed(o, &so);
         if (stats.stop_reason == 3) {
             fprintf(stderr, "run: %s: the output stopped before -n tokens (use a larger -c)\n",
                     lucie_session_error(session));
@@ -748,13 +752,14 @@ static int do_chat(const lucie_model *model, const options *o, double load_secon
         fprintf(stderr, "run: this model has no chat template (use an instruct model, or -p for completion)\n");
         return 1;
     }
-    session_options(model, o, 1, &so);
+    session_options(model, o, &so);
     if (lucie_session_new(model, &so, &session, err, sizeof err) != LUCIE_OK) {
         fprintf(stderr, "run: %s\n", err);
         return 1;
     }
     signal(SIGINT, on_sigint);
     fprintf(stderr, "chat: type a message, /reset to start over, /quit or end of input to leave\n");
+    print_clock_seed(o, &so);
     for (;;) {
         lucie_chat_message msgs[2];
         lucie_generate_options go;
@@ -861,7 +866,7 @@ static int do_ppl(const lucie_model *model, const options *o) {
         return 1;
     }
     if (window > c->max_seq_len) window = c->max_seq_len;
-    session_options(model, o, 0, &so);
+    session_options(model, o, &so);
     so.context = window;
     logits = (float *)malloc((size_t)window * c->vocab_size * sizeof *logits);
     if (!logits || lucie_session_new(model, &so, &session, err, sizeof err) != LUCIE_OK) {
@@ -909,7 +914,7 @@ static int do_bench(const lucie_model *model, const options *o, double load_seco
     float *logits = (float *)malloc((size_t)c->vocab_size * sizeof *logits);
     double t0, prefill, decode = 0.0;
     if (!prompt || !logits) return 1;
-    session_options(model, o, 0, &so);
+    session_options(model, o, &so);
     so.temperature = 0.0f;
     so.repetition_penalty = 1.0f;
     if (so.context == 0) so.context = o->bench_prompt + n_gen;

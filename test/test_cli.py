@@ -408,7 +408,7 @@ def test_context_out_of_range_gives_the_range(value, stories_bin):
         maximum = json.load(f)["max_position_embeddings"]
     code, stdout, stderr = run([stories_bin, "-p", "hi", "-c", value])
     assert code == 2 and stdout == ""
-    assert stderr.strip() == "run: -c %s is out of range: this model's context is 1..%d tokens" % (value, maximum)
+    assert stderr.strip() == "run: -c '%s' is out of range: this model's context is 1..%d tokens" % (value, maximum)
     code, stdout, stderr = run([stories_bin, "-p", "hi", "-n", "2", "-c", str(maximum), "--temp", "0"])
     assert code == 0, stderr
 
