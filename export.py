@@ -23,6 +23,7 @@ import os
 import re
 import struct
 import sys
+import time
 
 # ---------------------------------------------------------------------------
 # File format constants (mirroring lucie.h; a test pins the two together)
@@ -789,8 +790,9 @@ def stream_tensor(out, section, progress):
         raise ExportError("internal error: wrote %d bytes for %s, expected %d" % (written, t.name, section.size))
 
 
-def export(hf_dir, out_path, dtype=None, quiet=False):
-    """Exports hf_dir to out_path (written as out_path.tmp, renamed at the end)."""
+def export(hf_dir, out_path, dtype=None, quiet=False, summary=True):
+    """Exports hf_dir to out_path (written as out_path.tmp, renamed at the end); unless
+    quiet, shows progress and (summary) ends with one line saying what was written."""
     config = load_json(os.path.join(hf_dir, "config.json"), "the model configuration")
     gen_path = os.path.join(hf_dir, "generation_config.json")
     gen_config = load_json(gen_path, "generation settings") if os.path.exists(gen_path) else {}
@@ -820,14 +822,7 @@ def export(hf_dir, out_path, dtype=None, quiet=False):
 
     sections, file_size = plan_sections(cfg, matched, weight_type, tok_bytes, template)
     total_weights = sum(s.size for s in sections if s.source is not None)
-    done = [0]
-    last_report = [0]
-
-    def progress(n):
-        done[0] += n
-        if not quiet and done[0] - last_report[0] >= (256 << 20):
-            last_report[0] = done[0]
-            sys.stderr.write("  ... %s / %s\n" % (human(done[0]), human(total_weights)))
+    progress = Progress(total_weights, quiet)
 
     tmp_path = out_path + ".tmp"
     try:
@@ -840,11 +835,7 @@ def export(hf_dir, out_path, dtype=None, quiet=False):
                 if s.source is None:
                     out.write(s.data)
                     continue
-                if not quiet:
-                    sys.stderr.write("[%3d/%d] %-48s %s -> %s %s  (%s / %s)\n" % (
-                        i + 1, len(sections), s.name, s.source.dtype, DTYPE_NAMES[s.dtype],
-                        "x".join(map(str, s.source.shape)), human(done[0]), human(total_weights)))
-                stream_tensor(out, s, progress)
+                stream_tensor(out, s, progress.advance)
             if out.tell() != file_size:
                 raise ExportError("internal error: file is %d bytes, header says %d" % (out.tell(), file_size))
         os.replace(tmp_path, out_path)
@@ -854,10 +845,41 @@ def export(hf_dir, out_path, dtype=None, quiet=False):
         except OSError:
             pass
         raise
-    if not quiet:
-        sys.stderr.write("wrote %s: %s, %d tensors, weights %s, tokenizer %d tokens%s\n" % (
+    progress.finish()
+    if summary and not quiet:
+        sys.stderr.write("wrote %s: %s, %d tensors, weights %s, tokenizer %d tokens%s (%.1f s)\n" % (
             out_path, human(file_size), len(matched), dtype, tok_vocab,
-            ", chat template" if template is not None else ""))
+            ", chat template" if template is not None else "", time.time() - progress.start))
+
+
+class Progress:
+    """Bytes of weights written so far: on a terminal one line that updates itself
+    (bytes, rate, time left); in a pipe or log a plain line every LINE_SECONDS at most,
+    so that a short export prints nothing but its summary."""
+
+    LINE_SECONDS = 10.0
+
+    def __init__(self, total, quiet):
+        self.total, self.quiet, self.done = total, quiet, 0
+        self.terminal = not quiet and sys.stderr.isatty()
+        self.start = self.last = time.time()
+
+    def advance(self, n):
+        self.done += n
+        now = time.time()
+        if self.quiet or now - self.last < (0.2 if self.terminal else self.LINE_SECONDS):
+            return
+        self.last = now
+        rate = self.done / max(now - self.start, 1e-9)
+        line = "export: %5.1f%%  %s / %s  %s/s  ETA %.0f s" % (
+            100.0 * self.done / max(self.total, 1), human(self.done), human(self.total), human(rate),
+            (self.total - self.done) / max(rate, 1e-9))
+        sys.stderr.write("\r%s   " % line if self.terminal else line + "\n")
+        sys.stderr.flush()
+
+    def finish(self):
+        if self.terminal and self.last != self.start:
+            sys.stderr.write("\n")
 
 
 # ---------------------------------------------------------------------------
@@ -881,9 +903,7 @@ def export_quantized(hf_dir, out_path, dtype, quiet=False):
     program = quantizer_program()
     tmp_path = out_path + ".unquantized.tmp"
     try:
-        export(hf_dir, tmp_path, None, quiet)
-        if not quiet:
-            sys.stderr.write("quantizing to %s with %s\n" % (dtype, program))
+        export(hf_dir, tmp_path, None, quiet, summary=False)  # `run quantize` says what it wrote
         proc = subprocess.run([program, "quantize", tmp_path, out_path, dtype],
                               stderr=subprocess.PIPE if quiet else None, universal_newlines=True)
         if proc.returncode != 0:

@@ -2258,8 +2258,57 @@ int lucie_detokenize(const lucie_model *model, const int *ids, int n_ids, int fl
  * ======================================================================== */
 
 typedef struct {
-    int n_threads;
+    int n_threads;      /* threads the session may use */
+    int split_any_size; /* 1: split work of any size (tests of the split); 0: the thresholds below apply */
 } kernel_ctx;
+
+/* ---- how many threads a piece of work gets ----------------------------
+ *
+ * A parallel region costs a fork and a barrier, and the barrier waits for
+ * every thread of the team: when another process holds a core and one of our
+ * threads is descheduled, a region waits for the scheduler's next turn
+ * (milliseconds) however small its work. So a kernel only asks for a second
+ * thread when its work is large enough to pay for that, and the work is cut
+ * into chunks that threads take dynamically (see chunk_units), so a thread
+ * running late takes fewer of them instead of holding everyone up.
+ *
+ * The thresholds are the work (multiply-adds, or elements for the
+ * element-wise steps) each thread must get before a second thread joins.
+ * test/thread_thresholds.c times each kernel alone, 1 thread vs 2 (best of
+ * 200 runs), on a 2-core AMD EPYC VM, gcc 12 -O3 -march=native, libgomp:
+ *   f32 matmul, 1 token: 2 threads take 1.08x the time at 8 K multiply-adds
+ *     per thread, 0.81x at 33 K, 0.51x at 524 K;
+ *   q8 matmul, 1 token: 1.34x at 33 K, 0.67x at 131 K, 0.63x at 524 K;
+ *   batches of 16 tokens: 0.52-0.69x from 131 K on.
+ * So on a quiet machine a second thread starts to pay at ~30-100 K. But the
+ * same runs on the machine busy with other work show regions that stall
+ * for 4-8 ms (a descheduled thread) at any size, so a region must carry far
+ * more work than the crossover to be worth that risk: the thresholds sit
+ * about 10x above it (matmul 1 M multiply-adds per thread: a 7B or mid-size
+ * matmul splits, stories260K's never do). The session's thread tuner
+ * (section 6) then decides, from measurements, whether the split layers
+ * are faster than one thread on the machine as it is. */
+#define MATMUL_MIN_WORK_PER_THREAD 1048576.0
+#define ATTENTION_MIN_WORK_PER_THREAD 524288.0
+#define ELEMENTWISE_MIN_WORK_PER_THREAD 65536.0
+
+static int threads_for(const kernel_ctx *c, double work, double min_work_per_thread) {
+    double fit = work / min_work_per_thread;
+    int n = c->n_threads > 1 ? c->n_threads : 1;
+    if (c->split_any_size) return n;
+    return fit < 2.0 ? 1 : fit < (double)n ? (int)fit : n;
+}
+
+/* How many of `units` independent units of work (row blocks) make one chunk
+ * for `threads` threads: several chunks per thread, so that with dynamic
+ * scheduling a thread that the OS descheduled for a while leaves its share
+ * to the others instead of stalling the region's barrier. */
+#define CHUNKS_PER_THREAD 4
+
+static int chunk_units(int units, int threads) {
+    int chunks = threads > 1 ? threads * CHUNKS_PER_THREAD : 1;
+    return units > chunks ? (units + chunks - 1) / chunks : 1;
+}
 
 typedef struct {
     size_t (*input_bytes)(int n, int cols, int group_size);
@@ -2353,9 +2402,11 @@ static void prefetch_ahead(const void *p, size_t bytes, const void *end) {
  * so that no compiler fuses them behind our back. */
 #if defined(FP_FAST_FMAF) || defined(__FMA__) || defined(__ARM_FEATURE_FMA)
 #define LUCIE_HAVE_FMA 1
+#define LUCIE_HAVE_FMA_NAME "fused"
 static float madd(float acc, float w, float x) { return fmaf(w, x, acc); }
 #else
 #define LUCIE_HAVE_FMA 0
+#define LUCIE_HAVE_FMA_NAME "multiply then add"
 static float madd(float acc, float w, float x) {
     float product = w * x;
     return acc + product;
@@ -2677,18 +2728,19 @@ static void float_rows(float *out, const float *x, const void *w, int is_bf16, i
     else rows_f32_portable(out, x, (const float *)w, n, rows, cols, r_begin, r_end);
 }
 
-/* Each thread takes one contiguous range of rows, all of nearly equal size
- * (whole multiples of 16, so tiles stay aligned), and streams its own part
- * of the weights. Without OpenMP the parts simply run one after another. */
+/* The rows are cut into contiguous chunks of nearly equal size (whole
+ * multiples of 16, so tiles stay aligned) that the threads take in turn, each
+ * streaming its own part of the weights. Without OpenMP the chunks simply run
+ * one after another. */
 static void float_matmul(const kernel_ctx *c, float *out, const float *x, const void *w, int is_bf16, int n,
                          int rows, int cols) {
-    int part, n_parts = c->n_threads > 0 ? c->n_threads : 1, units = (rows + 15) / 16;
+    int units = (rows + 15) / 16, threads = threads_for(c, (double)n * rows * cols, MATMUL_MIN_WORK_PER_THREAD);
+    int step = chunk_units(units, threads), part, n_parts = (units + step - 1) / step;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(n_parts)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
 #endif
     for (part = 0; part < n_parts; part++) {
-        int begin = (int)((long long)units * part / n_parts) * 16;
-        int end = (int)((long long)units * (part + 1) / n_parts) * 16;
+        int begin = part * step * 16, end = (part + 1) * step * 16;
         float_rows(out, x, w, is_bf16, n, rows, cols, begin < rows ? begin : rows, end < rows ? end : rows);
     }
 }
@@ -2913,11 +2965,11 @@ static void quantize_input_row(const float *x, int cols, unsigned char *dst) {
 
 static void quant_prepare(const kernel_ctx *c, const float *x, int n, int cols, int group_size, void *xq) {
     size_t stride = quant_input_stride(cols);
-    int t;
-    (void)c;
+    int t, threads = threads_for(c, (double)n * cols, ELEMENTWISE_MIN_WORK_PER_THREAD);
+    (void)threads;
     (void)group_size;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(c->n_threads) if (n > 1)
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && n > 1)
 #endif
     for (t = 0; t < n; t++) quantize_input_row(x + (size_t)t * cols, cols, (unsigned char *)xq + t * stride);
 }
@@ -3161,19 +3213,21 @@ static void quant_block_simd(int dtype, const unsigned char *block, int ng, cons
 
 /* ---- matmul, embedding, kernel tables ---- */
 
-/* out[t * rows + r] = W[r] . x[t]: threads split the 16-row blocks evenly;
+/* out[t * rows + r] = W[r] . x[t]: threads take chunks of 16-row blocks in turn;
  * each block meets the batch QUANT_TOKENS tokens at a time, so its weights
  * are read from memory once and from cache for the rest of the batch.
  * portable = 1 forces the portable kernel (the tests compare the two). */
 static void quant_matmul(const kernel_ctx *c, int dtype, float *out, const void *xq, const void *w, int n, int rows,
                          int cols, int portable) {
     int ng = quant_groups(cols), n_blocks = (rows + QUANT_ROWS - 1) / QUANT_ROWS, b;
+    int threads = threads_for(c, (double)n * rows * cols, MATMUL_MIN_WORK_PER_THREAD);
+    int chunk_blocks = chunk_units(n_blocks, threads);
     size_t block_bytes = quant_block_bytes(dtype, ng), stride = quant_input_stride(cols);
     const unsigned char *end = (const unsigned char *)w + (size_t)n_blocks * block_bytes;
-    (void)c;
+    (void)chunk_blocks;
     (void)portable;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(c->n_threads)
+#pragma omp parallel for schedule(dynamic, chunk_blocks) num_threads(threads) if (threads > 1)
 #endif
     for (b = 0; b < n_blocks; b++) {
         const unsigned char *block = (const unsigned char *)w + (size_t)b * block_bytes;
@@ -3281,6 +3335,27 @@ int lucie_dtype_from_name(const char *name) {
     return LUCIE_EINVAL;
 }
 
+/* What this build computes with: the kernels compiled in and OpenMP. */
+#ifdef FLOAT_SIMD
+#define BUILD_FLOAT_KERNELS FLOAT_SIMD_NAME
+#else
+#define BUILD_FLOAT_KERNELS "portable"
+#endif
+#ifdef QUANT_SIMD
+#define BUILD_QUANT_KERNELS QUANT_SIMD
+#else
+#define BUILD_QUANT_KERNELS "portable"
+#endif
+#ifdef _OPENMP
+#define BUILD_THREADS "OpenMP"
+#else
+#define BUILD_THREADS "no OpenMP (one thread)"
+#endif
+
+const char *lucie_build_info(void) {
+    return "lucie " LUCIE_VERSION "; float kernels: " BUILD_FLOAT_KERNELS "; quantized kernels: " BUILD_QUANT_KERNELS
+           "; fma: " LUCIE_HAVE_FMA_NAME "; threads: " BUILD_THREADS;
+}
 
 /* ========================================================================
  * 5. Loading a model
@@ -3552,9 +3627,55 @@ typedef struct {
     int n, cols;
 } prepared_input;
 
+/* ---- threads that never collapse: measuring which count is faster ----
+ *
+ * threads_for (section 4) keeps work too small for a second thread on one.
+ * That is not enough on a busy machine: when another process keeps a core
+ * busy, every parallel region waits at its barrier until the scheduler runs
+ * each of our threads once, and a layer of a mid-size model (dozens of
+ * regions per token) can then run several times slower on 2 threads than on
+ * 1 (measured with test/bench_threads.py). Which is faster depends on the
+ * machine's load right now, so the session measures it: every layer is timed,
+ * with all the session's threads or with one, and the faster choice of the
+ * two (by a moving average of seconds per layer per token) is the one used;
+ * the other is tried again now and then, more rarely the slower it was, so
+ * the session follows the load as it changes at a cost of a few percent.
+ * Decoding (one token) and batches (prefill) are measured apart. The thread
+ * count changes no result (every output element is computed by the same
+ * code whatever the split). */
+typedef struct {
+    double seconds[2]; /* moving average of seconds per layer per token: [0] one thread, [1] all */
+    int samples[2];
+    int until_probe; /* layers to run before the slower choice is tried again */
+} thread_tuner;
+
+#define TUNER_PROBE_EVERY 32 /* layers between probes when both choices are as fast, times the ratio */
+#define TUNER_PROBE_MAX 1024
+
+/* 1: all the threads for the next layer; 0: one thread. */
+static int tuner_choice(thread_tuner *t) {
+    int best;
+    if (!t->samples[0]) return 0; /* one thread first: a busy machine then costs nothing to find out */
+    if (!t->samples[1]) return 1;
+    best = t->seconds[1] <= t->seconds[0];
+    if (--t->until_probe > 0) return best;
+    {
+        double ratio = t->seconds[!best] / (t->seconds[best] > 0.0 ? t->seconds[best] : 1e-9);
+        t->until_probe = ratio * TUNER_PROBE_EVERY < TUNER_PROBE_MAX ? (int)(ratio * TUNER_PROBE_EVERY) : TUNER_PROBE_MAX;
+    }
+    return !best;
+}
+
+static void tuner_record(thread_tuner *t, int choice, double seconds_per_token) {
+    t->seconds[choice] = t->samples[choice] ? 0.75 * t->seconds[choice] + 0.25 * seconds_per_token : seconds_per_token;
+    t->samples[choice]++;
+}
+
 struct lucie_session {
     const lucie_model *model;
     int context, pos, n_threads;
+    int active_threads;    /* the thread count of the current layer: n_threads or 1 (thread_tuner) */
+    thread_tuner tuner[2]; /* [0] decoding one token, [1] batches */
     /* activations for a batch of up to MAX_BATCH tokens */
     float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *scores, *logits;
     void *xq;          /* prepared (quantized) activations */
@@ -3648,6 +3769,12 @@ static int valid_sampler_options(const lucie_session_options *o, char *err, size
     return 1;
 }
 
+/* xorshift never leaves 0, so no seed may map to it */
+static uint64_t rng_state_of_seed(unsigned long long seed) {
+    uint64_t state = seed ^ 0x9E3779B97F4A7C15ull;
+    return state ? state : 1;
+}
+
 static void seed_sampler(sampler *sp, const lucie_session_options *o) {
     sp->temperature = o->temperature;
     sp->top_k = o->top_k;
@@ -3655,8 +3782,7 @@ static void seed_sampler(sampler *sp, const lucie_session_options *o) {
     sp->min_p = o->min_p;
     sp->repetition_penalty = o->repetition_penalty;
     sp->repetition_window = o->repetition_window;
-    sp->rng = o->seed ^ 0x9E3779B97F4A7C15ull;
-    if (sp->rng == 0) sp->rng = 1;
+    sp->rng = rng_state_of_seed(o->seed);
 }
 
 int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, lucie_session **out, char *err,
@@ -3713,7 +3839,7 @@ int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, l
     }
     s->model = m;
     s->context = context;
-    s->n_threads = n_threads;
+    s->n_threads = s->active_threads = n_threads;
     s->x = (float *)aligned_alloc64((size_t)MAX_BATCH * c->dim * sizeof(float));
     s->xb = (float *)aligned_alloc64((size_t)MAX_BATCH * widest * sizeof(float));
     s->q = (float *)aligned_alloc64((size_t)MAX_BATCH * q_dim * sizeof(float));
@@ -3756,6 +3882,19 @@ const char *lucie_session_error(const lucie_session *s) { return s ? s->error : 
 int lucie_session_position(const lucie_session *s) { return s ? s->pos : 0; }
 int lucie_session_context(const lucie_session *s) { return s ? s->context : 0; }
 int lucie_session_threads(const lucie_session *s) { return s ? s->n_threads : 0; }
+
+int lucie_session_tokens(const lucie_session *s, int *ids, int max_ids) {
+    int i;
+    if (!s || max_ids < 0 || (max_ids > 0 && !ids)) return LUCIE_EINVAL;
+    for (i = 0; i < s->pos && i < max_ids; i++) ids[i] = s->history[i];
+    return s->pos;
+}
+
+int lucie_session_set_seed(lucie_session *s, unsigned long long seed) {
+    if (!s) return LUCIE_EINVAL;
+    s->samp.rng = rng_state_of_seed(seed);
+    return LUCIE_OK;
+}
 
 int lucie_session_rewind(lucie_session *s, int pos) {
     if (!s || pos < 0 || pos > s->pos) return LUCIE_EINVAL;
@@ -4018,6 +4157,14 @@ static void softmax(float *x, int n) {
 
 static float silu(float x) { return x / (1.0f + expf(-x)); }
 
+/* The kernels' view of the session: its thread count, thresholds applied. */
+static kernel_ctx session_kernel_ctx(const lucie_session *s) {
+    kernel_ctx ctx;
+    ctx.n_threads = s->active_threads;
+    ctx.split_any_size = 0;
+    return ctx;
+}
+
 static int thread_index(void) {
 #ifdef _OPENMP
     return omp_get_thread_num();
@@ -4042,8 +4189,7 @@ static void linear(lucie_session *s, float *out, const float *x, const tensor *w
     const weight_kernels *k = kernels_for(w->dtype);
     prepared_input *p = &s->prepared;
     int group_size = s->model->config.group_size;
-    kernel_ctx ctx;
-    ctx.n_threads = s->n_threads;
+    kernel_ctx ctx = session_kernel_ctx(s);
     if (k->prepare && !(p->input == x && p->by == k->prepare && p->n == n && p->cols == w->cols)) {
         k->prepare(&ctx, x, n, w->cols, group_size, s->xq);
         p->input = x;
@@ -4065,8 +4211,11 @@ static void attention(lucie_session *s, int layer, int n) {
     const float *kc = s->key_cache + (size_t)layer * s->context * kv_dim;
     const float *vc = s->value_cache + (size_t)layer * s->context * kv_dim;
     int work, total = n * c->n_heads;
+    kernel_ctx ctx = session_kernel_ctx(s);
+    int threads = threads_for(&ctx, 2.0 * total * (s->pos + n) * hd, ATTENTION_MIN_WORK_PER_THREAD);
+    (void)threads;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 1) num_threads(s->n_threads)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
 #endif
     for (work = 0; work < total; work++) {
         int t = work / c->n_heads, h = work % c->n_heads, len = s->pos + t + 1, p, i;
@@ -4088,12 +4237,14 @@ static void attention(lucie_session *s, int layer, int n) {
 /* The element-wise steps, split over the threads for a batch (serial, they
  * took ~6% of a 512-token prefill while the other thread waited); each
  * element is computed the same way whatever the split. One token's worth is
- * not worth a fork. */
+ * not worth a fork (threads_for). */
 static void rmsnorm_rows(lucie_session *s, float *out, const float *x, const float *weight, int n) {
     const lucie_config *c = &s->model->config;
-    int t;
+    kernel_ctx ctx = session_kernel_ctx(s);
+    int t, threads = threads_for(&ctx, (double)n * c->dim, ELEMENTWISE_MIN_WORK_PER_THREAD);
+    (void)threads;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(s->n_threads) if (n > 1)
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && n > 1)
 #endif
     for (t = 0; t < n; t++) rmsnorm(out + (size_t)t * c->dim, x + (size_t)t * c->dim, weight, c->dim, c->rms_norm_eps);
     input_written(s, out);
@@ -4103,9 +4254,11 @@ static void rmsnorm_rows(lucie_session *s, float *out, const float *x, const flo
 static void swiglu(lucie_session *s, int count) {
     float *gate = s->hb;
     const float *up = s->hb2;
-    int i;
+    kernel_ctx ctx = session_kernel_ctx(s);
+    int i, threads = threads_for(&ctx, (double)count, ELEMENTWISE_MIN_WORK_PER_THREAD);
+    (void)threads;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(s->n_threads) if (count > s->model->config.hidden_dim)
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
 #endif
     for (i = 0; i < count; i++) gate[i] = silu(gate[i]) * up[i];
     input_written(s, gate);
@@ -4122,6 +4275,10 @@ static void forward_batch(lucie_session *s, const int *tokens, int n, float *log
     for (t = 0; t < n; t++) ek->embed_row(s->x + (size_t)t * dim, m->embed.data, tokens[t], dim, c->group_size);
     for (l = 0; l < c->n_layers; l++) {
         const layer_weights *w = &m->layers[l];
+        thread_tuner *tuner = &s->tuner[n > 1];
+        int all_threads = s->n_threads > 1 && tuner_choice(tuner);
+        double layer_start = lucie_time_seconds();
+        s->active_threads = all_threads ? s->n_threads : 1;
         float *kc = s->key_cache + (size_t)l * s->context * kv_dim;
         float *vc = s->value_cache + (size_t)l * s->context * kv_dim;
         /* attention block */
@@ -4148,6 +4305,7 @@ static void forward_batch(lucie_session *s, const int *tokens, int n, float *log
         swiglu(s, n * hidden);
         linear(s, s->xb, s->hb, &w->w_down, n);
         for (i = 0; i < n * dim; i++) s->x[i] += s->xb[i];
+        if (s->n_threads > 1) tuner_record(tuner, all_threads, (lucie_time_seconds() - layer_start) / n);
     }
     s->pos += n;
     if (!logits) return;
@@ -4445,7 +4603,9 @@ int lucie_generate_tokens(lucie_session *s, const int *ids, int n_ids, const luc
     }
     /* The decoder learns the input so the output continues it seamlessly; a
      * chat reply (fresh_text) is decoded on its own, as HF decodes replies. */
-    if (!o->fresh_text && n_ids > 0 && (rc = lucie_detok_stream_prime(stream, ids, n_ids)) != LUCIE_OK) {
+    if (!o->fresh_text && (n_ids > 0 || s->pos > 0) &&
+        (rc = n_ids > 0 ? lucie_detok_stream_prime(stream, ids, n_ids)
+                        : lucie_detok_stream_prime(stream, s->history, s->pos)) != LUCIE_OK) {
         snprintf(s->error, sizeof s->error, "cannot decode the input: %s", lucie_status_string(rc));
         goto done;
     }

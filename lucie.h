@@ -254,7 +254,7 @@ void lucie_detok_stream_free(lucie_detok_stream *stream);
 
 typedef struct {
     int context;      /* KV cache length in tokens; 0 = min(model max, 4096) */
-    int n_threads;    /* OpenMP threads; 0 = library default */
+    int n_threads;    /* OpenMP threads at most; 0 = all the cores (omp_get_num_procs) */
     float temperature; /* 0 = greedy */
     int top_k;        /* 0 = off */
     float top_p;      /* 1 = off */
@@ -278,7 +278,15 @@ void lucie_session_free(lucie_session *session);
 const char *lucie_session_error(const lucie_session *session);
 int lucie_session_position(const lucie_session *session); /* tokens in the cache */
 int lucie_session_context(const lucie_session *session);
-int lucie_session_threads(const lucie_session *session); /* threads it computes with */
+int lucie_session_threads(const lucie_session *session); /* threads it may compute with (small
+                                                           steps use fewer: a second thread only
+                                                           joins work large enough to pay for it) */
+/* Copies the first min(position, max_ids) cached token ids to ids and
+ * returns the position (ids may be NULL when max_ids is 0). */
+int lucie_session_tokens(const lucie_session *session, int *ids, int max_ids);
+/* Restarts the sampler's random sequence from seed, as a new session with
+ * this seed would start it (e.g. after lucie_session_load restored another). */
+int lucie_session_set_seed(lucie_session *session, unsigned long long seed);
 /* Forgets the cache from position pos on (0 = start over). */
 int lucie_session_rewind(lucie_session *session, int pos);
 
@@ -350,9 +358,10 @@ typedef struct {
 } lucie_generate_options;
 
 /* Evaluates n_ids input tokens (appended to the cache; n_ids may be 0 when the
- * session already holds the input and its logits), then generates like
- * lucie_generate, stopping also at a stop string (LUCIE_STOP_STRING). On
- * return the cache holds every sampled token (an eos too, as chat needs). */
+ * session already holds the input and its logits: the text then continues
+ * the cached tokens'), then generates like lucie_generate, stopping also at
+ * a stop string (LUCIE_STOP_STRING). On return the cache holds every
+ * sampled token (an eos too, as chat needs). */
 int lucie_generate_tokens(lucie_session *session, const int *ids, int n_ids, const lucie_generate_options *opts,
                           lucie_token_callback cb, void *user, lucie_stats *stats);
 
@@ -384,6 +393,10 @@ const char *lucie_status_string(int status);
 /* A monotonic clock in seconds (arbitrary origin), the one lucie_stats uses:
  * differences of two calls measure wall time. */
 double lucie_time_seconds(void);
+
+/* One line saying what this build computes with: version, the SIMD kernels
+ * compiled in (float and quantized), FMA, OpenMP. */
+const char *lucie_build_info(void);
 
 /* ---- quantization ------------------------------------------------------ */
 

@@ -8,6 +8,7 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -67,27 +68,34 @@ static FILE *open_read(const char *path) {
     return f;
 }
 #else
+#include <unistd.h> /* isatty */
 static FILE *open_read(const char *path) { return fopen(path, "rb"); }
 #endif
 
 static const char *USAGE =
     "usage: run MODEL.bin [options]\n"
     "       run quantize IN.bin OUT.bin TYPE   (convert an f32/bf16 model file to TYPE: %s)\n"
+    "       run --version\n"
     "\n"
     "Generation (default mode):\n"
     "  -p TEXT             prompt (default: empty, i.e. BOS only)\n"
     "  -f FILE             read the prompt from FILE\n"
-    "  -n N                number of tokens to generate (default 256; stops early at an eos id)\n"
+    "  -n N                tokens to generate (default 256; with --chat: until the reply ends or the\n"
+    "                      context is full; with --bench: 64); stops early at an eos id\n"
     "  --temp T            temperature, 0 = greedy (default: the model's generation_config)\n"
     "  --top-k K           keep the K most likely tokens, 0 = off (default: model's)\n"
     "  --top-p P           nucleus sampling threshold in (0,1] (default: model's)\n"
     "  --min-p P           drop tokens below P x the top probability (default 0 = off)\n"
     "  --repeat-penalty R  repetition penalty, 1 = off (default: model's)\n"
     "  --repeat-window N   penalise only the last N tokens, 0 = all (default 0)\n"
-    "  --seed S            random seed (default: from the clock)\n"
-    "  -c CTX              context length in tokens (default: min(model maximum, 4096))\n"
-    "  -t N                threads (default: all cores)\n"
+    "  --seed S            random seed (default: from the clock, printed on stderr when sampling)\n"
+    "  -c CTX              context length in tokens, 1..the model's maximum\n"
+    "                      (default: min(model maximum, 4096); --ppl: the window, default 512)\n"
+    "  -t N                threads at most (default: all cores); small steps of small models use\n"
+    "                      fewer, since a thread only joins work large enough to pay for it\n"
     "  --stop TEXT         stop when TEXT is generated (repeatable; TEXT is not printed)\n"
+    "  --prompt-cache FILE keep the evaluated prompt in FILE: a later run whose prompt starts with\n"
+    "                      the same tokens evaluates only the rest\n"
     "  --load MODE         how weights get into memory: mmap (default), madvise (mmap + kernel\n"
     "                      hints), read (private 2 MB-aligned copy, huge pages where possible)\n"
     "  --no-mmap           same as --load read\n"
@@ -96,6 +104,7 @@ static const char *USAGE =
     "  --chat              interactive multi-turn chat on stdin/stdout; /reset forgets, /quit ends;\n"
     "                      Ctrl-C stops the current answer, a second Ctrl-C exits\n"
     "  --system TEXT       system message for --chat\n"
+    "  (-n, -c, -t, --temp and the other sampling options, --stop, --seed, --load apply)\n"
     "\n"
     "Perplexity:\n"
     "  --ppl FILE          perplexity of FILE's text (BOS added), in windows of -c tokens\n"
@@ -112,20 +121,39 @@ static const char *USAGE =
     "  --bench             time prefill and decoding on synthetic tokens; prints one JSON line\n"
     "  --bench-prompt N    prompt length for --bench (default 64); -n sets decoded tokens (default 64)\n"
     "\n"
+    "Information:\n"
+    "  --info              print the model's configuration, weight type, size and tokenizer\n"
+    "  --version           print the version and what this build computes with (SIMD, OpenMP)\n"
     "  -h, --help          this help\n"
     "\n"
+    "An option that does not apply to the chosen mode is an error (exit code 2).\n"
     "Prompt + stdout is exactly the decoding of the whole token sequence; statistics go to stderr.\n";
 
-typedef enum { MODE_GENERATE, MODE_TOKENIZE, MODE_DETOKENIZE, MODE_BENCH, MODE_CHAT, MODE_PPL } run_mode;
+typedef enum { MODE_GENERATE, MODE_TOKENIZE, MODE_DETOKENIZE, MODE_BENCH, MODE_CHAT, MODE_PPL, MODE_INFO, N_MODES } run_mode;
+
+static const char *const MODE_NAMES[N_MODES] = {"generation", "--tokenize", "--detokenize", "--bench",
+                                                "--chat",     "--ppl",      "--info"};
+
+/* The modes an option applies to (bit 1 << mode). */
+#define IN(mode) (1u << (mode))
+#define SAMPLING_MODES (IN(MODE_GENERATE) | IN(MODE_CHAT))
+#define COMPUTE_MODES (SAMPLING_MODES | IN(MODE_BENCH) | IN(MODE_PPL))
+#define ALL_MODES ((1u << N_MODES) - 1)
 
 #define MAX_STOP 16
 
 typedef struct {
     const char *model_path, *prompt, *prompt_file, *tokenize_text, *detokenize_ids, *system, *ppl_file;
+    const char *prompt_cache;
     const char *stop[MAX_STOP];
     int n_stop;
     run_mode mode;
-    int n_tokens, context, threads, load_mode, no_bos, special_as_text, skip_special, bench_prompt;
+    const char *mode_flag;                   /* the option that chose the mode */
+    const char *misplaced[N_MODES];          /* per mode: the first option given that does not apply to it */
+    unsigned misplaced_modes[N_MODES];       /* ... and the modes that option applies to */
+    int n_tokens, threads, load_mode, no_bos, special_as_text, skip_special, bench_prompt;
+    long context;                            /* checked against the model's maximum once it is open */
+    const char *context_arg;
     int have_temp, have_top_k, have_top_p, have_penalty, have_seed;
     float temp, top_p, min_p, penalty;
     int top_k, repeat_window;
@@ -174,6 +202,27 @@ static int parse_float(const char *s, float lo, float hi, float *out) {
     return 1;
 }
 
+/* Notes that option a (applying to the modes in `modes`) was given. */
+static void option_applies(options *o, const char *a, unsigned modes) {
+    int m;
+    for (m = 0; m < N_MODES; m++)
+        if (!(modes & IN(m)) && !o->misplaced[m]) {
+            o->misplaced[m] = a;
+            o->misplaced_modes[m] = modes;
+        }
+}
+
+/* Chooses the mode; a second mode option is an error. */
+static int choose_mode(options *o, run_mode mode, const char *a) {
+    if (o->mode_flag && o->mode != mode) {
+        fprintf(stderr, "run: %s and %s are two modes; choose one (see run --help)\n", o->mode_flag, a);
+        return 0;
+    }
+    o->mode = mode;
+    o->mode_flag = a;
+    return 1;
+}
+
 static int parse_args(int argc, char **argv, options *o) {
     int i;
     memset(o, 0, sizeof *o);
@@ -188,95 +237,135 @@ static int parse_args(int argc, char **argv, options *o) {
         if (!v) return usage_error("option %s needs a value", a);    \
         i++;                                                          \
     } while (0)
+#define APPLIES(modes) option_applies(o, a, (modes))
+#define MODE(m)                              \
+    do {                                     \
+        if (!choose_mode(o, (m), a)) return 2; \
+    } while (0)
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             print_usage();
             exit(0);
+        } else if (strcmp(a, "--version") == 0) {
+            printf("%s\n", lucie_build_info());
+            exit(0);
         } else if (strcmp(a, "-p") == 0) {
             NEED_VALUE();
+            APPLIES(IN(MODE_GENERATE));
             o->prompt = v;
         } else if (strcmp(a, "-f") == 0) {
             NEED_VALUE();
+            APPLIES(IN(MODE_GENERATE));
             o->prompt_file = v;
         } else if (strcmp(a, "-n") == 0) {
             NEED_VALUE();
+            APPLIES(SAMPLING_MODES | IN(MODE_BENCH));
             if (!parse_int(v, 0, 1 << 24, &o->n_tokens)) return usage_error("-n wants a token count >= 0, got '%s'", v);
         } else if (strcmp(a, "--temp") == 0) {
             NEED_VALUE();
+            APPLIES(SAMPLING_MODES);
             if (!parse_float(v, 0.0f, 100.0f, &o->temp)) return usage_error("--temp wants a number in [0, 100], got '%s'", v);
             o->have_temp = 1;
         } else if (strcmp(a, "--top-k") == 0) {
             NEED_VALUE();
+            APPLIES(SAMPLING_MODES);
             if (!parse_int(v, 0, 1 << 24, &o->top_k)) return usage_error("--top-k wants an integer >= 0, got '%s'", v);
             o->have_top_k = 1;
         } else if (strcmp(a, "--top-p") == 0) {
             NEED_VALUE();
+            APPLIES(SAMPLING_MODES);
             if (!parse_float(v, 1e-6f, 1.0f, &o->top_p)) return usage_error("--top-p wants a number in (0, 1], got '%s'", v);
             o->have_top_p = 1;
         } else if (strcmp(a, "--min-p") == 0) {
             NEED_VALUE();
+            APPLIES(SAMPLING_MODES);
             if (!parse_float(v, 0.0f, 1.0f, &o->min_p)) return usage_error("--min-p wants a number in [0, 1], got '%s'", v);
         } else if (strcmp(a, "--repeat-penalty") == 0) {
             NEED_VALUE();
+            APPLIES(SAMPLING_MODES);
             if (!parse_float(v, 1e-6f, 100.0f, &o->penalty))
                 return usage_error("--repeat-penalty wants a number in (0, 100], got '%s'", v);
             o->have_penalty = 1;
         } else if (strcmp(a, "--repeat-window") == 0) {
             NEED_VALUE();
+            APPLIES(SAMPLING_MODES);
             if (!parse_int(v, 0, 1 << 24, &o->repeat_window))
                 return usage_error("--repeat-window wants an integer >= 0, got '%s'", v);
         } else if (strcmp(a, "--seed") == 0) {
             char *end;
             NEED_VALUE();
+            APPLIES(SAMPLING_MODES);
             errno = 0;
             o->seed = strtoull(v, &end, 10);
             if (errno || end == v || *end || v[0] == '-') return usage_error("--seed wants an integer >= 0, got '%s'", v);
             o->have_seed = 1;
         } else if (strcmp(a, "-c") == 0) {
+            char *end;
             NEED_VALUE();
-            if (!parse_int(v, 1, 1 << 24, &o->context)) return usage_error("-c wants a context length >= 1, got '%s'", v);
+            APPLIES(COMPUTE_MODES);
+            errno = 0;
+            o->context = strtol(v, &end, 10);
+            if (end == v || *end) return usage_error("-c wants a context length in tokens, got '%s'", v);
+            if (errno || o->context < 1 || o->context > INT_MAX) o->context = -1; /* out of range: said with the range */
+            o->context_arg = v;
         } else if (strcmp(a, "-t") == 0) {
             NEED_VALUE();
+            APPLIES(COMPUTE_MODES);
             if (!parse_int(v, 1, 1024, &o->threads)) return usage_error("-t wants a thread count in 1..1024, got '%s'", v);
         } else if (strcmp(a, "--stop") == 0) {
             NEED_VALUE();
+            APPLIES(SAMPLING_MODES);
             if (o->n_stop == MAX_STOP) return usage_error("at most %s stop strings", "16");
             if (!*v) return usage_error("%s: empty stop string", a);
             o->stop[o->n_stop++] = v;
+        } else if (strcmp(a, "--prompt-cache") == 0) {
+            NEED_VALUE();
+            APPLIES(IN(MODE_GENERATE));
+            if (!*v) return usage_error("%s wants a file name", a);
+            o->prompt_cache = v;
         } else if (strcmp(a, "--chat") == 0) {
-            o->mode = MODE_CHAT;
+            MODE(MODE_CHAT);
         } else if (strcmp(a, "--system") == 0) {
             NEED_VALUE();
+            APPLIES(IN(MODE_CHAT));
             o->system = v;
         } else if (strcmp(a, "--ppl") == 0) {
             NEED_VALUE();
-            o->mode = MODE_PPL;
+            MODE(MODE_PPL);
             o->ppl_file = v;
+        } else if (strcmp(a, "--info") == 0) {
+            MODE(MODE_INFO);
         } else if (strcmp(a, "--no-mmap") == 0) {
+            APPLIES(ALL_MODES);
             o->load_mode = LUCIE_LOAD_READ;
         } else if (strcmp(a, "--load") == 0) {
             NEED_VALUE();
+            APPLIES(ALL_MODES);
             if (strcmp(v, "mmap") == 0) o->load_mode = LUCIE_LOAD_MMAP;
             else if (strcmp(v, "madvise") == 0) o->load_mode = LUCIE_LOAD_ADVISE;
             else if (strcmp(v, "read") == 0) o->load_mode = LUCIE_LOAD_READ;
             else return usage_error("--load wants mmap, madvise or read, got '%s'", v);
         } else if (strcmp(a, "--tokenize") == 0) {
             NEED_VALUE();
-            o->mode = MODE_TOKENIZE;
+            MODE(MODE_TOKENIZE);
             o->tokenize_text = v;
         } else if (strcmp(a, "--no-bos") == 0) {
+            APPLIES(IN(MODE_TOKENIZE));
             o->no_bos = 1;
         } else if (strcmp(a, "--special-as-text") == 0) {
+            APPLIES(IN(MODE_TOKENIZE));
             o->special_as_text = 1;
         } else if (strcmp(a, "--detokenize") == 0) {
             NEED_VALUE();
-            o->mode = MODE_DETOKENIZE;
+            MODE(MODE_DETOKENIZE);
             o->detokenize_ids = v;
         } else if (strcmp(a, "--skip-special") == 0) {
+            APPLIES(IN(MODE_DETOKENIZE));
             o->skip_special = 1;
         } else if (strcmp(a, "--bench") == 0) {
-            o->mode = MODE_BENCH;
+            MODE(MODE_BENCH);
         } else if (strcmp(a, "--bench-prompt") == 0) {
             NEED_VALUE();
+            APPLIES(IN(MODE_BENCH));
             if (!parse_int(v, 1, 1 << 24, &o->bench_prompt))
                 return usage_error("--bench-prompt wants a token count >= 1, got '%s'", v);
         } else if (a[0] == '-' && a[1] != '\0') {
@@ -287,8 +376,28 @@ static int parse_args(int argc, char **argv, options *o) {
             return usage_error("unexpected argument '%s'", a);
         }
 #undef NEED_VALUE
+#undef APPLIES
+#undef MODE
+    }
+    if (o->misplaced[o->mode]) {
+        int m, listed = 0;
+        fprintf(stderr, "run: %s does not apply to %s mode (only to", o->misplaced[o->mode], MODE_NAMES[o->mode]);
+        for (m = 0; m < N_MODES; m++)
+            if (o->misplaced_modes[o->mode] & IN(m)) fprintf(stderr, "%s %s", listed++ ? "," : "", MODE_NAMES[m]);
+        fprintf(stderr, "; see run --help)\n");
+        return 2;
     }
     if (!o->model_path) return usage_error("%s", "missing MODEL.bin");
+    return 0;
+}
+
+/* -c against the model's range, once the model is known: 0 when fine. */
+static int check_context(const options *o, const lucie_model *model) {
+    int max = lucie_model_config(model)->max_seq_len;
+    if (o->context_arg && (o->context < 1 || o->context > max)) {
+        fprintf(stderr, "run: -c '%s' is out of range: this model's context is 1..%d tokens\n", o->context_arg, max);
+        return 2;
+    }
     return 0;
 }
 
@@ -411,9 +520,24 @@ static int print_piece(const char *text, size_t len, int token, void *user) {
     return 0;
 }
 
+/* A seed from the clock, when none is given: nanoseconds where the system
+ * has them, so that two runs in the same second differ. */
+static unsigned long long clock_seed(void) {
+#ifdef _WIN32
+    LARGE_INTEGER c;
+    QueryPerformanceCounter(&c);
+    return ((unsigned long long)time(NULL) * 1000003ull ^ (unsigned long long)c.QuadPart) % 4294967296ull;
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ((unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec) % 4294967296ull;
+#endif
+}
+
+/* The session's options from the model's defaults and the command line. */
 static void session_options(const lucie_model *model, const options *o, lucie_session_options *so) {
     lucie_session_defaults(model, so);
-    so->context = o->context;
+    so->context = (int)o->context;
     so->n_threads = o->threads;
     if (o->have_temp) so->temperature = o->temp;
     if (o->have_top_k) so->top_k = o->top_k;
@@ -421,13 +545,58 @@ static void session_options(const lucie_model *model, const options *o, lucie_se
     if (o->have_penalty) so->repetition_penalty = o->penalty;
     so->min_p = o->min_p;
     so->repetition_window = o->repeat_window;
-    so->seed = o->have_seed ? o->seed : (unsigned long long)time(NULL);
+    so->seed = o->have_seed ? o->seed : clock_seed();
+}
+
+/* When tokens were drawn with a seed from the clock, says which (stderr), so
+ * that a good sample can be reproduced with --seed. */
+static void print_clock_seed(const options *o, const lucie_session_options *so) {
+    if (!o->have_seed && so->temperature > 0.0f)
+        fprintf(stderr, "seed: %llu (use --seed %llu to repeat)\n", so->seed, so->seed);
 }
 
 static void print_stats(const lucie_stats *st, double load_seconds) {
     fprintf(stderr, "\nprompt: %d tokens, %.2f tok/s | generated: %d tokens, %.2f tok/s | load: %.3f s\n",
             st->n_prompt, st->prompt_seconds > 0 ? st->n_prompt / st->prompt_seconds : 0.0, st->n_generated,
             st->generate_seconds > 0 ? st->n_generated / st->generate_seconds : 0.0, load_seconds);
+}
+
+/* ---- the prompt cache (--prompt-cache FILE) ----
+ * Like llama.cpp's --prompt-cache: FILE holds a saved session (lucie.h's
+ * lucie_session_save) of an earlier prompt. When it belongs to this model,
+ * the longest common prefix of its tokens and this prompt's stays in the
+ * cache (the rest of the saved cache is rewound away) and only the tokens
+ * after it are evaluated; at least one always is, since the file holds no
+ * logits. The evaluated prompt is then saved back, before generation. A
+ * session file that does not fit (another model, a longer context) is
+ * reported, not used, and replaced; a file that is not a session file at all
+ * is left alone (-1: a mistyped name must not overwrite a model). */
+static int reuse_prompt_cache(lucie_session *session, const char *path, const int *ids, int n_ids,
+                              unsigned long long seed) {
+    int n_cached, keep = 0, *cached;
+    char magic[8];
+    FILE *f = open_read(path);
+    if (!f) return 0; /* no cache yet */
+    if (fread(magic, 1, 8, f) != 8 || memcmp(magic, "LUCIESES", 8) != 0) {
+        fclose(f);
+        fprintf(stderr, "run: --prompt-cache: '%s' exists and is not a session file; not overwriting it\n", path);
+        return -1;
+    }
+    fclose(f);
+    if (lucie_session_load(session, path) != LUCIE_OK) {
+        fprintf(stderr, "run: prompt cache not used: %s\n", lucie_session_error(session));
+        return 0;
+    }
+    lucie_session_set_seed(session, seed); /* this run's randomness, not the saved run's */
+    n_cached = lucie_session_position(session);
+    cached = (int *)malloc((size_t)(n_cached > 0 ? n_cached : 1) * sizeof *cached);
+    if (cached) {
+        lucie_session_tokens(session, cached, n_cached);
+        while (keep < n_cached && keep < n_ids - 1 && cached[keep] == ids[keep]) keep++;
+    }
+    free(cached);
+    lucie_session_rewind(session, keep);
+    return keep;
 }
 
 static int do_generate(const lucie_model *model, const options *o, double load_seconds) {
@@ -439,7 +608,7 @@ static int do_generate(const lucie_model *model, const options *o, double load_s
     char *file_prompt = NULL;
     const char *prompt = o->prompt;
     size_t prompt_len = strlen(o->prompt);
-    int rc, *ids = NULL, n_ids = 0;
+    int rc, *ids = NULL, n_ids = 0, reused = 0;
     if (o->prompt_file) {
         file_prompt = read_all(o->prompt_file, &prompt_len);
         if (!file_prompt) {
@@ -466,12 +635,34 @@ static int do_generate(const lucie_model *model, const options *o, double load_s
     go.max_tokens = o->n_tokens < 0 ? 256 : o->n_tokens;
     go.stop = o->stop;
     go.n_stop = o->n_stop;
-    rc = lucie_generate_tokens(session, ids, n_ids, &go, print_piece, NULL, &stats);
+    if (o->prompt_cache) {
+        /* the prompt is evaluated here, saved, and generation continues from the session */
+        float *logits = (float *)malloc((size_t)lucie_model_config(model)->vocab_size * sizeof *logits);
+        double t0 = lucie_time_seconds();
+        reused = reuse_prompt_cache(session, o->prompt_cache, ids, n_ids, so.seed);
+        rc = reused < 0 ? LUCIE_EIO
+             : logits  ? lucie_eval(session, ids + reused, n_ids - reused, logits, 0)
+                       : LUCIE_ENOMEM;
+        free(logits);
+        if (rc == LUCIE_OK) {
+            double prompt_seconds = lucie_time_seconds() - t0;
+            if (lucie_session_save(session, o->prompt_cache) != LUCIE_OK)
+                fprintf(stderr, "run: prompt cache not saved: %s\n", lucie_session_error(session));
+            fprintf(stderr, "prompt cache: %d of %d prompt tokens reused\n", reused, n_ids);
+            rc = lucie_generate_tokens(session, NULL, 0, &go, print_piece, NULL, &stats);
+            stats.n_prompt = n_ids - reused;
+            stats.prompt_seconds = prompt_seconds;
+        }
+    } else {
+        rc = lucie_generate_tokens(session, ids, n_ids, &go, print_piece, NULL, &stats);
+    }
     fflush(stdout);
     if (rc != LUCIE_OK) {
-        fprintf(stderr, "run: %s\n", lucie_session_error(session));
+        if (reused >= 0)
+            fprintf(stderr, "run: %s\n", rc == LUCIE_ENOMEM ? "out of memory" : lucie_session_error(session));
     } else {
         print_stats(&stats, load_seconds);
+        print_clock_seed(o, &so);
         if (stats.stop_reason == LUCIE_STOP_CONTEXT_FULL) {
             fprintf(stderr, "run: %s: the output stopped before -n tokens (use a larger -c)\n",
                     lucie_session_error(session));
@@ -532,6 +723,12 @@ static char *read_line(void) {
     return line;
 }
 
+static void print_turn_stats(const lucie_session *session, const lucie_stats *stats) {
+    fprintf(stderr, "[%d tokens, %.2f tok/s; %d/%d context used]\n", stats->n_generated,
+            stats->generate_seconds > 0 ? stats->n_generated / stats->generate_seconds : 0.0,
+            lucie_session_position(session), lucie_session_context(session));
+}
+
 static int do_chat(const lucie_model *model, const options *o, double load_seconds) {
     lucie_session_options so;
     lucie_session *session;
@@ -549,6 +746,7 @@ static int do_chat(const lucie_model *model, const options *o, double load_secon
     }
     signal(SIGINT, on_sigint);
     fprintf(stderr, "chat: type a message, /reset to start over, /quit or end of input to leave\n");
+    print_clock_seed(o, &so);
     for (;;) {
         lucie_chat_message msgs[2];
         lucie_generate_options go;
@@ -585,7 +783,7 @@ static int do_chat(const lucie_model *model, const options *o, double load_secon
             break;
         }
         memset(&go, 0, sizeof go);
-        go.max_tokens = o->n_tokens < 0 ? lucie_session_context(session) : o->n_tokens;
+        go.max_tokens = o->n_tokens < 0 ? lucie_session_context(session) : o->n_tokens; /* default: the whole reply */
         go.stop = o->stop;
         go.n_stop = o->n_stop;
         go.fresh_text = 1;
@@ -594,6 +792,7 @@ static int do_chat(const lucie_model *model, const options *o, double load_secon
         printf("\n");
         fflush(stdout);
         if (rc == LUCIE_ECONTEXT || (rc == LUCIE_OK && stats.stop_reason == LUCIE_STOP_CONTEXT_FULL)) {
+            if (rc == LUCIE_OK) print_turn_stats(session, &stats);
             fprintf(stderr, "run: the conversation no longer fits in the context (%d tokens); /reset to start over "
                             "or use a larger -c\n", lucie_session_context(session));
             rc = 0;
@@ -614,9 +813,7 @@ static int do_chat(const lucie_model *model, const options *o, double load_secon
             free(logits);
         }
         if (interrupted) fprintf(stderr, "(stopped)\n");
-        fprintf(stderr, "[%d tokens, %.2f tok/s; %d/%d context used]\n", stats.n_generated,
-                stats.generate_seconds > 0 ? stats.n_generated / stats.generate_seconds : 0.0,
-                lucie_session_position(session), lucie_session_context(session));
+        print_turn_stats(session, &stats);
         turn++;
     }
     signal(SIGINT, SIG_DFL);
@@ -634,7 +831,7 @@ static int do_ppl(const lucie_model *model, const options *o) {
     lucie_session *session;
     char err[256], *text;
     size_t len;
-    int *ids, n_ids, window = o->context ? o->context : 512, start, predicted = 0, windows = 0, rc = 0;
+    int *ids, n_ids, window = o->context ? (int)o->context : 512, start, predicted = 0, windows = 0, rc = 0;
     float *logits;
     double nll = 0.0;
     text = read_all(o->ppl_file, &len);
@@ -750,27 +947,113 @@ static int do_bench(const lucie_model *model, const options *o, double load_seco
     return 0;
 }
 
+/* The size of a file in bytes (64-bit everywhere), or -1. */
+static double file_bytes(const char *path) {
+    FILE *f = open_read(path);
+    double size = -1.0;
+    if (!f) return -1.0;
+#ifdef _WIN32
+    if (_fseeki64(f, 0, SEEK_END) == 0) size = (double)_ftelli64(f);
+#else
+    if (fseeko(f, 0, SEEK_END) == 0) size = (double)ftello(f);
+#endif
+    fclose(f);
+    return size;
+}
+
+static int stderr_is_terminal(void) {
+#ifdef _WIN32
+    return _isatty(_fileno(stderr));
+#else
+    return isatty(fileno(stderr));
+#endif
+}
+
+static void human_bytes(double bytes, char *out, size_t size) {
+    if (bytes >= 1e9) snprintf(out, size, "%.2f GB", bytes / 1e9);
+    else if (bytes >= 1e6) snprintf(out, size, "%.1f MB", bytes / 1e6);
+    else snprintf(out, size, "%.0f KB", bytes / 1e3);
+}
+
+/* Quantization progress: on a terminal one line that updates itself; in a
+ * pipe or log a plain line every PROGRESS_LINE_SECONDS at most. */
+#define PROGRESS_LINE_SECONDS 10.0
+
+typedef struct {
+    int terminal;
+    double total_bytes, start, last_line;
+} progress_state;
+
 static void print_progress(const char *tensor, double fraction, void *user) {
-    (void)user;
-    fprintf(stderr, "\r[%5.1f%%] %-60.60s", 100.0 * fraction, tensor);
+    progress_state *p = (progress_state *)user;
+    double now = lucie_time_seconds(), elapsed = now - p->start, done = fraction * p->total_bytes;
+    double rate = elapsed > 0 ? done / elapsed : 0.0, left = rate > 0 ? (p->total_bytes - done) / rate : 0.0;
+    char done_text[32], total_text[32];
+    (void)tensor;
+    if (!p->terminal && now - p->last_line < PROGRESS_LINE_SECONDS) return;
+    p->last_line = now;
+    human_bytes(done, done_text, sizeof done_text);
+    human_bytes(p->total_bytes, total_text, sizeof total_text);
+    fprintf(stderr, "%squantize: %5.1f%%  %s / %s  %.0f MB/s  ETA %.0f s%s", p->terminal ? "\r" : "",
+            100.0 * fraction, done_text, total_text, rate / 1e6, left, p->terminal ? "   " : "\n");
     fflush(stderr);
 }
 
 /* run quantize IN.bin OUT.bin TYPE */
 static int do_quantize(int argc, char **argv) {
     char err[256];
-    int dtype;
+    int dtype, i;
+    progress_state progress;
+    for (i = 2; i < argc; i++)
+        if (argv[i][0] == '-' && argv[i][1] != '\0') {
+            fprintf(stderr, "run: %s does not apply to quantize mode (usage: run quantize IN.bin OUT.bin %s)\n",
+                    argv[i], quantized_type_names());
+            return 2;
+        }
     if (argc != 5) return usage_error("usage: run quantize IN.bin OUT.bin %s", quantized_type_names());
     dtype = lucie_dtype_from_name(argv[4]);
     if (dtype < 0 || !lucie_dtype(dtype)->quantized) {
         fprintf(stderr, "run: quantize: unknown type '%s' (%s) (see run --help)\n", argv[4], quantized_type_names());
         return 2;
     }
-    if (lucie_quantize_file(argv[2], argv[3], dtype, print_progress, NULL, err, sizeof err) != LUCIE_OK) {
-        fprintf(stderr, "\nrun: %s\n", err);
+    progress.terminal = stderr_is_terminal();
+    progress.total_bytes = file_bytes(argv[2]);
+    progress.start = progress.last_line = lucie_time_seconds();
+    if (lucie_quantize_file(argv[2], argv[3], dtype, print_progress, &progress, err, sizeof err) != LUCIE_OK) {
+        fprintf(stderr, "%srun: %s\n", progress.terminal ? "\n" : "", err);
         return 1;
     }
-    fprintf(stderr, "\nwrote %s\n", argv[3]);
+    fprintf(stderr, "%swrote %s (%s, %.1f s)\n", progress.terminal ? "\n" : "", argv[3], argv[4],
+            lucie_time_seconds() - progress.start);
+    return 0;
+}
+
+/* ---- --info ---- */
+
+static int do_info(const lucie_model *model, const options *o) {
+    const lucie_config *c = lucie_model_config(model);
+    double q_dim = (double)c->n_heads * c->head_dim, kv_dim = (double)c->n_kv_heads * c->head_dim;
+    double per_layer = c->dim * (2.0 * q_dim + 2.0 * kv_dim) + 3.0 * c->dim * c->hidden_dim + 2.0 * c->dim;
+    double params = c->n_layers * per_layer + (double)c->vocab_size * c->dim * (c->tie_word_embeddings ? 1 : 2) + c->dim;
+    double size = file_bytes(o->model_path);
+    char size_text[32];
+    int i;
+    human_bytes(size, size_text, sizeof size_text);
+    printf("file: %s (%s, %.0f bytes)\n", o->model_path, size_text, size);
+    printf("weights: %s%s\n", lucie_dtype(c->weight_type) ? lucie_dtype(c->weight_type)->name : "unknown",
+           c->weight_type == LUCIE_DT_Q4 ? " (embedding and lm_head q8)" : "");
+    printf("parameters: %.0f (%.2f %s)\n", params, params >= 1e9 ? params / 1e9 : params / 1e6, params >= 1e9 ? "B" : "M");
+    printf("layers: %d, dim: %d, hidden_dim: %d, heads: %d, kv_heads: %d, head_dim: %d\n", c->n_layers, c->dim,
+           c->hidden_dim, c->n_heads, c->n_kv_heads, c->head_dim);
+    printf("context: %d tokens (maximum); rope_theta: %g, rms_norm_eps: %g\n", c->max_seq_len, c->rope_theta,
+           (double)c->rms_norm_eps);
+    printf("vocabulary: %d tokens; bos: %d; eos:", c->vocab_size, c->bos_id);
+    for (i = 0; i < c->n_eos; i++) printf(" %d", c->eos_ids[i]);
+    printf("%s; tied embeddings: %s\n", c->n_eos ? "" : " none", c->tie_word_embeddings ? "yes" : "no");
+    printf("chat template: %s\n", lucie_chat_template(model) ? "yes" : "no");
+    printf("generation defaults: %s, temperature %g, top_p %g, top_k %d, repetition_penalty %g\n",
+           c->do_sample ? "sampling" : "greedy", (double)c->temperature, (double)c->top_p, c->top_k,
+           (double)c->repetition_penalty);
     return 0;
 }
 
@@ -802,7 +1085,13 @@ int main(int argc, char **argv) {
         return 1;
     }
     load_seconds = lucie_time_seconds() - t0;
+    rc = check_context(&o, model);
+    if (rc) {
+        lucie_close(model);
+        return rc;
+    }
     switch (o.mode) {
+    case MODE_INFO: rc = do_info(model, &o); break;
     case MODE_TOKENIZE: rc = do_tokenize(model, &o); break;
     case MODE_DETOKENIZE: rc = do_detokenize(model, &o); break;
     case MODE_BENCH: rc = do_bench(model, &o, load_seconds); break;

@@ -355,3 +355,185 @@ def test_chat_ctrl_c_stops_the_answer_not_the_program(instruct):
     assert "(stopped)" in stderr
     n = int(re.search(r"\[(\d+) tokens, ", stderr).group(1))
     assert 0 < n < 4000
+
+
+# ---- options of another mode, ranges, seed, --version, --info --------------------
+
+MISPLACED = [
+    (["-p", "hi", "--system", "be nice"], "--system", "generation"),
+    (["-p", "hi", "--no-bos"], "--no-bos", "generation"),
+    (["-p", "hi", "--skip-special"], "--skip-special", "generation"),
+    (["--tokenize", "hi", "--skip-special"], "--skip-special", "--tokenize"),
+    (["--detokenize", "1 2", "--no-bos"], "--no-bos", "--detokenize"),
+    (["--tokenize", "hi", "-t", "2"], "-t", "--tokenize"),
+    (["--chat", "-p", "hi"], "-p", "--chat"),
+    (["--chat", "--prompt-cache", "x"], "--prompt-cache", "--chat"),
+    (["--bench", "--temp", "0.5"], "--temp", "--bench"),
+    (["--bench", "--stop", "x"], "--stop", "--bench"),
+    (["--ppl", "x.txt", "-n", "5"], "-n", "--ppl"),
+    (["--info", "-c", "16"], "-c", "--info"),
+    (["--bench-prompt", "8"], "--bench-prompt", "generation"),
+    # the option before the mode that excludes it
+    (["--system", "be nice", "--tokenize", "hi"], "--system", "--tokenize"),
+    (["--top-k", "5", "--ppl", "x.txt"], "--top-k", "--ppl"),
+]
+
+
+@pytest.mark.parametrize("args,flag,mode", MISPLACED, ids=[" ".join(m[0]) for m in MISPLACED])
+def test_option_of_another_mode_is_refused(args, flag, mode, stories_bin):
+    """An option that does not apply to the chosen mode: one line naming the option and
+    the mode, exit code 2, whichever comes first."""
+    code, stdout, stderr = run([stories_bin] + args)
+    assert code == 2 and stdout == "", (code, stderr)
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert "%s does not apply to %s mode" % (flag, mode) in stderr, stderr
+
+
+def test_two_modes_are_refused(stories_bin):
+    code, stdout, stderr = run([stories_bin, "--chat", "--bench"])
+    assert code == 2 and stdout == "" and "--chat" in stderr and "--bench" in stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_quantize_refuses_options(stories_bin, tmp_path):
+    code, stdout, stderr = run(["quantize", stories_bin, str(tmp_path / "q.bin"), "q8", "-t", "2"])
+    assert code == 2 and stdout == "" and "-t does not apply to quantize mode" in stderr
+    assert not os.path.exists(str(tmp_path / "q.bin"))
+
+
+@pytest.mark.parametrize("value", ["99999999", "0", "513", "-5", "99999999999999999999"])
+def test_context_out_of_range_gives_the_range(value, stories_bin):
+    """stories260K's maximum context is 512 (config.json's max_position_embeddings)."""
+    with open(os.path.join(need_dir(STORIES_UNTIED), "config.json")) as f:
+        maximum = json.load(f)["max_position_embeddings"]
+    code, stdout, stderr = run([stories_bin, "-p", "hi", "-c", value])
+    assert code == 2 and stdout == ""
+    assert stderr.strip() == "run: -c '%s' is out of range: this model's context is 1..%d tokens" % (value, maximum)
+    code, stdout, stderr = run([stories_bin, "-p", "hi", "-n", "2", "-c", str(maximum), "--temp", "0"])
+    assert code == 0, stderr
+
+
+def test_clock_seed_is_printed_and_reproduces(stories_bin):
+    """Sampling without --seed prints the seed it drew on stderr; passing it back with
+    --seed gives the same text. Greedy decoding, or a given seed, prints no seed."""
+    args = [stories_bin, "-p", "Once upon a time", "-n", "40", "--temp", "1.0", "-t", "1"]
+    code, first, stderr = run(args)
+    assert code == 0, stderr
+    m = re.search(r"^seed: (\d+) \(use --seed (\d+) to repeat\)$", stderr, re.M)
+    assert m and m.group(1) == m.group(2), stderr
+    code, again, stderr = run(args + ["--seed", m.group(1)])
+    assert code == 0 and again == first and "seed:" not in stderr
+    assert len(first) > 40
+    code, _, stderr = run([stories_bin, "-p", "Once", "-n", "3", "--temp", "0"])
+    assert code == 0 and "seed:" not in stderr
+
+
+def test_version():
+    with open(os.path.join(os.path.dirname(RUN), "lucie.h")) as f:
+        version = re.search(r'#define LUCIE_VERSION "([^"]+)"', f.read()).group(1)
+    code, stdout, stderr = run(["--version"])
+    assert code == 0 and stderr == ""
+    assert re.match(r"^lucie %s; float kernels: (avx512|avx2|neon|portable); quantized kernels: "
+                    r"(avx512-vnni|avx2|neon-dotprod|portable); fma: (fused|multiply then add); "
+                    r"threads: (OpenMP|no OpenMP \(one thread\))\n$" % re.escape(version), stdout), stdout
+
+
+def test_info_matches_the_checkpoint(stories_bin):
+    """--info against the Hugging Face config and weights it was exported from."""
+    torch, _ = need_torch()
+    from safetensors.torch import load_file
+    hf_dir = need_dir(STORIES_UNTIED)
+    with open(os.path.join(hf_dir, "config.json")) as f:
+        config = json.load(f)
+    weights = load_file(os.path.join(hf_dir, "model.safetensors"))
+    code, stdout, stderr = run([stories_bin, "--info"])
+    assert code == 0, stderr
+    info = dict(line.split(": ", 1) for line in stdout.strip().splitlines())
+    assert info["file"].startswith("%s (" % stories_bin) and "%d bytes" % os.path.getsize(stories_bin) in info["file"]
+    assert info["weights"] == "f32"
+    assert int(info["parameters"].split()[0]) == sum(t.numel() for t in weights.values())
+    assert info["layers"].split(",")[0] == str(config["num_hidden_layers"])
+    assert "dim: %d, hidden_dim: %d, heads: %d, kv_heads: %d" % (
+        config["hidden_size"], config["intermediate_size"], config["num_attention_heads"],
+        config["num_key_value_heads"]) in stdout
+    assert info["context"].startswith("%d tokens" % config["max_position_embeddings"])
+    assert info["vocabulary"].startswith("%d tokens" % config["vocab_size"])
+    assert info["chat template"] == "no"
+
+
+def test_chat_reply_length_default(instruct):
+    """--help states -n's default for --chat (the whole reply: until it ends or the
+    context is full), and --chat does that: this reply runs past 256 tokens."""
+    entries = help_entries(run(["--help"])[1])
+    assert "default 256" in entries["-n"] and "--chat: until the reply ends or the" in entries["-n"], entries["-n"]
+    _, model_bin = instruct
+    code, _, stderr = run([model_bin, "--chat", "--temp", "0", "-t", "1", "-c", "320"],
+                          stdin="Raconte une longue histoire.\n")
+    assert code == 0, stderr
+    n = int(re.search(r"\[(\d+) tokens, ", stderr).group(1))
+    assert n > 256, stderr
+
+
+# ---- --prompt-cache ---------------------------------------------------------------
+
+def test_prompt_cache(stories_bin, tmp_path):
+    """The second run of a prompt evaluates one token (the rest comes from the cache) and
+    prints the greedy text of a run without cache; a longer prompt reuses the shared
+    prefix; a prompt that diverges rewinds the cache to the common part; a session of
+    another model is reported, not used, and replaced; a file that is not a session file
+    is left alone."""
+    cache = str(tmp_path / "prompt.cache")
+    base = [stories_bin, "--temp", "0", "-t", "1", "-n", "30"]
+
+    def with_cache(prompt):
+        code, stdout, stderr = run(base + ["-p", prompt, "--prompt-cache", cache])
+        assert code == 0, stderr
+        m = re.search(r"^prompt cache: (\d+) of (\d+) prompt tokens reused$", stderr, re.M)
+        assert m, stderr
+        evaluated = int(re.search(r"prompt: (\d+) tokens", stderr).group(1))
+        assert evaluated == int(m.group(2)) - int(m.group(1))
+        return stdout, int(m.group(1)), int(m.group(2)), stderr
+
+    def without_cache(prompt):
+        code, stdout, stderr = run(base + ["-p", prompt])
+        assert code == 0, stderr
+        return stdout
+
+    tokenize = lambda text: run([stories_bin, "--tokenize", text])[1].split()
+    first = "Once upon a time, there was a little dog"
+    out, reused, total, _ = with_cache(first)
+    assert reused == 0 and total == len(tokenize(first)) and out == without_cache(first)
+    out, reused, total, _ = with_cache(first)
+    assert reused == total - 1 and out == without_cache(first)
+    longer = first + " named Max. He liked to run"
+    out, reused, total, _ = with_cache(longer)
+    assert reused == len(tokenize(first)) and out == without_cache(longer)
+    other = "Once upon a time, there was a big cat"
+    common = 0
+    for a, b in zip(tokenize(longer), tokenize(other)):
+        if a != b:
+            break
+        common += 1
+    out, reused, total, _ = with_cache(other)
+    assert 0 < reused == common < total and out == without_cache(other)
+    # a session of another model: reported, not used, replaced
+    other_model = str(tmp_path / "other.bin")
+    with open(stories_bin, "rb") as f:
+        data = bytearray(f.read())
+    data[-1] ^= 1  # other weights: the session's model fingerprint differs
+    with open(other_model, "wb") as f:
+        f.write(data)
+    code, _, stderr = run([other_model, "--temp", "0", "-n", "2", "-p", first, "--prompt-cache", cache])
+    assert code == 0 and "prompt cache not used" in stderr and "another model" in stderr, stderr
+    out, reused, _, stderr = with_cache(first)
+    assert reused == 0 and "prompt cache not used" in stderr and out == without_cache(first)
+    out, reused, total, _ = with_cache(first)
+    assert reused == total - 1
+    # a file that is not a session file (a mistyped name): left alone, exit 1
+    not_a_session = str(tmp_path / "notes.txt")
+    with open(not_a_session, "wb") as f:
+        f.write(b"my notes")
+    code, stdout, stderr = run(base + ["-p", first, "--prompt-cache", not_a_session])
+    assert code == 1 and stdout == "" and len(stderr.strip().splitlines()) == 1 and "not a session" in stderr
+    with open(not_a_session, "rb") as f:
+        assert f.read() == b"my notes"

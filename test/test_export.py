@@ -249,6 +249,57 @@ def test_export_disk_full(tmp_path):
         assert sorted(os.listdir(str(tmp_path))) == ["_tok", "ckpt", "out.bin"]
 
 
+# ---- what export and quantize print --------------------------------------------
+
+def test_output_in_a_pipe_is_one_summary_line(tmp_path):
+    """Not on a terminal (a pipe, a log), a short export prints one line saying what it
+    wrote: no line per tensor, no carriage returns. The same for export.py --dtype q8
+    (which runs `run quantize`) and `run quantize` itself."""
+    ckpt = tiny_checkpoint(tmp_path)
+    out = str(tmp_path / "out.bin")
+    proc = subprocess.run([sys.executable, EXPORT, ckpt, out], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True)
+    assert proc.returncode == 0 and proc.stdout == ""
+    assert re.match(r"^wrote .*out\.bin: .*, \d+ tensors, weights f32, tokenizer \d+ tokens.*\n$", proc.stderr), \
+        proc.stderr
+    need_binary(RUN)
+    proc = subprocess.run([sys.executable, EXPORT, ckpt, str(tmp_path / "q8.bin"), "--dtype", "q8"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert proc.returncode == 0 and re.match(r"^wrote .*q8\.bin \(q8, [0-9.]+ s\)\n$", proc.stderr), proc.stderr
+    proc = subprocess.run([RUN, "quantize", out, str(tmp_path / "q4.bin"), "q4"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True)
+    assert proc.returncode == 0 and re.match(r"^wrote .*q4\.bin \(q4, [0-9.]+ s\)\n$", proc.stderr), proc.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_quantize_progress_on_a_terminal(tmp_path):
+    """On a terminal, `run quantize` shows one self-updating line (carriage returns) with
+    the percentage, bytes, rate and time left, then the summary on a line of its own."""
+    import pty
+    ckpt = tiny_checkpoint(tmp_path)
+    out = str(tmp_path / "out.bin")
+    assert run_export(ckpt, out).returncode == 0
+    need_binary(RUN)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([RUN, "quantize", out, str(tmp_path / "q8.bin"), "q8"], stdout=subprocess.PIPE,
+                            stderr=slave)
+    os.close(slave)
+    text = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the other end closed
+            break
+        if not chunk:
+            break
+        text += chunk
+    os.close(master)
+    assert proc.wait() == 0
+    text = text.decode("utf-8")
+    assert re.search(r"\rquantize: 100\.0%  .* / .*  \d+ MB/s  ETA \d+ s", text), repr(text)
+    assert text.count("\n") <= 2 and text.rstrip().splitlines()[-1].startswith("wrote "), repr(text)
+
+
 # ---- what a good export contains ---------------------------------------------
 
 def load(path):

@@ -72,6 +72,7 @@ static void check_shape(tally *tl, rng *g, int rows, int cols, int n) {
     float *one = (float *)malloc((size_t)rows * sizeof *one);
     int r, t, threads;
     kernel_ctx ctx;
+    ctx.split_any_size = 1; /* the split itself is under test, whatever the size */
     if (!wb || !wf || !x || !ref || !got || !one) {
         printf("FAIL out of memory\n");
         exit(1);

@@ -655,7 +655,8 @@ def test_help_goes_to_stdout():
 
 def test_context_larger_than_the_model(models, model_path):
     max_seq = header_get(models["lucie"], "max_seq_len")
-    assert_refused(run([model_path, "-c", max_seq + 1, "-n", "1"]), 1, "context", str(max_seq + 1))
+    # bad usage (exit 2), and the message gives the real range
+    assert_refused(run([model_path, "-c", max_seq + 1, "-n", "1"]), 2, "context", str(max_seq + 1), "1..%d" % max_seq)
 
 
 def test_context_at_the_model_maximum(models, model_path):

@@ -214,6 +214,7 @@ static void test_prepare(void) {
     size_t stride = quant_input_stride(cols);
     unsigned char *xq = (unsigned char *)xmalloc(quant_input_bytes(n, cols, 32));
     kernel_ctx ctx;
+    ctx.split_any_size = 1; /* the split itself is under test, whatever the size */
     ctx.n_threads = 1;
     for (i = 0; i < n * cols; i++) x[i] = gaussian() * (i % 97 == 0 ? 30.0f : 1.0f);
     for (i = 64; i < 96; i++) x[i] = 0.0f; /* an all-zero group */
@@ -267,6 +268,7 @@ static void test_matmul(void) {
             float *other = (float *)xmalloc((size_t)n * rows * sizeof(float));
             unsigned char *q, *xq = (unsigned char *)xmalloc(quant_input_bytes(n, cols, 32));
             kernel_ctx ctx;
+            ctx.split_any_size = 1; /* the split itself is under test, whatever the size */
             tensor_bytes(dt, rows, cols, 32, &bytes);
             q = (unsigned char *)xmalloc(bytes);
             for (r = 0; r < rows * cols; r++) w[r] = gaussian() * 0.05f;
