@@ -86,6 +86,7 @@ static const char *USAGE =
     "  --repeat-window N   penalise only the last N tokens, 0 = all (default 0)\n"
     "  --seed S            random seed (default: from the clock)\n"
     "  -c CTX              context length in tokens (default: min(model maximum, 4096))\n"
+    "  --kv TYPE           KV cache type: f32, f16 or q8 (default: the library's, see README)\n"
     "  -t N                threads (default: all cores)\n"
     "  --stop TEXT         stop when TEXT is generated (repeatable; TEXT is not printed)\n"
     "  --load MODE         how weights get into memory: mmap (default), madvise (mmap + kernel\n"
@@ -128,7 +129,7 @@ typedef struct {
     int n_tokens, context, threads, load_mode, no_bos, special_as_text, skip_special, bench_prompt;
     int have_temp, have_top_k, have_top_p, have_penalty, have_seed;
     float temp, top_p, min_p, penalty;
-    int top_k, repeat_window;
+    int top_k, repeat_window, kv_type;
     unsigned long long seed;
 } options;
 
@@ -219,6 +220,12 @@ static int parse_args(int argc, char **argv, options *o) {
         } else if (strcmp(a, "-c") == 0) {
             NEED_VALUE();
             if (!parse_int(v, 1, 1 << 24, &o->context)) return usage_error("-c wants a context length >= 1, got '%s'", v);
+        } else if (strcmp(a, "--kv") == 0) {
+            NEED_VALUE();
+            if (strcmp(v, "f32") == 0) o->kv_type = LUCIE_KV_F32;
+            else if (strcmp(v, "f16") == 0) o->kv_type = LUCIE_KV_F16;
+            else if (strcmp(v, "q8") == 0) o->kv_type = LUCIE_KV_Q8;
+            else return usage_error("--kv wants f32, f16 or q8, got '%s'", v);
         } else if (strcmp(a, "-t") == 0) {
             NEED_VALUE();
             if (!parse_int(v, 1, 1024, &o->threads)) return usage_error("-t wants a thread count in 1..1024, got '%s'", v);
@@ -401,6 +408,7 @@ static void session_options(const lucie_model *model, const options *o, lucie_se
     lucie_session_defaults(model, so);
     so->context = o->context;
     so->n_threads = o->threads;
+    so->kv_type = o->kv_type;
     if (o->have_temp) so->temperature = o->temp;
     if (o->have_top_k) so->top_k = o->top_k;
     if (o->have_top_p) so->top_p = o->top_p;
