@@ -266,7 +266,9 @@ int lucie_session_rewind(lucie_session *session, int pos);
  * evaluating more tokens, gives exactly the logits the original session would
  * have produced (the last logits themselves are not stored: evaluate at least
  * one token after a load). The file is validated on load like a model file
- * (LUCIE_EFORMAT when it does not match this model; the session is unchanged). */
+ * (LUCIE_EFORMAT when it does not match this model; the session is unchanged).
+ * The file records the KV cache type and loads only into a session of the same
+ * type (files written before cache types existed hold f32 caches). */
 int lucie_session_save(const lucie_session *session, const char *path);
 int lucie_session_load(lucie_session *session, const char *path);
 
