@@ -26,9 +26,9 @@ import subprocess
 import pytest
 
 from conftest import (LOGITS, LUCIE_BASE, LUCIE_INSTRUCT, STORIES_UNTIED, export_model, load_hf_model,
-                      need_binary, need_dir, need_torch, read_logits)
+                      need_binary, need_dir, need_torch, read_logits, require)
 
-np = pytest.importorskip("numpy")
+np = require("numpy")
 
 KV_TYPES = ["f32", "f16", "q8"]
 Q8_GROUP = 32
@@ -129,7 +129,7 @@ def models(tmp_path_factory):
 
 def token_ids(hf_dir):
     import json
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = require("tokenizers")
     tok = tokenizers.Tokenizer.from_file(os.path.join(hf_dir, "tokenizer.json"))
     ids = tok.encode(TEXT * 20).ids[:N_TOKENS]
     assert len(ids) == N_TOKENS
