@@ -2480,7 +2480,7 @@ static void rows_bf16_portable(float *out, const float *x, const uint16_t *w, in
  * there is nothing to reuse, and the rows simply stream from memory.
  * Only whole 16-column chunks run in SIMD; the row tail and the adding up of
  * the lanes use the plain C code above, so the contract holds by
- * construction. Only vec16 (16 lanes) and five small functions differ between
+ * construction. Only vec16 (16 lanes) and six small functions differ between
  * instruction sets. Define LUCIE_NO_SIMD to build the plain C path only. */
 
 #if defined(__GNUC__) && !defined(LUCIE_NO_SIMD) && LUCIE_HAVE_FMA &&                     \
@@ -2506,6 +2506,11 @@ static FLOAT_INLINE vec16 vec16_load(const float *p) {
     vec16 v;
     int j;
     for (j = 0; j < 4; j++) v.q[j] = vld1q_f32(p + 4 * j);
+    return v;
+}
+static FLOAT_INLINE vec16 vec16_set1(float x) {
+    vec16 v;
+    v.q[0] = v.q[1] = v.q[2] = v.q[3] = vdupq_n_f32(x);
     return v;
 }
 static FLOAT_INLINE void vec16_store(float *p, vec16 v) {
@@ -2535,6 +2540,7 @@ static FLOAT_INLINE vec16 vec16_load_bf16(const uint16_t *p) {
 typedef __m512 vec16;
 static FLOAT_INLINE vec16 vec16_zero(void) { return _mm512_setzero_ps(); }
 static FLOAT_INLINE vec16 vec16_load(const float *p) { return _mm512_loadu_ps(p); }
+static FLOAT_INLINE vec16 vec16_set1(float x) { return _mm512_set1_ps(x); }
 static FLOAT_INLINE void vec16_store(float *p, vec16 v) { _mm512_storeu_ps(p, v); }
 static FLOAT_INLINE vec16 vec16_fma(vec16 w, vec16 x, vec16 acc) { return _mm512_fmadd_ps(w, x, acc); }
 /* bf16 is the top half of an f32: widening puts each 16-bit word in the high
@@ -2567,6 +2573,11 @@ static FLOAT_INLINE vec16 vec16_load(const float *p) {
     vec16 v;
     v.lo = _mm256_loadu_ps(p);
     v.hi = _mm256_loadu_ps(p + 8);
+    return v;
+}
+static FLOAT_INLINE vec16 vec16_set1(float x) {
+    vec16 v;
+    v.lo = v.hi = _mm256_set1_ps(x);
     return v;
 }
 static FLOAT_INLINE void vec16_store(float *p, vec16 v) {
@@ -3671,16 +3682,139 @@ static void tuner_record(thread_tuner *t, int choice, double seconds_per_token) 
     t->samples[choice]++;
 }
 
+/* ---- KV cache element types ----
+ *
+ * How one cache row (kv_dim = n_kv_heads * head_dim keys or values of one
+ * position and layer) is stored; lucie.h gives the three layouts. Everything
+ * that touches the cache goes through a kv_type: the forward pass stores
+ * rows, attention widens the part of a row one KV head reads back to f32,
+ * the session sizes the cache, saves and loads raw rows, and refuses a file
+ * whose rows hold NaN or infinity. Widening is exact for f16 and one f32
+ * product for q8, so attention's dot products and weighted sums have a single
+ * f32 definition whatever the type: a block of keys is widened once and then
+ * serves every query head of its group (see attention()). */
+
+#define KV_Q8_GROUP 32
+
+typedef struct {
+    int type; /* LUCIE_KV_* */
+    const char *name;
+    size_t (*row_bytes)(int kv_dim);
+    void (*store)(void *row, const float *x, int kv_dim);
+    /* out[0..count) = values first..first+count-1 of the row, as f32 */
+    void (*widen)(float *out, const void *row, int kv_dim, int first, int count);
+    int (*row_finite)(const void *row, int kv_dim);
+} kv_type;
+
+static size_t kv_f32_row_bytes(int kv_dim) { return (size_t)kv_dim * sizeof(float); }
+static void kv_f32_store(void *row, const float *x, int kv_dim) { memcpy(row, x, (size_t)kv_dim * sizeof(float)); }
+static void kv_f32_widen(float *out, const void *row, int kv_dim, int first, int count) {
+    (void)kv_dim;
+    memcpy(out, (const float *)row + first, (size_t)count * sizeof(float));
+}
+static int kv_f32_row_finite(const void *row, int kv_dim) {
+    const float *x = (const float *)row;
+    int i;
+    for (i = 0; i < kv_dim; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+static size_t kv_f16_row_bytes(int kv_dim) { return (size_t)kv_dim * sizeof(uint16_t); }
+static void kv_f16_store(void *row, const float *x, int kv_dim) {
+    uint16_t *h = (uint16_t *)row;
+    int i;
+    for (i = 0; i < kv_dim; i++) h[i] = float_to_half(x[i]);
+}
+/* half_to_float is exact, and so is the F16C conversion: same results. */
+static void kv_f16_widen(float *out, const void *row, int kv_dim, int first, int count) {
+    const uint16_t *h = (const uint16_t *)row + first;
+    int i = 0;
+    (void)kv_dim;
+#if defined(FLOAT_SIMD) && defined(__F16C__)
+    for (; i + 8 <= count; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+#endif
+    for (; i < count; i++) out[i] = half_to_float(h[i]);
+}
+static int kv_f16_row_finite(const void *row, int kv_dim) {
+    const uint16_t *h = (const uint16_t *)row;
+    int i;
+    for (i = 0; i < kv_dim; i++)
+        if ((h[i] & 0x7c00) == 0x7c00) return 0;
+    return 1;
+}
+
+/* q8 row: ceil(kv_dim / 32) f32 scales, then kv_dim int8 codes. Rows follow
+ * each other unpadded, so scales are read and written with memcpy. */
+static int kv_q8_groups(int kv_dim) { return (kv_dim + KV_Q8_GROUP - 1) / KV_Q8_GROUP; }
+static size_t kv_q8_row_bytes(int kv_dim) { return (size_t)kv_q8_groups(kv_dim) * sizeof(float) + (size_t)kv_dim; }
+static void kv_q8_store(void *row, const float *x, int kv_dim) {
+    unsigned char *scales = (unsigned char *)row;
+    signed char *codes = (signed char *)row + (size_t)kv_q8_groups(kv_dim) * sizeof(float);
+    int g, i;
+    for (g = 0; g < kv_q8_groups(kv_dim); g++) {
+        int begin = g * KV_Q8_GROUP, end = begin + KV_Q8_GROUP < kv_dim ? begin + KV_Q8_GROUP : kv_dim;
+        float amax = 0.0f, scale;
+        for (i = begin; i < end; i++)
+            if (fabsf(x[i]) > amax) amax = fabsf(x[i]);
+        scale = amax / 127.0f;
+        for (i = begin; i < end; i++)
+            codes[i] = (signed char)(scale > 0.0f ? round_to_int(clamp_float(x[i] / scale, -127.0f, 127.0f)) : 0);
+        memcpy(scales + (size_t)g * sizeof(float), &scale, sizeof(float));
+    }
+}
+static void kv_q8_widen(float *out, const void *row, int kv_dim, int first, int count) {
+    const unsigned char *scales = (const unsigned char *)row;
+    const signed char *codes = (const signed char *)row + (size_t)kv_q8_groups(kv_dim) * sizeof(float);
+    int i = first, end = first + count;
+    while (i < end) {
+        int g = i / KV_Q8_GROUP, group_end = (g + 1) * KV_Q8_GROUP < end ? (g + 1) * KV_Q8_GROUP : end;
+        float scale;
+        memcpy(&scale, scales + (size_t)g * sizeof(float), sizeof(float));
+        for (; i < group_end; i++) out[i - first] = (float)codes[i] * scale;
+    }
+}
+static int kv_q8_row_finite(const void *row, int kv_dim) {
+    const unsigned char *scales = (const unsigned char *)row;
+    int g;
+    for (g = 0; g < kv_q8_groups(kv_dim); g++) {
+        float scale;
+        memcpy(&scale, scales + (size_t)g * sizeof(float), sizeof(float));
+        if (!isfinite(scale)) return 0;
+    }
+    return 1;
+}
+
+static const kv_type kv_types[] = {
+    {LUCIE_KV_F32, "f32", kv_f32_row_bytes, kv_f32_store, kv_f32_widen, kv_f32_row_finite},
+    {LUCIE_KV_F16, "f16", kv_f16_row_bytes, kv_f16_store, kv_f16_widen, kv_f16_row_finite},
+    {LUCIE_KV_Q8, "q8", kv_q8_row_bytes, kv_q8_store, kv_q8_widen, kv_q8_row_finite},
+};
+
+/* The type used when a session asks for LUCIE_KV_DEFAULT (see bench/kv_types.md). */
+#define KV_DEFAULT_TYPE LUCIE_KV_F32
+
+static const kv_type *kv_type_for(int type) {
+    size_t i;
+    if (type == LUCIE_KV_DEFAULT) type = KV_DEFAULT_TYPE;
+    for (i = 0; i < sizeof kv_types / sizeof kv_types[0]; i++)
+        if (kv_types[i].type == type) return &kv_types[i];
+    return NULL;
+}
+
 struct lucie_session {
     const lucie_model *model;
     int context, pos, n_threads;
     int active_threads;    /* the thread count of the current layer: n_threads or 1 (thread_tuner) */
     thread_tuner tuner[2]; /* [0] decoding one token, [1] batches */
     /* activations for a batch of up to MAX_BATCH tokens */
-    float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *scores, *logits;
+    float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *logits;
+    float *att_scratch; /* per thread: attention's working blocks (ATT_SCRATCH_FLOATS) */
     void *xq;          /* prepared (quantized) activations */
-    float *key_cache;  /* [n_layers][context][kv_dim] */
-    float *value_cache;
+    const kv_type *kv;
+    size_t kv_row_bytes; /* one position of one layer: kv->row_bytes(kv_dim) */
+    unsigned char *key_cache; /* [n_layers][context] rows of kv_row_bytes */
+    unsigned char *value_cache;
     float *rope_cos, *rope_sin; /* [context][head_dim / 2] */
     int *history;      /* every token in the cache, for the repetition penalty */
     prepared_input prepared; /* what xq was made from (see linear) */
@@ -3691,6 +3825,8 @@ struct lucie_session {
     sampler samp;
     char error[256];
 };
+
+static size_t attention_scratch_floats(const lucie_config *c); /* section 7: attention's per-thread blocks */
 
 /* inv_freq and angles in f32 like LlamaRotaryEmbedding, so long positions
  * round the same way as the reference. */
@@ -3731,7 +3867,7 @@ void lucie_session_free(lucie_session *s) {
     aligned_free64(s->att_out);
     aligned_free64(s->hb);
     aligned_free64(s->hb2);
-    aligned_free64(s->scores);
+    aligned_free64(s->att_scratch);
     aligned_free64(s->logits);
     aligned_free64(s->sample_logits);
     aligned_free64(s->xq);
@@ -3790,7 +3926,8 @@ int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, l
     lucie_session_options defaults;
     lucie_session *s;
     const lucie_config *c;
-    size_t kv_elems, xq_bytes = 0;
+    size_t kv_bytes, xq_bytes = 0;
+    const kv_type *kv;
     int context, q_dim, kv_dim, n_threads, widest, dt;
     if (out) *out = NULL;
     if (!m || !out) {
@@ -3803,6 +3940,11 @@ int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, l
         opts = &defaults;
     }
     if (!valid_sampler_options(opts, err, err_size)) return LUCIE_EINVAL;
+    kv = kv_type_for(opts->kv_type);
+    if (!kv) {
+        set_error(err, err_size, "unknown KV cache type %d", opts->kv_type);
+        return LUCIE_EINVAL;
+    }
     context = opts->context;
     if (context < 0 || context > c->max_seq_len) {
         set_error(err, err_size, "context %d is outside 1..%d (the model's maximum)", context, c->max_seq_len);
@@ -3827,8 +3969,7 @@ int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, l
         size_t b = kernels_for(dt)->input_bytes(MAX_BATCH, widest, c->group_size);
         if (b > xq_bytes) xq_bytes = b;
     }
-    if (!mul_size((size_t)c->n_layers * (size_t)context, (size_t)kv_dim, &kv_elems) ||
-        kv_elems > SIZE_MAX / sizeof(float)) {
+    if (!mul_size((size_t)c->n_layers * (size_t)context, kv->row_bytes(kv_dim), &kv_bytes)) {
         set_error(err, err_size, "KV cache for context %d does not fit in memory", context);
         return LUCIE_ENOMEM;
     }
@@ -3840,6 +3981,8 @@ int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, l
     s->model = m;
     s->context = context;
     s->n_threads = s->active_threads = n_threads;
+    s->kv = kv;
+    s->kv_row_bytes = kv->row_bytes(kv_dim);
     s->x = (float *)aligned_alloc64((size_t)MAX_BATCH * c->dim * sizeof(float));
     s->xb = (float *)aligned_alloc64((size_t)MAX_BATCH * widest * sizeof(float));
     s->q = (float *)aligned_alloc64((size_t)MAX_BATCH * q_dim * sizeof(float));
@@ -3848,18 +3991,18 @@ int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, l
     s->att_out = (float *)aligned_alloc64((size_t)MAX_BATCH * q_dim * sizeof(float));
     s->hb = (float *)aligned_alloc64((size_t)MAX_BATCH * c->hidden_dim * sizeof(float));
     s->hb2 = (float *)aligned_alloc64((size_t)MAX_BATCH * c->hidden_dim * sizeof(float));
-    s->scores = (float *)aligned_alloc64((size_t)n_threads * context * sizeof(float));
+    s->att_scratch = (float *)aligned_alloc64((size_t)n_threads * attention_scratch_floats(c) * sizeof(float));
     s->logits = (float *)aligned_alloc64((size_t)c->vocab_size * sizeof(float));
     s->sample_logits = (float *)aligned_alloc64((size_t)c->vocab_size * sizeof(float));
     s->xq = aligned_alloc64(xq_bytes ? xq_bytes : 64);
-    s->key_cache = (float *)aligned_alloc64(kv_elems * sizeof(float));
-    s->value_cache = (float *)aligned_alloc64(kv_elems * sizeof(float));
+    s->key_cache = (unsigned char *)aligned_alloc64(kv_bytes);
+    s->value_cache = (unsigned char *)aligned_alloc64(kv_bytes);
     s->rope_cos = (float *)aligned_alloc64((size_t)context * (c->head_dim / 2) * sizeof(float));
     s->rope_sin = (float *)aligned_alloc64((size_t)context * (c->head_dim / 2) * sizeof(float));
     s->history = (int *)calloc((size_t)context, sizeof(int));
     s->candidates = (prob_index *)calloc((size_t)c->vocab_size, sizeof(prob_index));
     s->penalised = (unsigned *)calloc((size_t)c->vocab_size, sizeof(unsigned));
-    if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att_out || !s->hb || !s->hb2 || !s->scores || !s->logits || !s->sample_logits ||
+    if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att_out || !s->hb || !s->hb2 || !s->att_scratch || !s->logits || !s->sample_logits ||
         !s->xq || !s->key_cache || !s->value_cache || !s->rope_cos || !s->rope_sin || !s->history || !s->candidates || !s->penalised) {
         lucie_session_free(s);
         set_error(err, err_size, "out of memory for a session with context %d", context);
@@ -3882,6 +4025,7 @@ const char *lucie_session_error(const lucie_session *s) { return s ? s->error : 
 int lucie_session_position(const lucie_session *s) { return s ? s->pos : 0; }
 int lucie_session_context(const lucie_session *s) { return s ? s->context : 0; }
 int lucie_session_threads(const lucie_session *s) { return s ? s->n_threads : 0; }
+int lucie_session_kv_type(const lucie_session *s) { return s ? s->kv->type : 0; }
 
 int lucie_session_tokens(const lucie_session *s, int *ids, int max_ids) {
     int i;
@@ -3905,16 +4049,22 @@ int lucie_session_rewind(lucie_session *s, int pos) {
 
 /* ---- saving and restoring a session ----
  *
- * Layout (little-endian like the model file): magic "LUCIESES", u32 version,
- * u32 kv_dim, u32 n_layers, u32 pos, u64 model fingerprint (FNV-1a of the
- * model's header and entry table), u64 RNG state, then pos token ids (i32),
- * then for each layer the pos key vectors and pos value vectors (f32).
- * The raw float arrays are written in host order, which the loader's
- * little-endian check guarantees. */
+ * Layout (little-endian like the model file): magic "LUCIESES", u32 version
+ * (2), u32 kv_dim, u32 n_layers, u32 pos, u64 model fingerprint (FNV-1a of
+ * the model's header and entry table), u64 RNG state, u32 KV cache type
+ * (LUCIE_KV_F32/F16/Q8), u32 zero; then pos token ids (i32), then for each
+ * layer the pos key rows and pos value rows, each row as the cache type
+ * stores it (lucie.h). Version 1 files (written before cache types existed)
+ * have no type field (a 40-byte header) and hold f32 rows; they still load.
+ * A file loads only into a session of the same cache type: converting would
+ * silently round the cache differently from a session that computed it. The
+ * raw rows are written in host order, which the loader's little-endian check
+ * guarantees. */
 
 #define SESSION_MAGIC "LUCIESES"
-#define SESSION_VERSION 1
-#define SESSION_HEADER 40
+#define SESSION_VERSION 2
+#define SESSION_HEADER 48
+#define SESSION_V1_HEADER 40
 
 static uint64_t fnv1a(uint64_t h, const unsigned char *p, size_t n) {
     size_t i;
@@ -3940,25 +4090,30 @@ static uint64_t model_fingerprint(const lucie_model *m) {
     return h;
 }
 
+/* The first pos rows of layer l of a cache. */
+static unsigned char *cache_rows(const lucie_session *s, unsigned char *cache, size_t l) {
+    return cache + l * (size_t)s->context * s->kv_row_bytes;
+}
 
 int lucie_session_save(const lucie_session *s, const char *path) {
     const lucie_config *c;
     unsigned char header[SESSION_HEADER];
-    size_t kv_dim, l;
+    size_t l, count;
     FILE *f;
     char *tmp_path, *error;
     int ok, i, rc;
     if (!s || !path) return LUCIE_EINVAL;
     error = ((lucie_session *)s)->error; /* the message slot is not part of the session's state */
     c = &s->model->config;
-    kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    memset(header, 0, sizeof header);
     memcpy(header, SESSION_MAGIC, 8);
     put_u32(header + 8, SESSION_VERSION);
-    put_u32(header + 12, (uint32_t)kv_dim);
+    put_u32(header + 12, (uint32_t)(c->n_kv_heads * c->head_dim));
     put_u32(header + 16, (uint32_t)c->n_layers);
     put_u32(header + 20, (uint32_t)s->pos);
     put_u64(header + 24, model_fingerprint(s->model));
     put_u64(header + 32, s->samp.rng);
+    put_u32(header + 40, (uint32_t)s->kv->type);
     /* written aside and renamed: a failed save leaves the previous one intact */
     f = atomic_create(path, &tmp_path, error, sizeof s->error);
     if (!f) {
@@ -3972,11 +4127,10 @@ int lucie_session_save(const lucie_session *s, const char *path) {
         put_u32(b, (uint32_t)s->history[i]);
         ok = fwrite(b, 1, 4, f) == 4;
     }
-    for (l = 0; l < (size_t)c->n_layers && ok; l++) {
-        size_t count = (size_t)s->pos * kv_dim;
-        ok = fwrite(s->key_cache + l * s->context * kv_dim, sizeof(float), count, f) == count &&
-             fwrite(s->value_cache + l * s->context * kv_dim, sizeof(float), count, f) == count;
-    }
+    count = (size_t)s->pos * s->kv_row_bytes;
+    for (l = 0; l < (size_t)c->n_layers && ok; l++)
+        ok = fwrite(cache_rows(s, s->key_cache, l), 1, count, f) == count &&
+             fwrite(cache_rows(s, s->value_cache, l), 1, count, f) == count;
     if (!ok) set_error(error, sizeof s->error, "write error on '%s': %s", tmp_path, strerror(errno));
     rc = atomic_finish(f, tmp_path, path, ok, error, sizeof s->error);
     free(tmp_path);
@@ -3997,15 +4151,23 @@ static int stream_size(FILE *f, unsigned long long *size) {
     return 1;
 }
 
-/* Whether the next n floats of f are all finite (f is left after them). A
- * NaN or infinity in a KV cache would poison every later token. */
-static int stream_floats_finite(FILE *f, size_t n) {
-    float chunk[4096];
+/* Whether the next n cache rows of f all hold finite values (f is left after
+ * them). A NaN or infinity in a KV cache would poison every later token. */
+static int stream_rows_finite(FILE *f, const kv_type *kv, int kv_dim, size_t n) {
+    unsigned char chunk[16384];
+    size_t row = kv->row_bytes(kv_dim), per_read = sizeof chunk / row, i;
+    if (per_read == 0) { /* rows wider than the chunk: one at a time */
+        unsigned char *one = (unsigned char *)malloc(row);
+        int ok = one != NULL;
+        for (i = 0; i < n && ok; i++) ok = fread(one, 1, row, f) == row && kv->row_finite(one, kv_dim);
+        free(one);
+        return ok;
+    }
     while (n > 0) {
-        size_t k = n < 4096 ? n : 4096, i;
-        if (fread(chunk, sizeof(float), k, f) != k) return 0;
+        size_t k = n < per_read ? n : per_read;
+        if (fread(chunk, row, k, f) != k) return 0;
         for (i = 0; i < k; i++)
-            if (!isfinite(chunk[i])) return 0;
+            if (!kv->row_finite(chunk + i * row, kv_dim)) return 0;
         n -= k;
     }
     return 1;
@@ -4014,31 +4176,52 @@ static int stream_floats_finite(FILE *f, size_t n) {
 int lucie_session_load(lucie_session *s, const char *path) {
     const lucie_config *c;
     unsigned char header[SESSION_HEADER];
-    size_t kv_dim, l, count;
-    uint32_t pos;
+    size_t l, count, header_size = SESSION_HEADER;
+    uint32_t pos, version, type;
+    int kv_dim;
     unsigned long long size;
     FILE *f;
     unsigned char *ids;
     int i, ok = 1;
     if (!s || !path) return LUCIE_EINVAL;
     c = &s->model->config;
-    kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    kv_dim = c->n_kv_heads * c->head_dim;
     f = open_file(path, "rb");
     if (!f) {
         snprintf(s->error, sizeof s->error, "cannot open '%s'", path);
         return LUCIE_EIO;
     }
-    if (fread(header, 1, SESSION_HEADER, f) != SESSION_HEADER || memcmp(header, SESSION_MAGIC, 8) != 0 ||
-        read_u32(header + 8) != SESSION_VERSION) {
+    ok = fread(header, 1, SESSION_V1_HEADER, f) == SESSION_V1_HEADER && memcmp(header, SESSION_MAGIC, 8) == 0;
+    version = ok ? read_u32(header + 8) : 0;
+    if (version == 1) {
+        header_size = SESSION_V1_HEADER;
+        type = LUCIE_KV_F32;
+    } else {
+        ok = version == SESSION_VERSION &&
+             fread(header + SESSION_V1_HEADER, 1, SESSION_HEADER - SESSION_V1_HEADER, f) ==
+                 SESSION_HEADER - SESSION_V1_HEADER;
+        type = ok ? read_u32(header + 40) : 0;
+    }
+    if (!ok) {
         fclose(f);
         snprintf(s->error, sizeof s->error, "'%s' is not a lucie session file", path);
         return LUCIE_EFORMAT;
     }
     pos = read_u32(header + 20);
-    if (read_u32(header + 12) != kv_dim || read_u32(header + 16) != (uint32_t)c->n_layers ||
+    if (read_u32(header + 12) != (uint32_t)kv_dim || read_u32(header + 16) != (uint32_t)c->n_layers ||
         read_u64(header + 24) != model_fingerprint(s->model)) {
         fclose(f);
         snprintf(s->error, sizeof s->error, "session file '%s' was saved with another model", path);
+        return LUCIE_EFORMAT;
+    }
+    if (type != (uint32_t)s->kv->type) {
+        const kv_type *saved = kv_type_for((int)type);
+        fclose(f);
+        if (saved && type != LUCIE_KV_DEFAULT)
+            snprintf(s->error, sizeof s->error, "session file '%s' holds a %s KV cache; this session's is %s", path,
+                     saved->name, s->kv->name);
+        else
+            snprintf(s->error, sizeof s->error, "session file '%s' has an unknown KV cache type %u", path, type);
         return LUCIE_EFORMAT;
     }
     if (pos > (uint32_t)s->context) {
@@ -4048,11 +4231,10 @@ int lucie_session_load(lucie_session *s, const char *path) {
         return LUCIE_ECONTEXT;
     }
     /* The exact size must match before anything is overwritten. */
-    count = (size_t)pos * kv_dim;
+    count = (size_t)pos * s->kv_row_bytes;
     if (!stream_size(f, &size) ||
-        size != SESSION_HEADER + (unsigned long long)pos * 4 +
-                    (unsigned long long)c->n_layers * 2 * count * sizeof(float) ||
-        fseek(f, SESSION_HEADER, SEEK_SET) != 0) {
+        size != header_size + (unsigned long long)pos * 4 + (unsigned long long)c->n_layers * 2 * count ||
+        fseek(f, (long)header_size, SEEK_SET) != 0) {
         fclose(f);
         snprintf(s->error, sizeof s->error, "session file '%s' is truncated or has trailing data", path);
         return LUCIE_EFORMAT;
@@ -4078,8 +4260,8 @@ int lucie_session_load(lucie_session *s, const char *path) {
     }
     /* so is every cached value, in a first pass: a refused file must leave
      * the session as it was */
-    if (!stream_floats_finite(f, (size_t)c->n_layers * 2 * count) ||
-        fseek(f, (long)(SESSION_HEADER + (size_t)pos * 4), SEEK_SET) != 0) {
+    if (!stream_rows_finite(f, s->kv, kv_dim, (size_t)c->n_layers * 2 * pos) ||
+        fseek(f, (long)(header_size + (size_t)pos * 4), SEEK_SET) != 0) {
         free(ids);
         fclose(f);
         snprintf(s->error, sizeof s->error, "session file '%s' is corrupt (NaN or infinite values in its KV cache)",
@@ -4089,8 +4271,8 @@ int lucie_session_load(lucie_session *s, const char *path) {
     for (i = 0; i < (int)pos; i++) s->history[i] = read_i32(ids + 4 * (size_t)i);
     free(ids);
     for (l = 0; l < (size_t)c->n_layers && ok; l++)
-        ok = fread(s->key_cache + l * s->context * kv_dim, sizeof(float), count, f) == count &&
-             fread(s->value_cache + l * s->context * kv_dim, sizeof(float), count, f) == count;
+        ok = fread(cache_rows(s, s->key_cache, l), 1, count, f) == count &&
+             fread(cache_rows(s, s->value_cache, l), 1, count, f) == count;
     fclose(f);
     if (!ok) { /* a read error after the size check: the cache is half overwritten */
         s->pos = 0;
@@ -4143,18 +4325,6 @@ static void apply_rope(float *vec, int n_heads, int head_dim, const float *cos_r
     }
 }
 
-static void softmax(float *x, int n) {
-    float max = x[0], sum = 0.0f;
-    int i;
-    for (i = 1; i < n; i++)
-        if (x[i] > max) max = x[i];
-    for (i = 0; i < n; i++) {
-        x[i] = expf(x[i] - max);
-        sum += x[i];
-    }
-    for (i = 0; i < n; i++) x[i] /= sum;
-}
-
 static float silu(float x) { return x / (1.0f + expf(-x)); }
 
 /* The kernels' view of the session: its thread count, thresholds applied. */
@@ -4201,36 +4371,136 @@ static void linear(lucie_session *s, float *out, const float *x, const tensor *w
     input_written(s, out);
 }
 
-/* Causal grouped-query attention for n new tokens at positions pos..pos+n-1:
- * query head h reads key/value head h / (n_heads / n_kv_heads), as HF's
- * repeat_kv does. */
+/* ---- attention ----
+ *
+ * Causal grouped-query attention for n new tokens at positions
+ * pos..pos+n-1: query head h reads key/value head h / (n_heads / n_kv_heads),
+ * as HF's repeat_kv does. The work unit is one KV head and a block of up to
+ * ATT_QUERY_TOKENS tokens: its G = n_heads / n_kv_heads query heads per token
+ * ("queries") walk the cache together, so each key and value is read from
+ * memory once per unit, not once per query head (decoding: once per token).
+ *
+ * Online softmax over blocks of ATT_KEY_BLOCK keys, so that the working set
+ * stays in cache however long the context: for each block, widen its keys and
+ * values to f32 (kv_type), compute the scores of all the unit's queries with
+ * the float tile kernel (keys as weight rows, queries as tokens: the 16-lane
+ * dot product contract), then per query, over the keys it may see:
+ *   m' = max(m, scores);  c = exp(m - m');  l = l * c + sum exp(s - m');
+ *   acc = acc * c + sum exp(s - m') * value      (keys in increasing order)
+ * and at the end out = acc / l. Blocks are cut at absolute positions
+ * (multiples of ATT_KEY_BLOCK), and every step of a query depends only on its
+ * own position, never on which other queries share the unit; so a query
+ * gives the same bits in prefill, in a chunk or decoded alone. */
+
+#define ATT_KEY_BLOCK 64    /* keys per block: 64 x head_dim 128 f32 = 32 KB each for keys and values */
+#define ATT_QUERY_TOKENS 16 /* tokens per unit in prefill: 64 queries for Lucie's 4 heads per KV head */
+
+static int att_queries(const lucie_config *c) { return ATT_QUERY_TOKENS * (c->n_heads / c->n_kv_heads); }
+
+/* Per thread: queries and accumulators [queries][head_dim], running max and
+ * sum [queries], scores [queries][ATT_KEY_BLOCK], keys and values
+ * [ATT_KEY_BLOCK][head_dim]. */
+static size_t attention_scratch_floats(const lucie_config *c) {
+    size_t nq = (size_t)att_queries(c), hd = (size_t)c->head_dim;
+    return 2 * nq * hd + 2 * nq + nq * ATT_KEY_BLOCK + 2 * (size_t)ATT_KEY_BLOCK * hd;
+}
+
+/* acc += p[j] * values[j] for j < n_keys, in increasing j; element-wise, so
+ * the SIMD loop and the plain one compute the same fused multiply-adds. */
+static void accumulate_values(float *acc, const float *p, const float *values, int n_keys, int hd) {
+    int i = 0, j;
+#ifdef FLOAT_SIMD
+    for (; i + DOT_LANES <= hd; i += DOT_LANES) {
+        vec16 a = vec16_load(acc + i);
+        for (j = 0; j < n_keys; j++) a = vec16_fma(vec16_set1(p[j]), vec16_load(values + (size_t)j * hd + i), a);
+        vec16_store(acc + i, a);
+    }
+#endif
+    for (; i < hd; i++)
+        for (j = 0; j < n_keys; j++) acc[i] = madd(acc[i], p[j], values[(size_t)j * hd + i]);
+}
+
+/* One query takes one block of keys: scores[0..n_keys) (raw dot products,
+ * overwritten) against the block's values. */
+static void online_softmax_block(float *acc, float *max, float *sum, float *scores, const float *values, int n_keys,
+                                 int hd, float scale) {
+    float m = *max, correction, l;
+    int j, i;
+    for (j = 0; j < n_keys; j++) {
+        scores[j] *= scale;
+        if (scores[j] > m) m = scores[j];
+    }
+    correction = expf(*max - m); /* 0 for the first block (max = -inf), 1 when the max stays */
+    l = *sum * correction;
+    if (correction != 1.0f)
+        for (i = 0; i < hd; i++) acc[i] *= correction;
+    for (j = 0; j < n_keys; j++) {
+        scores[j] = expf(scores[j] - m);
+        l += scores[j];
+    }
+    accumulate_values(acc, scores, values, n_keys, hd);
+    *max = m;
+    *sum = l;
+}
+
+/* Tokens t0..t0+nt-1 of the batch, KV head kvh, with one thread's scratch. */
+static void attention_unit(lucie_session *s, const unsigned char *kc, const unsigned char *vc, int kvh, int t0,
+                           int nt, float *scratch) {
+    const lucie_config *c = &s->model->config;
+    int hd = c->head_dim, group = c->n_heads / c->n_kv_heads, kv_dim = c->n_kv_heads * hd;
+    int q_dim = c->n_heads * hd, nq = nt * group, end = s->pos + t0 + nt, kb, qi, j;
+    size_t max_q = (size_t)att_queries(c), row = s->kv_row_bytes;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *queries = scratch, *acc = queries + max_q * hd, *max = acc + max_q * hd, *sum = max + max_q;
+    float *scores = sum + max_q, *keys = scores + max_q * ATT_KEY_BLOCK, *values = keys + (size_t)ATT_KEY_BLOCK * hd;
+    /* query qi = t * group + g is head kvh * group + g of token t0 + t: the
+     * group's heads are adjacent in q */
+    for (j = 0; j < nt; j++)
+        memcpy(queries + (size_t)j * group * hd, s->q + (size_t)(t0 + j) * q_dim + (size_t)kvh * group * hd,
+               (size_t)group * hd * sizeof(float));
+    memset(acc, 0, (size_t)nq * hd * sizeof(float));
+    for (qi = 0; qi < nq; qi++) {
+        max[qi] = -INFINITY;
+        sum[qi] = 0.0f;
+    }
+    for (kb = 0; kb < end; kb += ATT_KEY_BLOCK) {
+        int n_keys = end - kb < ATT_KEY_BLOCK ? end - kb : ATT_KEY_BLOCK;
+        for (j = 0; j < n_keys; j++) {
+            s->kv->widen(keys + (size_t)j * hd, kc + (size_t)(kb + j) * row, kv_dim, kvh * hd, hd);
+            s->kv->widen(values + (size_t)j * hd, vc + (size_t)(kb + j) * row, kv_dim, kvh * hd, hd);
+        }
+        float_rows(scores, queries, keys, 0, nq, n_keys, hd, 0, n_keys); /* scores[qi][j] */
+        for (qi = 0; qi < nq; qi++) {
+            int visible = s->pos + t0 + qi / group + 1 - kb; /* keys up to the query's own position */
+            if (visible <= 0) continue;
+            online_softmax_block(acc + (size_t)qi * hd, max + qi, sum + qi, scores + (size_t)qi * n_keys, values,
+                                 visible < n_keys ? visible : n_keys, hd, scale);
+        }
+    }
+    for (qi = 0; qi < nq; qi++) {
+        float *out = s->att_out + (size_t)(t0 + qi / group) * q_dim + (size_t)(kvh * group + qi % group) * hd;
+        for (j = 0; j < hd; j++) out[j] = acc[(size_t)qi * hd + j] / sum[qi];
+    }
+}
+
+/* Units: KV heads x blocks of tokens, KV head fastest, so that decoding (one
+ * token) still splits over the heads. */
 static void attention(lucie_session *s, int layer, int n) {
     const lucie_config *c = &s->model->config;
-    int kv_dim = c->n_kv_heads * c->head_dim, group = c->n_heads / c->n_kv_heads, hd = c->head_dim;
-    float scale = 1.0f / sqrtf((float)hd);
-    const float *kc = s->key_cache + (size_t)layer * s->context * kv_dim;
-    const float *vc = s->value_cache + (size_t)layer * s->context * kv_dim;
-    int work, total = n * c->n_heads;
+    size_t layer_bytes = (size_t)s->context * s->kv_row_bytes;
+    const unsigned char *kc = s->key_cache + (size_t)layer * layer_bytes;
+    const unsigned char *vc = s->value_cache + (size_t)layer * layer_bytes;
+    int unit, units = c->n_kv_heads * ((n + ATT_QUERY_TOKENS - 1) / ATT_QUERY_TOKENS);
     kernel_ctx ctx = session_kernel_ctx(s);
-    int threads = threads_for(&ctx, 2.0 * total * (s->pos + n) * hd, ATTENTION_MIN_WORK_PER_THREAD);
+    int threads = threads_for(&ctx, 2.0 * n * c->n_heads * (s->pos + n) * c->head_dim, ATTENTION_MIN_WORK_PER_THREAD);
     (void)threads;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
 #endif
-    for (work = 0; work < total; work++) {
-        int t = work / c->n_heads, h = work % c->n_heads, len = s->pos + t + 1, p, i;
-        const float *q = s->q + (size_t)t * c->n_heads * hd + (size_t)h * hd;
-        float *att = s->scores + (size_t)thread_index() * s->context;
-        float *out = s->att_out + (size_t)t * c->n_heads * hd + (size_t)h * hd;
-        size_t kv_off = (size_t)(h / group) * hd;
-        for (p = 0; p < len; p++) att[p] = dot_f32(q, kc + (size_t)p * kv_dim + kv_off, hd) * scale;
-        softmax(att, len);
-        for (i = 0; i < hd; i++) out[i] = 0.0f;
-        for (p = 0; p < len; p++) {
-            const float *v = vc + (size_t)p * kv_dim + kv_off;
-            float a = att[p];
-            for (i = 0; i < hd; i++) out[i] += a * v[i];
-        }
+    for (unit = 0; unit < units; unit++) {
+        int kvh = unit % c->n_kv_heads, t0 = unit / c->n_kv_heads * ATT_QUERY_TOKENS;
+        int nt = n - t0 < ATT_QUERY_TOKENS ? n - t0 : ATT_QUERY_TOKENS;
+        attention_unit(s, kc, vc, kvh, t0, nt, s->att_scratch + (size_t)thread_index() * attention_scratch_floats(c));
     }
 }
 
@@ -4278,9 +4548,9 @@ static void forward_batch(lucie_session *s, const int *tokens, int n, float *log
         thread_tuner *tuner = &s->tuner[n > 1];
         int all_threads = s->n_threads > 1 && tuner_choice(tuner);
         double layer_start = lucie_time_seconds();
+        unsigned char *kc = s->key_cache + (size_t)l * s->context * s->kv_row_bytes;
+        unsigned char *vc = s->value_cache + (size_t)l * s->context * s->kv_row_bytes;
         s->active_threads = all_threads ? s->n_threads : 1;
-        float *kc = s->key_cache + (size_t)l * s->context * kv_dim;
-        float *vc = s->value_cache + (size_t)l * s->context * kv_dim;
         /* attention block */
         rmsnorm_rows(s, s->xb, s->x, w->attn_norm, n);
         linear(s, s->q, s->xb, &w->wq, n);
@@ -4291,8 +4561,8 @@ static void forward_batch(lucie_session *s, const int *tokens, int n, float *log
             const float *cr = s->rope_cos + (size_t)p * half, *sr = s->rope_sin + (size_t)p * half;
             apply_rope(s->q + (size_t)t * q_dim, c->n_heads, hd, cr, sr);
             apply_rope(s->k + (size_t)t * kv_dim, c->n_kv_heads, hd, cr, sr);
-            memcpy(kc + (size_t)p * kv_dim, s->k + (size_t)t * kv_dim, (size_t)kv_dim * sizeof(float));
-            memcpy(vc + (size_t)p * kv_dim, s->v + (size_t)t * kv_dim, (size_t)kv_dim * sizeof(float));
+            s->kv->store(kc + (size_t)p * s->kv_row_bytes, s->k + (size_t)t * kv_dim, kv_dim);
+            s->kv->store(vc + (size_t)p * s->kv_row_bytes, s->v + (size_t)t * kv_dim, kv_dim);
         }
         attention(s, l, n);
         input_written(s, s->att_out);

@@ -262,7 +262,21 @@ typedef struct {
     float repetition_penalty; /* 1 = off */
     int repetition_window;    /* last N tokens penalised; 0 = whole context */
     unsigned long long seed;
+    int kv_type;      /* LUCIE_KV_*: how the KV cache stores keys and values; 0 = LUCIE_KV_DEFAULT */
 } lucie_session_options;
+
+/* KV cache element types. The cache holds, per layer and position, a row of
+ * n_kv_heads * head_dim keys (after RoPE) and one of values, in one of:
+ *   F32: the floats as computed (4 bytes per value);
+ *   F16: IEEE half, rounded to nearest even, |x| saturating at 65504 (2 bytes);
+ *   Q8:  the row in groups of 32 consecutive values (the last one shorter; a
+ *        group lies inside one head when head_dim is a multiple of 32), each an
+ *        f32 scale = max|x| / 127 of its group and int8 codes
+ *        round_half_even(x / scale); a value reads back as code * scale
+ *        (scales first, then the codes: 1.125 bytes per value).
+ * Attention reads every row back as f32, so the types differ only in these
+ * roundings (bench/kv_types.md measures what they cost in accuracy). */
+enum { LUCIE_KV_DEFAULT = 0, LUCIE_KV_F32 = 1, LUCIE_KV_F16 = 2, LUCIE_KV_Q8 = 3 };
 
 /* Fills *opts with the defaults (model file's generation settings when model
  * is not NULL). */
@@ -287,6 +301,7 @@ int lucie_session_tokens(const lucie_session *session, int *ids, int max_ids);
 /* Restarts the sampler's random sequence from seed, as a new session with
  * this seed would start it (e.g. after lucie_session_load restored another). */
 int lucie_session_set_seed(lucie_session *session, unsigned long long seed);
+int lucie_session_kv_type(const lucie_session *session); /* LUCIE_KV_F32, _F16 or _Q8 */
 /* Forgets the cache from position pos on (0 = start over). */
 int lucie_session_rewind(lucie_session *session, int pos);
 
@@ -298,6 +313,8 @@ int lucie_session_rewind(lucie_session *session, int pos);
  * have produced (the last logits themselves are not stored: evaluate at least
  * one token after a load). The file is validated on load like a model file
  * (LUCIE_EFORMAT when it does not match this model; the session is unchanged).
+ * The file records the KV cache type and loads only into a session of the same
+ * type (files written before cache types existed hold f32 caches).
  * Saving writes path + ".tmp" and renames it over path: a save that fails
  * (full disk, crash) leaves the previous file as it was. */
 int lucie_session_save(const lucie_session *session, const char *path);

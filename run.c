@@ -93,6 +93,7 @@ static const char *USAGE =
     "                      (default: min(model maximum, 4096); --ppl: the window, default 512)\n"
     "  -t N                threads at most (default: all cores); small steps of small models use\n"
     "                      fewer, since a thread only joins work large enough to pay for it\n"
+    "  --kv TYPE           KV cache type: f32, f16 or q8 (default: the library's, see README)\n"
     "  --stop TEXT         stop when TEXT is generated (repeatable; TEXT is not printed)\n"
     "  --prompt-cache FILE keep the evaluated prompt in FILE: a later run whose prompt starts with\n"
     "                      the same tokens evaluates only the rest\n"
@@ -156,7 +157,7 @@ typedef struct {
     const char *context_arg;
     int have_temp, have_top_k, have_top_p, have_penalty, have_seed;
     float temp, top_p, min_p, penalty;
-    int top_k, repeat_window;
+    int top_k, repeat_window, kv_type;
     unsigned long long seed;
 } options;
 
@@ -307,6 +308,12 @@ static int parse_args(int argc, char **argv, options *o) {
             if (end == v || *end) return usage_error("-c wants a context length in tokens, got '%s'", v);
             if (errno || o->context < 1 || o->context > INT_MAX) o->context = -1; /* out of range: said with the range */
             o->context_arg = v;
+        } else if (strcmp(a, "--kv") == 0) {
+            NEED_VALUE();
+            if (strcmp(v, "f32") == 0) o->kv_type = LUCIE_KV_F32;
+            else if (strcmp(v, "f16") == 0) o->kv_type = LUCIE_KV_F16;
+            else if (strcmp(v, "q8") == 0) o->kv_type = LUCIE_KV_Q8;
+            else return usage_error("--kv wants f32, f16 or q8, got '%s'", v);
         } else if (strcmp(a, "-t") == 0) {
             NEED_VALUE();
             APPLIES(COMPUTE_MODES);
@@ -539,6 +546,7 @@ static void session_options(const lucie_model *model, const options *o, lucie_se
     lucie_session_defaults(model, so);
     so->context = (int)o->context;
     so->n_threads = o->threads;
+    so->kv_type = o->kv_type;
     if (o->have_temp) so->temperature = o->temp;
     if (o->have_top_k) so->top_k = o->top_k;
     if (o->have_top_p) so->top_p = o->top_p;

@@ -1,8 +1,9 @@
 /* test/logits: dumps lucie's logits for a token sequence, for the tests that
  * compare them with Hugging Face transformers.
  *
- *   test/logits MODEL.bin MODE OUT.f32 ID [ID ...]
+ *   test/logits [--kv f32|f16|q8] MODEL.bin MODE OUT.f32 ID [ID ...]
  *
+ * --kv: the session's KV cache type (default: the library's default).
  * MODE: prefill (all tokens in one call), step (one token per call) or chunk
  * (calls of 3 tokens). OUT.f32 receives n * vocab_size little-endian float32:
  * the logits after every position. */
@@ -21,6 +22,18 @@ int main(int argc, char **argv) {
     int *ids;
     float *logits;
     FILE *out;
+    int kv_type = LUCIE_KV_DEFAULT;
+    if (argc > 2 && strcmp(argv[1], "--kv") == 0) {
+        if (strcmp(argv[2], "f32") == 0) kv_type = LUCIE_KV_F32;
+        else if (strcmp(argv[2], "f16") == 0) kv_type = LUCIE_KV_F16;
+        else if (strcmp(argv[2], "q8") == 0) kv_type = LUCIE_KV_Q8;
+        else {
+            fprintf(stderr, "logits: unknown KV cache type '%s'\n", argv[2]);
+            return 2;
+        }
+        argv += 2;
+        argc -= 2;
+    }
     if (argc < 5) {
         fprintf(stderr, "usage: %s MODEL.bin prefill|step|chunk OUT.f32 ID [ID ...]\n", argv[0]);
         return 2;
@@ -44,6 +57,7 @@ int main(int argc, char **argv) {
     for (i = 0; i < n; i++) ids[i] = atoi(argv[4 + i]);
     lucie_session_defaults(model, &opts);
     opts.context = n;
+    opts.kv_type = kv_type;
     if (lucie_session_new(model, &opts, &session, err, sizeof err) != LUCIE_OK) {
         fprintf(stderr, "logits: %s\n", err);
         return 1;

@@ -5,7 +5,7 @@
  *
  * options (before the first command; sampler settings default to greedy):
  *   --ctx N  --threads N  --temp T  --top-k K  --top-p P  --min-p P
- *   --penalty R  --window N  --seed S  --logits OUT.f32
+ *   --penalty R  --window N  --seed S  --logits OUT.f32  --kv f32|f16|q8
  * commands, run in order on one session:
  *   eval IDS       evaluate the comma-separated ids in one call (prefill)
  *   step IDS       evaluate them one call per token; every step's logits are
@@ -62,6 +62,14 @@ static int parse_ids(const char *s, id_list *out) {
         else if (*s) return 0;
     }
     return 1;
+}
+
+/* LUCIE_KV_* by name; an unknown name gives -1, which lucie_session_new refuses. */
+static int kv_type_named(const char *name) {
+    if (strcmp(name, "f32") == 0) return LUCIE_KV_F32;
+    if (strcmp(name, "f16") == 0) return LUCIE_KV_F16;
+    if (strcmp(name, "q8") == 0) return LUCIE_KV_Q8;
+    return -1;
 }
 
 static int is_eos(const lucie_config *c, int token) {
@@ -236,6 +244,7 @@ int main(int argc, char **argv) {
         else if (strcmp(o, "--threads") == 0) opts.n_threads = atoi(v);
         else if (strncmp(o, "--", 2) == 0 && set_sampler_option(&opts, o + 2, v)) continue;
         else if (strcmp(o, "--logits") == 0) logits_path = v;
+        else if (strcmp(o, "--kv") == 0) opts.kv_type = kv_type_named(v);
         else {
             fprintf(stderr, "session: unknown option '%s'\n", o);
             return 2;

@@ -96,7 +96,8 @@ BAD_USAGE = [
     ["--top-k", "-1"], ["--top-k", "2.5"], ["--top-p", "0"], ["--top-p", "1.5"], ["--min-p", "-0.1"],
     ["--min-p", "2"], ["--repeat-penalty", "0"], ["--repeat-penalty", "x"], ["--repeat-window", "-3"],
     ["--seed", "-1"], ["--seed", "x"], ["--seed", "1x"], ["-c", "0"], ["-c", "abc"], ["-t", "0"], ["-t", ""],
-    ["--stop", ""], ["--bench-prompt", "0"], ["extra-argument"], ["--stop", "a"] * 17,
+    ["--stop", ""], ["--bench-prompt", "0"], ["extra-argument"], ["--stop", "a"] * 17, ["--kv"], ["--kv", "q4"],
+    ["--kv", "F16"],
 ]
 
 
@@ -537,3 +538,17 @@ def test_prompt_cache(stories_bin, tmp_path):
     assert code == 1 and stdout == "" and len(stderr.strip().splitlines()) == 1 and "not a session" in stderr
     with open(not_a_session, "rb") as f:
         assert f.read() == b"my notes"
+
+
+def test_kv_option_selects_the_cache_type(stories_bin, tmp_path):
+    """--kv f32 is the default cache; f16 and q8 round the cache, which shows in the
+    perplexity (bench/kv_types.md measures how much)."""
+    path = tmp_path / "story.txt"
+    path.write_bytes(STORY.encode("utf-8"))
+    ppl = {}
+    for kv in (None, "f32", "f16", "q8"):
+        code, stdout, stderr = run([stories_bin, "--ppl", str(path), "-t", "1"] + (["--kv", kv] if kv else []))
+        assert code == 0, stderr
+        ppl[kv] = stdout
+    assert ppl[None] == ppl["f32"]
+    assert ppl["f16"] != ppl["f32"] and ppl["q8"] != ppl["f32"] and ppl["q8"] != ppl["f16"]

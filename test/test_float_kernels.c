@@ -10,6 +10,9 @@
  *   - f32 weights against bf16 weights of the same values;
  * and, as a sanity check of the reference itself, every output against a
  * double-precision dot product, within the error bound of a float sum.
+ * The KV cache element types: widening every finite f16 (F16C when built
+ * with it) equals half_to_float; attention's SIMD value accumulation equals
+ * the plain fused multiply-adds; q8 rows read back within half a step.
  * Build it like lucie.c (any compiler, flags, with or without OpenMP):
  *   cc -std=c99 -O3 -march=native -fopenmp test/test_float_kernels.c -o t -lm && ./t
  * Prints one line per failure and a summary with a hash of all the results:
@@ -152,6 +155,48 @@ static void check_shape(tally *tl, rng *g, int rows, int cols, int n) {
     free(one);
 }
 
+/* The KV cache element types (section 6) and attention's accumulation. */
+static void check_kv_types(tally *tl, rng *g) {
+    static uint16_t halves[65536];
+    static float wide[65536], want[65536];
+    float x[200], back[200], p[9], values[9 * 200], acc[200], plain[200];
+    unsigned char row[1024];
+    const kv_type *q8 = kv_type_for(LUCIE_KV_Q8), *f16 = kv_type_for(LUCIE_KV_F16);
+    int n = 0, i, j, first, kv_dim;
+    for (i = 0; i < 65536; i++)
+        if ((i & 0x7c00) != 0x7c00) { /* a cache never holds inf/NaN halves: loads refuse them */
+            halves[n] = (uint16_t)i;
+            want[n++] = half_to_float((uint16_t)i);
+        }
+    for (first = 0; first < 3; first++) { /* unaligned starts and a tail */
+        f16->widen(wide, halves, n, first, n - first);
+        expect_same(tl, wide, want + first, (size_t)(n - first), "f16 widen", 1, n, 1, 1);
+    }
+    for (kv_dim = 1; kv_dim <= 200; kv_dim += 13) {
+        for (i = 0; i < kv_dim; i++) x[i] = random_value(g);
+        q8->store(row, x, kv_dim);
+        q8->widen(back, row, kv_dim, 0, kv_dim);
+        tl->checks++;
+        for (i = 0; i < kv_dim; i++) {
+            float scale;
+            memcpy(&scale, row + (size_t)(i / KV_Q8_GROUP) * 4, 4);
+            if (!(fabsf(back[i] - x[i]) <= 0.5f * scale * 1.0001f) || !q8->row_finite(row, kv_dim)) {
+                printf("FAIL q8 row of %d: value %d is %.9g, stored %.9g (scale %.9g)\n", kv_dim, i, (double)x[i],
+                       (double)back[i], (double)scale);
+                tl->failures++;
+                break;
+            }
+        }
+        for (i = 0; i < 9; i++) p[i] = fabsf(random_value(g));
+        for (i = 0; i < 9 * kv_dim; i++) values[i] = random_value(g);
+        for (i = 0; i < kv_dim; i++) acc[i] = plain[i] = random_value(g);
+        accumulate_values(acc, p, values, 9, kv_dim);
+        for (i = 0; i < kv_dim; i++)
+            for (j = 0; j < 9; j++) plain[i] = madd(plain[i], p[j], values[(size_t)j * kv_dim + i]);
+        expect_same(tl, acc, plain, (size_t)kv_dim, "attention value accumulation", 9, kv_dim, 1, 1);
+    }
+}
+
 int main(void) {
     static const int rows_list[] = {1, 3, 4, 5, 8, 13, 17, 32, 37};
     static const int cols_list[] = {1, 7, 15, 16, 17, 31, 48, 100, 511, 512, 513, 1029};
@@ -170,6 +215,7 @@ int main(void) {
     check_shape(&tl, &g, 64, 4096, 7);  /* several column passes */
     check_shape(&tl, &g, 44, 2600, 66); /* and more than one token block */
     check_shape(&tl, &g, 100, 1043, 70); /* several row blocks, partial panels, a tail */
+    check_kv_types(&tl, &g);
 #ifdef FLOAT_SIMD
     printf("kernel: %s tiles %dx%d; ", FLOAT_SIMD_NAME, FLOAT_TILE_ROWS, FLOAT_TILE_TOKENS);
 #else

@@ -27,6 +27,8 @@ TEXT = ("Once upon a time, there was a little girl named Lily. She loved to play
         "could not find its home.")
 N_PROMPT = 40
 N_MORE = 12
+HEADER = 48  # bytes before the token ids (lucie.c, "saving and restoring a session")
+V1_HEADER = 40  # the same in version 1 files, which have no KV cache type field
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
@@ -87,12 +89,13 @@ def line(lines, key):
 SAMPLER = ["--temp", "0.9", "--top-k", "50", "--penalty", "1.2"]
 
 
-def test_restore_is_bit_identical(models, token_ids, tmp_path):
+@pytest.mark.parametrize("kv", ["f32", "f16", "q8"])
+def test_restore_is_bit_identical(kv, models, token_ids, tmp_path):
     model = models("stories")
     prompt, more = token_ids
     saved = str(tmp_path / "prompt.session")
     # The session that never stops: prompt, save, more tokens one at a time, sampling.
-    ref_lines, ref = run(model, ["--ctx", "128", "--seed", "1"] + SAMPLER,
+    ref_lines, ref = run(model, ["--ctx", "128", "--seed", "1", "--kv", kv] + SAMPLER,
                          ["eval", ids_arg(prompt), "save", saved, "step", ids_arg(more), "sample", "30"],
                          tmp_path, "ref")
     assert len(ref) == N_MORE * 512 * 4
@@ -100,7 +103,7 @@ def test_restore_is_bit_identical(models, token_ids, tmp_path):
     # already evaluated other tokens (the restore replaces them). Another seed: the
     # saved RNG state wins, as it must for the samples to continue identically.
     for i, (ctx, before) in enumerate([(128, []), (256, []), (128, ["eval", ids_arg(more[::-1])])]):
-        lines, got = run(model, ["--ctx", str(ctx), "--seed", "777"] + SAMPLER,
+        lines, got = run(model, ["--ctx", str(ctx), "--seed", "777", "--kv", kv] + SAMPLER,
                          before + ["load", saved, "pos", "step", ids_arg(more), "sample", "30"], tmp_path, "got%d" % i)
         assert line(lines, "load") == "ok"
         assert line(lines, "pos") == str(N_PROMPT)
@@ -152,21 +155,25 @@ def damaged_files(good, tmp_path, other_model_files):
                              ("position one more", N_PROMPT, N_PROMPT + 1),
                              ("position one less", N_PROMPT, N_PROMPT - 1)):
         header = bytearray(data)
-        at = data.index(np.uint32(value).tobytes(), 12, 40)
+        at = data.index(np.uint32(value).tobytes(), 12, 24)
         header[at:at + 4] = np.uint32(new).tobytes()
         add(desc, bytes(header))
     # A token id of the history outside the vocabulary (the history is read back
-    # for the repetition penalty): the first id, right after the 40-byte header as
-    # lucie.c documents the layout.
+    # for the repetition penalty): the first id, right after the header as lucie.c
+    # documents the layout.
     bad_token = bytearray(data)
-    bad_token[40:44] = np.int32(100000).tobytes()
+    bad_token[HEADER:HEADER + 4] = np.int32(100000).tobytes()
     add("token id out of range", bytes(bad_token))
     negative_token = bytearray(data)
-    negative_token[40 + 4 * 7:40 + 4 * 8] = np.int32(-5).tobytes()
+    negative_token[HEADER + 4 * 7:HEADER + 4 * 8] = np.int32(-5).tobytes()
     add("negative token id", bytes(negative_token))
+    for desc, value in (("KV cache type unknown", 9), ("KV cache type f16 in an f32 file", 2)):
+        kv_type = bytearray(data)
+        kv_type[40:44] = np.uint32(value).tobytes()
+        add(desc, bytes(kv_type))
     # NaN / infinity in the KV cache (after the header and the ids): the first key of
     # the first layer, and the last value of the last layer.
-    kv_start = 40 + 4 * N_PROMPT
+    kv_start = HEADER + 4 * N_PROMPT
     for desc, at, value in (("NaN in the first cached key", kv_start, np.float32("nan")),
                             ("inf in the last cached value", len(data) - 4, np.float32("inf"))):
         poisoned = bytearray(data)
@@ -285,3 +292,53 @@ def test_interrupted_save_keeps_the_previous_file(models, token_ids, tmp_path):
     assert os.listdir(str(saves)) == ["prompt.session"]
     lines, _ = run(model, ["--ctx", "64"], ["load", saved, "pos"], tmp_path, "after")
     assert line(lines, "load") == "ok" and line(lines, "pos") == str(N_PROMPT)
+
+
+def test_version_1_file_loads_as_f32(models, token_ids, tmp_path):
+    """Files written before cache types existed (version 1: a 40-byte header without
+    the type, f32 rows) restore into an f32 session exactly; other types refuse them
+    with a message naming both types."""
+    model = models("stories")
+    prompt, more = token_ids
+    saved = str(tmp_path / "v2.session")
+    _, ref = run(model, ["--ctx", "64", "--kv", "f32"], ["eval", ids_arg(prompt), "save", saved, "step",
+                 ids_arg(more)], tmp_path, "ref")
+    with open(saved, "rb") as f:
+        data = f.read()
+    assert data[8:12] == np.uint32(2).tobytes() and data[40:44] == np.uint32(1).tobytes()
+    old = str(tmp_path / "v1.session")
+    with open(old, "wb") as f:
+        f.write(data[:8] + np.uint32(1).tobytes() + data[12:V1_HEADER] + data[HEADER:])
+    lines, got = run(model, ["--ctx", "64", "--kv", "f32"], ["load", old, "pos", "step", ids_arg(more)], tmp_path, "v1")
+    assert line(lines, "load") == "ok" and line(lines, "pos") == str(N_PROMPT)
+    assert got == ref
+    for kv in ("f16", "q8"):
+        lines, _ = run(model, ["--ctx", "64", "--kv", kv], ["load", old, "pos"], tmp_path, "v1-" + kv)
+        status = line(lines, "load")
+        assert status.startswith("-2 ") and "holds a f32 KV cache" in status and kv in status, status
+        assert line(lines, "pos") == "0"
+
+
+@pytest.mark.parametrize("kv", ["f16", "q8"])
+def test_poisoned_cache_of_each_type_is_refused(kv, models, token_ids, tmp_path):
+    """A non-finite value in a saved f16 cache (an inf/NaN half) or q8 cache (a NaN
+    scale) is refused like one in an f32 cache, and leaves the session as it was."""
+    model = models("stories")
+    prompt, more = token_ids
+    good = str(tmp_path / "good.session")
+    _, ref = run(model, ["--ctx", "64", "--kv", kv], ["eval", ids_arg(prompt), "save", good, "step", ids_arg(more)],
+                 tmp_path, "ref")
+    with open(good, "rb") as f:
+        data = bytearray(f.read())
+    first_row = HEADER + 4 * N_PROMPT
+    if kv == "f16":
+        data[first_row + 6:first_row + 8] = np.uint16(0x7c00).tobytes()  # +inf, 4th key of the first row
+    else:
+        data[first_row:first_row + 4] = np.float32("nan").tobytes()  # the first row's first scale
+    bad = str(tmp_path / "bad.session")
+    with open(bad, "wb") as f:
+        f.write(bytes(data))
+    lines, got = run(model, ["--ctx", "64", "--kv", kv], ["eval", ids_arg(prompt), "load", bad, "pos", "step",
+                     ids_arg(more)], tmp_path, "after")
+    assert line(lines, "load").startswith("-2 ") and "NaN or infinite" in line(lines, "load")
+    assert line(lines, "pos") == str(N_PROMPT) and got == ref

@@ -1,0 +1,79 @@
+/* bench/attention.c: time of attention() alone on one Lucie-7B-shaped layer
+ * (32 query heads, 8 KV heads, head_dim 128), for each KV cache type:
+ * decoding one token and a 64-token prefill chunk, at several depths (tokens
+ * already in the cache). Prints the best of several runs in microseconds per
+ * token. Build it like lucie.c, e.g.
+ *   cc -std=c99 -O3 -march=native -fopenmp bench/attention.c -o attention -lm && ./attention [threads]
+ * The cache holds random values; attention's cost does not depend on them.
+ *   ./attention 1 DEPTH N TYPE   one call (N tokens at DEPTH, TYPE f32/f16/q8),
+ * for instruction counts: valgrind --tool=callgrind ./attention 1 4096 1 f32 */
+#include "../lucie.c"
+
+static double best_us_per_token(lucie_session *s, int depth, int n, int reps) {
+    double best = 1e30;
+    int r;
+    for (r = 0; r < reps; r++) {
+        double t0;
+        s->pos = depth;
+        t0 = now_seconds();
+        attention(s, 0, n);
+        t0 = now_seconds() - t0;
+        if (t0 < best) best = t0;
+    }
+    return best * 1e6 / n;
+}
+
+int main(int argc, char **argv) {
+    static const int depths[] = {512, 4096, 16384};
+    static const int kinds[] = {LUCIE_KV_F32, LUCIE_KV_F16, LUCIE_KV_Q8};
+    lucie_model model;
+    lucie_session s;
+    lucie_config *c = &model.config;
+    int threads = argc > 1 ? atoi(argv[1]) : 2, context = 16384 + 64, kv_dim, q_dim, k, d, i;
+    uint64_t state = 88172645463325252ull;
+    float *rows;
+    memset(&model, 0, sizeof model);
+    memset(&s, 0, sizeof s);
+    c->n_heads = 32;
+    c->n_kv_heads = 8;
+    c->head_dim = 128;
+    kv_dim = c->n_kv_heads * c->head_dim;
+    q_dim = c->n_heads * c->head_dim;
+    s.model = &model;
+    s.context = context;
+    s.n_threads = threads;
+    s.q = (float *)aligned_alloc64((size_t)64 * q_dim * sizeof(float));
+    s.att_out = (float *)aligned_alloc64((size_t)64 * q_dim * sizeof(float));
+    s.att_scratch = (float *)aligned_alloc64((size_t)threads * attention_scratch_floats(c) * sizeof(float));
+    rows = (float *)malloc((size_t)kv_dim * sizeof(float));
+    for (i = 0; i < 64 * q_dim; i++) s.q[i] = (float)((state = state * 6364136223846793005ull + 1) >> 40) / 16777216.0f - 0.5f;
+    if (argc > 4) { /* one call */
+        s.kv = kv_type_for(strcmp(argv[4], "q8") == 0 ? LUCIE_KV_Q8 : strcmp(argv[4], "f16") == 0 ? LUCIE_KV_F16 : LUCIE_KV_F32);
+        s.kv_row_bytes = s.kv->row_bytes(kv_dim);
+        s.key_cache = (unsigned char *)calloc((size_t)context, s.kv_row_bytes);
+        s.value_cache = (unsigned char *)calloc((size_t)context, s.kv_row_bytes);
+        s.pos = atoi(argv[2]);
+        attention(&s, 0, atoi(argv[3]));
+        return 0;
+    }
+    printf("attention, one layer of 32 heads / 8 KV heads / head_dim 128, %d threads, best of 5, us per token\n",
+           threads);
+    for (k = 0; k < 3; k++) {
+        s.kv = kv_type_for(kinds[k]);
+        s.kv_row_bytes = s.kv->row_bytes(kv_dim);
+        s.key_cache = (unsigned char *)aligned_alloc64((size_t)context * s.kv_row_bytes);
+        s.value_cache = (unsigned char *)aligned_alloc64((size_t)context * s.kv_row_bytes);
+        for (d = 0; d < context; d++) {
+            for (i = 0; i < kv_dim; i++) rows[i] = (float)((state = state * 6364136223846793005ull + 1) >> 40) / 16777216.0f - 0.5f;
+            s.kv->store(s.key_cache + (size_t)d * s.kv_row_bytes, rows, kv_dim);
+            s.kv->store(s.value_cache + (size_t)d * s.kv_row_bytes, rows, kv_dim);
+        }
+        for (d = 0; d < 3; d++)
+            printf("kv %-3s depth %5d: decode %8.1f   prefill chunk of 64 %8.1f\n", s.kv->name, depths[d],
+                   best_us_per_token(&s, depths[d], 1, 5), best_us_per_token(&s, depths[d], 64, 5));
+        aligned_free64(s.key_cache);
+        aligned_free64(s.value_cache);
+    }
+    free(rows);
+    return 0;
+}
