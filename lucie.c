@@ -2609,11 +2609,13 @@ static const weight_kernels bf16_kernels = {no_input_bytes, NULL, matmul_bf16, e
  * float scale per group of 32 (scale = max|x| / 127). The products then are
  *   sum_g (dw_g * dx_g) * (sum_i code_i * xq_i  -  zero * sum_i xq_i)
  * with exact int32 arithmetic inside a group and one f32 fused multiply-add
- * per group. The portable C below is the definition; the AVX-512 VNNI, AVX2
- * and NEON dot-product versions (compilers do not find these instructions
- * for the per-row form by themselves) compute the same int32 sums and then
- * the very same float operations in the same order, so every path gives
- * bit-identical results (test/test_kernels.c, run for each path).
+ * per group. The portable C below (quant_block_portable) is the definition;
+ * the tiled kernel after it is written once over a small integer vector
+ * layer with an AVX-512 VNNI, an AVX2, a NEON dot-product and a plain C
+ * version (compilers do not find these instructions for the per-row form by
+ * themselves). Every layer computes the same int32 sums and then the very
+ * same float operations in the same order, so every path gives bit-identical
+ * results (test/test_kernels.c, run for each path).
  *
  * The embedding table and the lm_head are kept at 8 bits in q4 files: see
  * quant_target_dtype().
@@ -2943,8 +2945,9 @@ static QUANT_INLINE void quant_scales(const unsigned char *p, float *dw) {
  *   q8: codes up to 255 would saturate the pairs, so a quad holds |code -
  *       128| (unsigned) and code - 128, whose sign moves onto the activation
  *       (VPSIGNB): pairs stay within 2 * 128 * 127; int32 at every quad. */
-/* tokens per tile, measured best on Zen 3 (q8: 4 to 6 tokens, 3.3 to 1.2 ms
- * per 64-token 4096 x 4096 matmul; q4: 2 to 6, 17.4 12.2 15.3 ms): */
+/* tokens per tile: 6 x 2 q8 sums and 4 x 2 q4 sums, with the quads and the
+ * broadcast activations, about fill the 16 ymm registers (4 to 8 tokens
+ * measured within the noise of a shared machine on Zen 3; fewer are slower) */
 #ifndef QUANT_TILE_Q8
 #define QUANT_TILE_Q8 6
 #endif

@@ -17,12 +17,13 @@
  * bound by memory bandwidth: compare with test/bandwidth.c).
  *
  * Build: cc -std=c99 -O3 -march=native -fopenmp test/peak.c -o peak -lm
- * Usage: peak [-t threads] [-r repeats] [--matmul] [--quick] [--cpu-time] [--json]
+ * Usage: peak [-t threads] [-r repeats] [--matmul] [--quick] [--shape RxC] [--tokens N] [--cpu-time] [--json]
  *   -t N      thread counts 1..N are measured (default 2; 1 without OpenMP)
  *   -r N      repeats; the best is kept (default 5): the machine may be shared
  *   --matmul  also time the q8/q4 matmul at 4096x4096, 12288x4096 and 4096x12288
  *             (rows x columns), batch 64 and 1, at N threads
  *   --quick   the matmul on 4096x4096 only
+ *   --shape RxC, --tokens N   the matmul on this shape / batch only (implies --matmul)
  *   --cpu-time  time by the process's CPU seconds / threads instead of the wall
  *             clock: steadier on a machine shared with other work
  *   --json    one JSON line per measurement instead of the text report
@@ -224,7 +225,7 @@ static int bench_matmul(int dtype, int rows, int cols, int n, int n_threads, int
 }
 
 int main(int argc, char **argv) {
-    int max_threads = 2, repeats = 5, matmul = 0, quick = 0, json = 0, i, t;
+    int max_threads = 2, repeats = 5, matmul = 0, quick = 0, json = 0, i, t, shape_rows = 0, shape_cols = 0, tokens = 0;
     double int8_peak = 0.0;
     for (i = 1; i < argc; i++) {
         if ((strcmp(argv[i], "-t") == 0 || strcmp(argv[i], "-r") == 0) && i + 1 < argc) {
@@ -240,12 +241,26 @@ int main(int argc, char **argv) {
             matmul = 1;
         } else if (strcmp(argv[i], "--quick") == 0) {
             matmul = quick = 1;
+        } else if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc) {
+            if (sscanf(argv[++i], "%dx%d", &shape_rows, &shape_cols) != 2 || shape_rows < 1 || shape_cols < 1 ||
+                shape_rows > 1 << 20 || shape_cols > 1 << 20) {
+                fprintf(stderr, "peak: bad shape '%s' (ROWSxCOLS)\n", argv[i]);
+                return 2;
+            }
+            matmul = 1;
+        } else if (strcmp(argv[i], "--tokens") == 0 && i + 1 < argc) {
+            tokens = atoi(argv[++i]);
+            if (tokens < 1 || tokens > 4096) {
+                fprintf(stderr, "peak: bad token count '%s'\n", argv[i]);
+                return 2;
+            }
+            matmul = 1;
         } else if (strcmp(argv[i], "--cpu-time") == 0) {
             use_cpu_time = 1;
         } else if (strcmp(argv[i], "--json") == 0) {
             json = 1;
         } else {
-            fprintf(stderr, "usage: %s [-t threads] [-r repeats] [--matmul] [--quick] [--cpu-time] [--json]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-t threads] [-r repeats] [--matmul] [--quick] [--shape RxC] [--tokens N] [--cpu-time] [--json]\n", argv[0]);
             return 2;
         }
     }
@@ -269,15 +284,16 @@ int main(int argc, char **argv) {
         if (t == max_threads) int8_peak = i8;
     }
     if (matmul) {
-        static const int shapes[3][2] = {{4096, 4096}, {12288, 4096}, {4096, 12288}};
-        int s, d, n;
+        int shapes[3][2] = {{4096, 4096}, {12288, 4096}, {4096, 12288}}, n_shapes = quick ? 1 : 3, s, d, n;
+        if (shape_rows) shapes[0][0] = shape_rows, shapes[0][1] = shape_cols, n_shapes = 1;
         if (!json) printf("quantized matmul, %d thread%s (best of %d; %% of the int8 peak above):\n", max_threads,
                           max_threads == 1 ? "" : "s", repeats);
-        for (s = 0; s < (quick ? 1 : 3); s++)
+        for (s = 0; s < n_shapes; s++)
             for (d = 0; d < 2; d++)
                 for (n = 0; n < 2; n++)
-                    if (bench_matmul(d == 0 ? LUCIE_DT_Q8 : LUCIE_DT_Q4, shapes[s][0], shapes[s][1], n == 0 ? MAX_BATCH : 1,
-                                     max_threads, repeats, int8_peak, json)) {
+                    if ((!tokens || n == 0) &&
+                        bench_matmul(d == 0 ? LUCIE_DT_Q8 : LUCIE_DT_Q4, shapes[s][0], shapes[s][1],
+                                     tokens ? tokens : n == 0 ? MAX_BATCH : 1, max_threads, repeats, int8_peak, json)) {
                         fprintf(stderr, "peak: out of memory\n");
                         return 1;
                     }
