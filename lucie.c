@@ -2829,11 +2829,13 @@ static const weight_kernels bf16_kernels = {no_input_bytes, NULL, matmul_bf16, e
  * float scale per group of 32 (scale = max|x| / 127). The products then are
  *   sum_g (dw_g * dx_g) * (sum_i code_i * xq_i  -  zero * sum_i xq_i)
  * with exact int32 arithmetic inside a group and one f32 fused multiply-add
- * per group. The portable C below is the definition; the AVX-512 VNNI, AVX2
- * and NEON dot-product versions (compilers do not find these instructions
- * for the per-row form by themselves) compute the same int32 sums and then
- * the very same float operations in the same order, so every path gives
- * bit-identical results (test/test_kernels.c, run for each path).
+ * per group. The portable C below (quant_block_portable) is the definition;
+ * the tiled kernel after it is written once over a small integer vector
+ * layer with an AVX-512 VNNI, an AVX2, a NEON dot-product and a plain C
+ * version (compilers do not find these instructions for the per-row form by
+ * themselves). Every layer computes the same int32 sums and then the very
+ * same float operations in the same order, so every path gives bit-identical
+ * results (test/test_kernels.c, run for each path).
  *
  * The embedding table and the lm_head are kept at 8 bits in q4 files: see
  * quant_target_dtype().
@@ -2841,7 +2843,7 @@ static const weight_kernels bf16_kernels = {no_input_bytes, NULL, matmul_bf16, e
 
 #define QUANT_GROUP 32   /* weights per scale, along a row */
 #define QUANT_ROWS 16    /* rows interleaved in a block */
-#define QUANT_TOKENS 4   /* tokens per register tile in the batched kernels */
+#define QUANT_TOKENS 4   /* tokens at a time in the portable kernel */
 #define Q8_ZERO 128
 #define Q4_ZERO 8
 
@@ -3051,183 +3053,354 @@ static void quant_block_portable(int dtype, const unsigned char *block, int ng, 
     }
 }
 
-/* ---- the same arithmetic with AVX-512 VNNI, AVX2 or NEON intrinsics ---- */
+/* ---- the tiled kernel, over a small integer vector layer per ISA ----
+ *
+ * The same arithmetic reorganised for speed, written once. A register tile
+ * is the 16 rows of a block times a few tokens (QUANT_TILE_Q8, _Q4): each quad
+ * of weight codes loaded (and, for q4, unpacked) serves every token of the
+ * tile, and each 4-byte piece of a token's activations every row. Per group,
+ * the tile's integer sums start from zero, take the 8 quads, and are then
+ * folded into the f32 accumulators with exactly the portable kernel's float
+ * operations. Only the layer below differs between instruction sets:
+ *
+ *   qquad  one quad of a block (4 codes of each of the 16 rows, 64 bytes),
+ *          in the form the multiply wants;
+ *   qsum   16 partial integer row sums;
+ *   qquad_load_q8(p), qquad_load_q4(p, &low, &high)
+ *          a q8 quad; the two q4 quads held in the nibbles of 64 bytes;
+ *   qsum_zero(), qsum_dot(s, w, x4, q8)
+ *          s[r] += sum_j code(w, row r, j) * x4[j] (x4: 4 signed activation
+ *          codes), exactly;
+ *   qsum_fold(acc, s, q8, correction, dw, dx)
+ *          acc[r] = fma((float)(s[r] - correction), dw[r] * dx, acc[r]);
+ *   quant_scales(p, dw)   the 16 f16 scales of a group as floats (exact).
+ * QUANT_Q8_KERNEL_ZERO is the zero point a q8 code still carries after
+ * qquad_load_q8 (layers that flip the top bit to get code - 128 leave 0);
+ * q4 codes always keep Q4_ZERO. The portable layer right below defines each
+ * operation in plain C; the SIMD layers compute the same integers (exact
+ * arithmetic, in any order) and the same single-rounding float operations,
+ * so the tiled kernel is bit-identical to quant_block_portable on every path
+ * (test/test_kernels.c). */
 
-#ifdef QUANT_SIMD
 static int32_t quant_load_i32(const unsigned char *p) {
     int32_t v;
     memcpy(&v, p, 4);
     return v;
 }
+
 static float quant_load_f32(const unsigned char *p) {
     float v;
     memcpy(&v, p, 4);
     return v;
 }
+
+#if defined(__GNUC__) || defined(__clang__)
+#define QUANT_INLINE inline __attribute__((always_inline))
+#else
+#define QUANT_INLINE
 #endif
 
-#ifdef QUANT_AVX512
-/* The 8 quads of group g as 64 unsigned bytes each (q4 nibbles unpacked). */
-static void quant_load_group_avx512(int dtype, const unsigned char *codes, __m512i w[8]) {
-    int k;
-    if (dtype == LUCIE_DT_Q8) {
-        for (k = 0; k < 8; k++) w[k] = _mm512_loadu_si512((const void *)(codes + k * 64));
-    } else {
-        const __m512i low = _mm512_set1_epi8(15);
-        for (k = 0; k < 4; k++) {
-            __m512i b = _mm512_loadu_si512((const void *)(codes + k * 64));
-            w[k] = _mm512_and_si512(b, low);
-            w[k + 4] = _mm512_and_si512(_mm512_srli_epi16(b, 4), low);
-        }
-    }
+#if defined(QUANT_AVX512)
+/* AVX-512 VNNI: one zmm holds a quad; VPDPBUSD multiplies its unsigned codes
+ * by 4 signed activation bytes and adds the 4 products to each row's int32,
+ * without saturation: q8 codes stay unsigned, zero point 128. */
+#define QUANT_TILE_Q8 8 /* tokens per tile: 8 sums + 2 quads + 1 broadcast of the 32 zmm registers */
+#define QUANT_TILE_Q4 8
+#define QUANT_Q8_KERNEL_ZERO Q8_ZERO
+typedef struct {
+    __m512i u;
+} qquad;
+typedef struct {
+    __m512i v;
+} qsum;
+static QUANT_INLINE qquad qquad_load_q8(const unsigned char *p) {
+    qquad w;
+    w.u = _mm512_loadu_si512((const void *)p);
+    return w;
+}
+static QUANT_INLINE void qquad_load_q4(const unsigned char *p, qquad *low, qquad *high) {
+    __m512i b = _mm512_loadu_si512((const void *)p), mask = _mm512_set1_epi8(15);
+    low->u = _mm512_and_si512(b, mask);
+    high->u = _mm512_and_si512(_mm512_srli_epi16(b, 4), mask);
+}
+static QUANT_INLINE qsum qsum_zero(void) {
+    qsum s;
+    s.v = _mm512_setzero_si512();
+    return s;
+}
+static QUANT_INLINE qsum qsum_dot(qsum s, qquad w, const unsigned char *x4, const int q8) {
+    (void)q8;
+    s.v = _mm512_dpbusd_epi32(s.v, w.u, _mm512_set1_epi32(quant_load_i32(x4)));
+    return s;
+}
+static QUANT_INLINE void qsum_fold(float *acc, qsum s, const int q8, int32_t correction, const float *dw, float dx) {
+    __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(s.v, _mm512_set1_epi32(correction)));
+    (void)q8;
+    _mm512_storeu_ps(acc, _mm512_fmadd_ps(v, _mm512_mul_ps(_mm512_loadu_ps(dw), _mm512_set1_ps(dx)), _mm512_loadu_ps(acc)));
+}
+static QUANT_INLINE void quant_scales(const unsigned char *p, float *dw) {
+    _mm512_storeu_ps(dw, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)));
 }
 
-static void quant_block_simd(int dtype, const unsigned char *block, int ng, const unsigned char *xq, size_t stride,
-                             int nt, const unsigned char *end, float out[QUANT_TOKENS][QUANT_ROWS]) {
-    const unsigned char *codes = block + (size_t)ng * QUANT_ROWS * 2;
-    size_t group_bytes = quant_codes_per_group(dtype);
-    int zero = quant_zero(dtype), g, t;
-    __m512 acc[QUANT_TOKENS];
-    for (t = 0; t < QUANT_TOKENS; t++) acc[t] = _mm512_setzero_ps();
-    for (g = 0; g < ng; g++) {
-        __m512i w[8];
-        __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(block + (size_t)g * QUANT_ROWS * 2)));
-        prefetch_ahead(codes + g * group_bytes, group_bytes, end);
-        quant_load_group_avx512(dtype, codes + g * group_bytes, w);
-        for (t = 0; t < nt; t++) {
-            const unsigned char *x = xq + t * stride, *xc = x + (size_t)g * QUANT_GROUP;
-            __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512(), dot;
-            int k;
-            for (k = 0; k < 8; k += 2) {
-                s0 = _mm512_dpbusd_epi32(s0, w[k], _mm512_set1_epi32(quant_load_i32(xc + 4 * k)));
-                s1 = _mm512_dpbusd_epi32(s1, w[k + 1], _mm512_set1_epi32(quant_load_i32(xc + 4 * k + 4)));
-            }
-            dot = _mm512_sub_epi32(_mm512_add_epi32(s0, s1),
-                                   _mm512_set1_epi32(zero * quant_load_i32(x + (size_t)ng * (QUANT_GROUP + 4) + g * 4)));
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot),
-                                     _mm512_mul_ps(dw, _mm512_set1_ps(quant_load_f32(x + (size_t)ng * QUANT_GROUP + g * 4))),
-                                     acc[t]);
-        }
+#elif defined(QUANT_AVX2)
+/* AVX2: a quad is two ymm (rows 0-7, rows 8-15). VPMADDUBSW multiplies
+ * unsigned by signed bytes and adds pairs into int16, saturating; then
+ * VPMADDWD by 1 adds the pairs of pairs into int32.
+ *   q4: codes < 16, so a pair is at most 2 * 15 * 127 and the 8 quads of a
+ *       group add at most 16 products into each int16 lane, |sum| <= 16 *
+ *       15 * 127 = 30480 < 32767: the int16 sums are exact, and widen to
+ *       int32 once per group (in qsum_fold) instead of once per quad;
+ *   q8: codes up to 255 would saturate the pairs, so a quad holds |code -
+ *       128| (unsigned) and code - 128, whose sign moves onto the activation
+ *       (VPSIGNB): pairs stay within 2 * 128 * 127; int32 at every quad. */
+/* tokens per tile: 6 x 2 q8 sums and 4 x 2 q4 sums, with the quads and the
+ * broadcast activations, about fill the 16 ymm registers (4 to 8 tokens
+ * measured within the noise of a shared machine on Zen 3; fewer are slower) */
+#ifndef QUANT_TILE_Q8
+#define QUANT_TILE_Q8 6
+#endif
+#ifndef QUANT_TILE_Q4
+#define QUANT_TILE_Q4 4
+#endif
+#define QUANT_Q8_KERNEL_ZERO 0
+typedef struct {
+    __m256i u[2];    /* unsigned codes (q8: |code - 128|) */
+    __m256i sign[2]; /* q8 only: code - 128, whose sign the activation takes */
+} qquad;
+typedef struct {
+    __m256i v[2]; /* rows 0-7, 8-15: q4 int16 pair sums, q8 int32 */
+} qsum;
+static QUANT_INLINE qquad qquad_load_q8(const unsigned char *p) {
+    qquad w;
+    int h;
+    for (h = 0; h < 2; h++) {
+        w.sign[h] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p + 32 * h)), _mm256_set1_epi8((char)0x80));
+        w.u[h] = _mm256_abs_epi8(w.sign[h]);
     }
-    for (t = 0; t < nt; t++) _mm512_storeu_ps(out[t], acc[t]);
+    return w;
+}
+static QUANT_INLINE void qquad_load_q4(const unsigned char *p, qquad *low, qquad *high) {
+    const __m256i mask = _mm256_set1_epi8(15);
+    int h;
+    for (h = 0; h < 2; h++) {
+        __m256i b = _mm256_loadu_si256((const __m256i *)(p + 32 * h));
+        low->u[h] = _mm256_and_si256(b, mask);
+        high->u[h] = _mm256_and_si256(_mm256_srli_epi16(b, 4), mask);
+        low->sign[h] = high->sign[h] = _mm256_setzero_si256(); /* unused */
+    }
+}
+static QUANT_INLINE qsum qsum_zero(void) {
+    qsum s;
+    s.v[0] = s.v[1] = _mm256_setzero_si256();
+    return s;
+}
+static QUANT_INLINE qsum qsum_dot(qsum s, qquad w, const unsigned char *x4, const int q8) {
+    __m256i x = _mm256_set1_epi32(quant_load_i32(x4));
+    int h;
+    for (h = 0; h < 2; h++)
+        if (q8)
+            s.v[h] = _mm256_add_epi32(
+                s.v[h], _mm256_madd_epi16(_mm256_maddubs_epi16(w.u[h], _mm256_sign_epi8(x, w.sign[h])), _mm256_set1_epi16(1)));
+        else
+            s.v[h] = _mm256_add_epi16(s.v[h], _mm256_maddubs_epi16(w.u[h], x));
+    return s;
+}
+static QUANT_INLINE void qsum_fold(float *acc, qsum s, const int q8, int32_t correction, const float *dw, float dx) {
+    int h;
+    for (h = 0; h < 2; h++) {
+        __m256i rows = q8 ? s.v[h] : _mm256_madd_epi16(s.v[h], _mm256_set1_epi16(1));
+        __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(rows, _mm256_set1_epi32(correction)));
+        _mm256_storeu_ps(acc + 8 * h, _mm256_fmadd_ps(v, _mm256_mul_ps(_mm256_loadu_ps(dw + 8 * h), _mm256_set1_ps(dx)),
+                                                      _mm256_loadu_ps(acc + 8 * h)));
+    }
+}
+static QUANT_INLINE void quant_scales(const unsigned char *p, float *dw) {
+    _mm256_storeu_ps(dw, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)));
+    _mm256_storeu_ps(dw + 8, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))));
+}
+
+#elif defined(QUANT_NEON)
+/* NEON dot products: a quad is four registers (rows 4i..4i+3 in register i,
+ * 4 bytes per row: exactly SDOT's layout). SDOT multiplies signed bytes, so
+ * q8 codes become code - 128 (top bit flipped); q4 codes (0..15) already are
+ * valid signed bytes. */
+#define QUANT_TILE_Q8 4 /* tokens per tile: 4 x 4 sums + 2 x 4 quad registers + broadcast, of 32 */
+#define QUANT_TILE_Q4 4
+#define QUANT_Q8_KERNEL_ZERO 0
+typedef struct {
+    int8x16_t c[4];
+} qquad;
+typedef struct {
+    int32x4_t v[4];
+} qsum;
+static QUANT_INLINE qquad qquad_load_q8(const unsigned char *p) {
+    qquad w;
+    int i;
+    for (i = 0; i < 4; i++) w.c[i] = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(p + 16 * i), vdupq_n_u8(0x80)));
+    return w;
+}
+static QUANT_INLINE void qquad_load_q4(const unsigned char *p, qquad *low, qquad *high) {
+    int i;
+    for (i = 0; i < 4; i++) {
+        uint8x16_t b = vld1q_u8(p + 16 * i);
+        low->c[i] = vreinterpretq_s8_u8(vandq_u8(b, vdupq_n_u8(15)));
+        high->c[i] = vreinterpretq_s8_u8(vshrq_n_u8(b, 4));
+    }
+}
+static QUANT_INLINE qsum qsum_zero(void) {
+    qsum s;
+    s.v[0] = s.v[1] = s.v[2] = s.v[3] = vdupq_n_s32(0);
+    return s;
+}
+static QUANT_INLINE qsum qsum_dot(qsum s, qquad w, const unsigned char *x4, const int q8) {
+    int8x16_t x = vreinterpretq_s8_s32(vdupq_n_s32(quant_load_i32(x4)));
+    int i;
+    (void)q8;
+    for (i = 0; i < 4; i++) s.v[i] = vdotq_s32(s.v[i], w.c[i], x);
+    return s;
+}
+static QUANT_INLINE void qsum_fold(float *acc, qsum s, const int q8, int32_t correction, const float *dw, float dx) {
+    int i;
+    (void)q8;
+    for (i = 0; i < 4; i++) {
+        float32x4_t v = vcvtq_f32_s32(vsubq_s32(s.v[i], vdupq_n_s32(correction)));
+        vst1q_f32(acc + 4 * i, vfmaq_f32(vld1q_f32(acc + 4 * i), v, vmulq_n_f32(vld1q_f32(dw + 4 * i), dx)));
+    }
+}
+static QUANT_INLINE void quant_scales(const unsigned char *p, float *dw) {
+    int i;
+    for (i = 0; i < 4; i++) vst1q_f32(dw + 4 * i, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)(p + 8 * i)))));
+}
+
+#else
+/* The portable layer: the definition of each operation. */
+#define QUANT_TILE_Q8 4
+#define QUANT_TILE_Q4 4
+#define QUANT_Q8_KERNEL_ZERO Q8_ZERO
+typedef struct {
+    unsigned char u[64]; /* byte 4r + j: code j of row r */
+} qquad;
+typedef struct {
+    int32_t v[QUANT_ROWS];
+} qsum;
+static qquad qquad_load_q8(const unsigned char *p) {
+    qquad w;
+    memcpy(w.u, p, 64);
+    return w;
+}
+static void qquad_load_q4(const unsigned char *p, qquad *low, qquad *high) {
+    int i;
+    for (i = 0; i < 64; i++) {
+        low->u[i] = p[i] & 15;
+        high->u[i] = p[i] >> 4;
+    }
+}
+static qsum qsum_zero(void) {
+    qsum s;
+    memset(&s, 0, sizeof s);
+    return s;
+}
+static qsum qsum_dot(qsum s, qquad w, const unsigned char *x4, const int q8) {
+    int r, j;
+    (void)q8;
+    for (r = 0; r < QUANT_ROWS; r++)
+        for (j = 0; j < 4; j++) s.v[r] += w.u[4 * r + j] * (signed char)x4[j];
+    return s;
+}
+static void qsum_fold(float *acc, qsum s, const int q8, int32_t correction, const float *dw, float dx) {
+    int r;
+    (void)q8;
+    for (r = 0; r < QUANT_ROWS; r++) acc[r] = quant_madd((float)(s.v[r] - correction), dw[r] * dx, acc[r]);
+}
+static void quant_scales(const unsigned char *p, float *dw) {
+    int r;
+    for (r = 0; r < QUANT_ROWS; r++) dw[r] = half_to_float(load_u16(p + 2 * r));
 }
 #endif
 
-#ifdef QUANT_AVX2
-/* Sum over each 4-byte lane of u (unsigned, < 256) times x (signed), exact.
- * q4 codes are < 16 so VPMADDUBSW's 16-bit pair sums cannot saturate; q8
- * codes use |code - 128| times x with the sign moved onto x instead (the
- * pair sums then stay within 2 * 128 * 127), and the caller's zero-point
- * correction is skipped: q8 passes zero = 0. */
-static __m256i quant_dot_avx2(int dtype, __m256i u, __m256i x) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    if (dtype == LUCIE_DT_Q8) {
-        __m256i q = _mm256_xor_si256(u, _mm256_set1_epi8((char)0x80)); /* code - 128 as int8 */
-        return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(x, q)), ones);
-    }
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), ones);
-}
+#define QUANT_TILE_MAX 8 /* the most tokens a tile may have: what quant_block_tiled dispatches */
 
-static void quant_block_simd(int dtype, const unsigned char *block, int ng, const unsigned char *xq, size_t stride,
-                             int nt, const unsigned char *end, float out[QUANT_TOKENS][QUANT_ROWS]) {
+/* The micro-kernel: acc[t] = the 16 rows of the block . token t, for T
+ * tokens (xq, stride apart). T and q8 are constants at every call, so the
+ * loops unroll and the sums stay in registers. */
+static QUANT_INLINE void quant_tile(const int T, const int q8, const unsigned char *block, int ng,
+                                    const unsigned char *xq, size_t stride, const unsigned char *end,
+                                    float acc[QUANT_TILE_MAX][QUANT_ROWS]) {
     const unsigned char *codes = block + (size_t)ng * QUANT_ROWS * 2;
-    size_t group_bytes = quant_codes_per_group(dtype);
-    int zero = dtype == LUCIE_DT_Q8 ? 0 : Q4_ZERO, g, t, h, k;
-    __m256 acc[QUANT_TOKENS][2];
-    for (t = 0; t < QUANT_TOKENS; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    const size_t group_bytes = q8 ? 512 : 256, sums_at = (size_t)ng * (QUANT_GROUP + 4);
+    const int zero = q8 ? QUANT_Q8_KERNEL_ZERO : Q4_ZERO;
+    int g, t, k, r;
+    for (t = 0; t < T; t++)
+        for (r = 0; r < QUANT_ROWS; r++) acc[t][r] = 0.0f;
     for (g = 0; g < ng; g++) {
-        const unsigned char *gc = codes + g * group_bytes;
+        const unsigned char *gc = codes + g * group_bytes, *xg = xq + (size_t)g * QUANT_GROUP;
+        float dw[QUANT_ROWS];
+        qsum s[QUANT_TILE_MAX];
         prefetch_ahead(gc, group_bytes, end);
-        for (h = 0; h < 2; h++) { /* rows 0-7, then rows 8-15: 32 bytes of each quad */
-            __m256i w[8];
-            __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(block + ((size_t)g * QUANT_ROWS + 8 * h) * 2)));
-            if (dtype == LUCIE_DT_Q8) {
-                for (k = 0; k < 8; k++) w[k] = _mm256_loadu_si256((const __m256i *)(gc + k * 64 + 32 * h));
-            } else {
-                const __m256i low = _mm256_set1_epi8(15);
-                for (k = 0; k < 4; k++) {
-                    __m256i b = _mm256_loadu_si256((const __m256i *)(gc + k * 64 + 32 * h));
-                    w[k] = _mm256_and_si256(b, low);
-                    w[k + 4] = _mm256_and_si256(_mm256_srli_epi16(b, 4), low);
-                }
+        quant_scales(block + (size_t)g * QUANT_ROWS * 2, dw);
+        for (t = 0; t < T; t++) s[t] = qsum_zero();
+        if (q8) {
+            for (k = 0; k < 8; k++) {
+                qquad w = qquad_load_q8(gc + 64 * k);
+                for (t = 0; t < T; t++) s[t] = qsum_dot(s[t], w, xg + t * stride + 4 * k, 1);
             }
-            for (t = 0; t < nt; t++) {
-                const unsigned char *x = xq + t * stride, *xc = x + (size_t)g * QUANT_GROUP;
-                __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256(), dot;
-                for (k = 0; k < 8; k += 2) {
-                    s0 = _mm256_add_epi32(s0, quant_dot_avx2(dtype, w[k], _mm256_set1_epi32(quant_load_i32(xc + 4 * k))));
-                    s1 = _mm256_add_epi32(s1, quant_dot_avx2(dtype, w[k + 1], _mm256_set1_epi32(quant_load_i32(xc + 4 * k + 4))));
-                }
-                dot = _mm256_sub_epi32(_mm256_add_epi32(s0, s1),
-                                       _mm256_set1_epi32(zero * quant_load_i32(x + (size_t)ng * (QUANT_GROUP + 4) + g * 4)));
-                acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot),
-                                            _mm256_mul_ps(dw, _mm256_set1_ps(quant_load_f32(x + (size_t)ng * QUANT_GROUP + g * 4))),
-                                            acc[t][h]);
-            }
-        }
-    }
-    for (t = 0; t < nt; t++) {
-        _mm256_storeu_ps(out[t], acc[t][0]);
-        _mm256_storeu_ps(out[t] + 8, acc[t][1]);
-    }
-}
-#endif
-
-#ifdef QUANT_NEON
-/* SDOT multiplies signed bytes: q8 codes become code - 128 (flip the top
- * bit) and skip the zero-point correction (zero = 0); q4 codes (0..15) are
- * already valid signed bytes. Lane i of a vector holds rows 4i..4i+3 of one
- * quad of a quarter block, exactly SDOT's 4-bytes-per-lane layout. */
-static void quant_block_simd(int dtype, const unsigned char *block, int ng, const unsigned char *xq, size_t stride,
-                             int nt, const unsigned char *end, float out[QUANT_TOKENS][QUANT_ROWS]) {
-    const unsigned char *codes = block + (size_t)ng * QUANT_ROWS * 2;
-    size_t group_bytes = quant_codes_per_group(dtype);
-    int zero = dtype == LUCIE_DT_Q8 ? 0 : Q4_ZERO, g, t, k, i;
-    float32x4_t acc[QUANT_TOKENS][4];
-    for (t = 0; t < QUANT_TOKENS; t++)
-        for (i = 0; i < 4; i++) acc[t][i] = vdupq_n_f32(0.0f);
-    for (g = 0; g < ng; g++) {
-        const unsigned char *gc = codes + g * group_bytes;
-        int8x16_t w[8][4];
-        float32x4_t dw[4];
-        prefetch_ahead(gc, group_bytes, end);
-        for (i = 0; i < 4; i++)
-            dw[i] = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)(block + ((size_t)g * QUANT_ROWS + 4 * i) * 2))));
-        if (dtype == LUCIE_DT_Q8) {
-            for (k = 0; k < 8; k++)
-                for (i = 0; i < 4; i++)
-                    w[k][i] = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(gc + k * 64 + 16 * i), vdupq_n_u8(0x80)));
         } else {
-            for (k = 0; k < 4; k++)
-                for (i = 0; i < 4; i++) {
-                    uint8x16_t b = vld1q_u8(gc + k * 64 + 16 * i);
-                    w[k][i] = vreinterpretq_s8_u8(vandq_u8(b, vdupq_n_u8(15)));
-                    w[k + 4][i] = vreinterpretq_s8_u8(vshrq_n_u8(b, 4));
+            for (k = 0; k < 4; k++) {
+                qquad low, high;
+                qquad_load_q4(gc + 64 * k, &low, &high);
+                for (t = 0; t < T; t++) {
+                    s[t] = qsum_dot(s[t], low, xg + t * stride + 4 * k, 0);
+                    s[t] = qsum_dot(s[t], high, xg + t * stride + 16 + 4 * k, 0);
                 }
-        }
-        for (t = 0; t < nt; t++) {
-            const unsigned char *x = xq + t * stride, *xc = x + (size_t)g * QUANT_GROUP;
-            float dx = quant_load_f32(x + (size_t)ng * QUANT_GROUP + g * 4);
-            int32x4_t correction = vdupq_n_s32(zero * quant_load_i32(x + (size_t)ng * (QUANT_GROUP + 4) + g * 4));
-            for (i = 0; i < 4; i++) {
-                int32x4_t dot = vdupq_n_s32(0);
-                for (k = 0; k < 8; k++)
-                    dot = vdotq_s32(dot, w[k][i], vreinterpretq_s8_s32(vdupq_n_s32(quant_load_i32(xc + 4 * k))));
-                acc[t][i] = vfmaq_f32(acc[t][i], vcvtq_f32_s32(vsubq_s32(dot, correction)), vmulq_n_f32(dw[i], dx));
             }
         }
+        for (t = 0; t < T; t++) {
+            const unsigned char *x = xq + t * stride;
+            qsum_fold(acc[t], s[t], q8, zero * quant_load_i32(x + sums_at + 4 * g),
+                      dw, quant_load_f32(x + (size_t)ng * QUANT_GROUP + 4 * g));
+        }
     }
-    for (t = 0; t < nt; t++)
-        for (i = 0; i < 4; i++) vst1q_f32(out[t] + 4 * i, acc[t][i]);
 }
-#endif
+
+/* Rows [r0, r0 + m) of out for n tokens, from one block: token tiles in
+ * turn, the block's weights staying in cache between them. The switch turns
+ * the size of the last tile into a constant. */
+#define QUANT_TILE_CASE(k)                                                                                     \
+    case k:                                                                                                    \
+        if (q8) quant_tile(k < QUANT_TILE_Q8 ? k : QUANT_TILE_Q8, 1, block, ng, x, stride, end, acc);       \
+        else quant_tile(k < QUANT_TILE_Q4 ? k : QUANT_TILE_Q4, 0, block, ng, x, stride, end, acc);          \
+        break
+static void quant_block_tiled(int q8, const unsigned char *block, int ng, const unsigned char *xq, size_t stride,
+                              int n, const unsigned char *end, float *out, int rows, int r0, int m) {
+    const int tile = q8 ? QUANT_TILE_Q8 : QUANT_TILE_Q4;
+    int t0, t, r;
+    for (t0 = 0; t0 < n; t0 += tile) {
+        float acc[QUANT_TILE_MAX][QUANT_ROWS];
+        const unsigned char *x = xq + (size_t)t0 * stride;
+        int nt = n - t0 < tile ? n - t0 : tile;
+        switch (nt) {
+            QUANT_TILE_CASE(1);
+            QUANT_TILE_CASE(2);
+            QUANT_TILE_CASE(3);
+            QUANT_TILE_CASE(4);
+            QUANT_TILE_CASE(5);
+            QUANT_TILE_CASE(6);
+            QUANT_TILE_CASE(7);
+            QUANT_TILE_CASE(8);
+        }
+        for (t = 0; t < nt; t++)
+            for (r = 0; r < m; r++) out[(size_t)(t0 + t) * rows + r0 + r] = acc[t][r];
+    }
+}
+#undef QUANT_TILE_CASE
 
 /* ---- matmul, embedding, kernel tables ---- */
 
-/* out[t * rows + r] = W[r] . x[t]: threads take chunks of 16-row blocks in turn;
- * each block meets the batch QUANT_TOKENS tokens at a time, so its weights
- * are read from memory once and from cache for the rest of the batch.
- * portable = 1 forces the portable kernel (the tests compare the two). */
+/* out[t * rows + r] = W[r] . x[t]: threads take chunks of 16-row blocks in
+ * turn; each block meets the whole batch, so its weights are read from memory
+ * once and from cache for the rest of the batch. portable = 1 runs the
+ * definition (quant_block_portable) instead of the tiled kernel (the tests
+ * compare). */
 static void quant_matmul(const kernel_ctx *c, int dtype, float *out, const void *xq, const void *w, int n, int rows,
                          int cols, int portable) {
     int ng = quant_groups(cols), n_blocks = (rows + QUANT_ROWS - 1) / QUANT_ROWS, b;
@@ -3236,23 +3409,20 @@ static void quant_matmul(const kernel_ctx *c, int dtype, float *out, const void 
     size_t block_bytes = quant_block_bytes(dtype, ng), stride = quant_input_stride(cols);
     const unsigned char *end = (const unsigned char *)w + (size_t)n_blocks * block_bytes;
     (void)chunk_blocks;
-    (void)portable;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, chunk_blocks) num_threads(threads) if (threads > 1)
 #endif
     for (b = 0; b < n_blocks; b++) {
         const unsigned char *block = (const unsigned char *)w + (size_t)b * block_bytes;
         int r0 = b * QUANT_ROWS, m = rows - r0 < QUANT_ROWS ? rows - r0 : QUANT_ROWS, t0, t, r;
+        if (!portable) {
+            quant_block_tiled(dtype == LUCIE_DT_Q8, block, ng, (const unsigned char *)xq, stride, n, end, out, rows, r0, m);
+            continue;
+        }
         for (t0 = 0; t0 < n; t0 += QUANT_TOKENS) {
             float acc[QUANT_TOKENS][QUANT_ROWS];
             int nt = n - t0 < QUANT_TOKENS ? n - t0 : QUANT_TOKENS;
-            const unsigned char *x = (const unsigned char *)xq + (size_t)t0 * stride;
-#ifdef QUANT_SIMD
-            if (!portable)
-                quant_block_simd(dtype, block, ng, x, stride, nt, end, acc);
-            else
-#endif
-                quant_block_portable(dtype, block, ng, x, stride, nt, end, acc);
+            quant_block_portable(dtype, block, ng, (const unsigned char *)xq + (size_t)t0 * stride, stride, nt, end, acc);
             for (t = 0; t < nt; t++)
                 for (r = 0; r < m; r++) out[(size_t)(t0 + t) * rows + r0 + r] = acc[t][r];
         }

@@ -8,7 +8,8 @@
  *   - the activation quantization;
  *   - matmul == float products of the dequantized weights and activations;
  *   - the portable and SIMD kernels, batch sizes, thread counts and row
- *     chunking all give bit-identical results.
+ *     chunking all give bit-identical results;
+ *   - both kernels are exact at the extreme codes and activations.
  * Build: cc -std=c99 -O2 [-march=native] [-fopenmp] test/test_kernels.c -o test/test_kernels -lm
  * Prints one line per check group and exits non-zero on any failure. */
 #include "../lucie.c"
@@ -327,12 +328,77 @@ static void test_matmul(void) {
     }
 }
 
+/* The integer sums at their bounds: every code at its smallest or largest
+ * value (q8 0 and 255, q4 0 and 15) against activations of +-127, the worst
+ * case for the SIMD layers' 16-bit intermediate sums. Scales are 1, so each
+ * output is an exact small integer the test computes itself. */
+static void test_extremes(void) {
+    int di;
+    for (di = 0; di < 2; di++) {
+        int dt = dtypes[di], before = failures, rows = 32, cols = 256, n = 9, ng = cols / 32, pattern;
+        int zero = dt == LUCIE_DT_Q8 ? 128 : 8, top = dt == LUCIE_DT_Q8 ? 255 : 15;
+        size_t bytes = 0, stride = quant_input_stride(cols);
+        unsigned char *q, *xq = (unsigned char *)xmalloc(quant_input_bytes(n, cols, 32));
+        float *out = (float *)xmalloc((size_t)n * rows * sizeof(float)), *ref = (float *)xmalloc((size_t)n * rows * sizeof(float));
+        long bad = 0;
+        kernel_ctx ctx;
+        ctx.n_threads = 2;
+        tensor_bytes(dt, rows, cols, 32, &bytes);
+        q = (unsigned char *)xmalloc(bytes);
+        for (pattern = 0; pattern < 4; pattern++) {
+            int t, r, c, b, g;
+            /* codes: all top, all 0, or mixed per row; activations: +127, -127 or mixed */
+            for (b = 0; b < rows / 16; b++) {
+                unsigned char *block = q + (size_t)b * quant_block_bytes(dt, ng);
+                for (g = 0; g < ng * 16; g++) block[2 * g] = 0x00, block[2 * g + 1] = 0x3c; /* f16 1.0 */
+                for (c = 0; c < (int)(quant_block_bytes(dt, ng) - (size_t)ng * 32); c++) {
+                    int row = (c % 64) / 4, code = pattern == 0 ? top : pattern == 1 ? 0 : (row + b) % 2 ? top : 0;
+                    block[ng * 32 + c] = (unsigned char)(dt == LUCIE_DT_Q8 ? code : code | code << 4);
+                }
+            }
+            for (t = 0; t < n; t++) {
+                unsigned char *p = xq + t * stride;
+                for (g = 0; g < ng; g++) {
+                    int sign = pattern == 2 ? 1 : pattern == 3 ? -1 : (t + g) % 2 ? 1 : -1;
+                    float one = 1.0f;
+                    int32_t sum = 32 * 127 * sign;
+                    for (c = 0; c < 32; c++) p[g * 32 + c] = (unsigned char)(signed char)(127 * sign);
+                    memcpy(p + (size_t)ng * 32 + g * 4, &one, 4);
+                    memcpy(p + (size_t)ng * 36 + g * 4, &sum, 4);
+                }
+            }
+            for (t = 0; t < n; t++)
+                for (r = 0; r < rows; r++) {
+                    double total = 0.0;
+                    for (c = 0; c < cols; c++) {
+                        int code = dt == LUCIE_DT_Q8 ? q[(size_t)(r / 16) * quant_block_bytes(dt, ng) + ng * 32 + (c / 32) * 512 +
+                                                         ((c % 32) / 4) * 64 + (r % 16) * 4 + c % 4]
+                                                     : (int)(reference_decode(dt, q, r, c, cols) + zero);
+                        total += (double)(code - zero) * (signed char)xq[t * stride + c];
+                    }
+                    ref[t * rows + r] = (float)total;
+                }
+            quant_matmul(&ctx, dt, out, xq, q, n, rows, cols, 0);
+            for (r = 0; r < n * rows; r++) bad += out[r] != ref[r];
+            quant_matmul(&ctx, dt, out, xq, q, n, rows, cols, 1);
+            for (r = 0; r < n * rows; r++) bad += out[r] != ref[r];
+        }
+        CHECK(bad == 0, "%s: %ld outputs wrong with extreme codes and activations", dtype_name(dt), bad);
+        printf("%s extreme codes x +-127 activations: exact on both kernels: %s\n", dtype_name(dt), status(before));
+        free(q);
+        free(xq);
+        free(out);
+        free(ref);
+    }
+}
+
 int main(void) {
     test_half();
     test_sizes();
     test_roundtrip();
     test_prepare();
     test_matmul();
+    test_extremes();
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);
         return 1;
