@@ -8,6 +8,7 @@
 #   make fuzz         libFuzzer targets (clang); bash test/fuzz.sh SECONDS runs them
 #   make demo         offline end-to-end demo on a small random Lucie-shaped model
 #   make bench        speed at the real Lucie-7B shapes (see README)
+#   make measure      build the measurement programs (test/peak, test/thread_thresholds, bench/attention)
 #   make lucie        download Lucie-7B-Instruct (online), export it to q4, chat
 CC ?= cc
 PYTHON ?= python3
@@ -38,8 +39,11 @@ FUZZERS = $(addprefix test/fuzz_,$(FUZZ_NAMES))
 REPLAYERS = $(addprefix test/replay_,$(FUZZ_NAMES))
 FUZZ_CC ?= clang
 TEST_BINS = $(TEST_PROGS) $(UNIT_TESTS) $(EXAMPLES) $(REPLAYERS)
+# Measurement programs (they #include lucie.c): the compute peak and matmul speed, where a
+# second thread starts to pay, attention alone. Built by `make measure`, not run by the tests.
+MEASURE_PROGS = test/peak test/thread_thresholds bench/attention
 
-.PHONY: all test test-programs test-quick demo bench lucie fuzz clean
+.PHONY: all test test-programs test-quick demo bench measure lucie fuzz clean
 all: run
 
 run: run.c $(LIB_SRC)
@@ -48,11 +52,13 @@ run: run.c $(LIB_SRC)
 $(TEST_PROGS) $(EXAMPLES): %: %.c $(LIB_SRC)
 	$(CC) $(ALL_CFLAGS) -o $@ $< lucie.c $(LDLIBS)
 
-$(UNIT_TESTS): %: %.c $(LIB_SRC)
+$(UNIT_TESTS) $(MEASURE_PROGS): %: %.c $(LIB_SRC)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDLIBS)
 
 $(REPLAYERS): test/replay_%: test/fuzz_%.c test/fuzz_replay.c test/fuzz_common.h run.c $(LIB_SRC)
 	$(CC) $(ALL_CFLAGS) -o $@ $< test/fuzz_replay.c lucie.c $(LDLIBS)
+
+measure: $(MEASURE_PROGS)
 
 fuzz: $(FUZZERS)
 $(FUZZERS): test/fuzz_%: test/fuzz_%.c test/fuzz_common.h run.c $(LIB_SRC)
@@ -84,4 +90,4 @@ lucie: run
 	./run $(LUCIE_BIN) --chat
 
 clean:
-	rm -f run $(TEST_BINS) $(FUZZERS)
+	rm -f run $(TEST_BINS) $(FUZZERS) $(MEASURE_PROGS)

@@ -3014,7 +3014,7 @@ static int code_shift(int bits, int i) { return i / 4 / bits * bits; }
 static void quant_group_sums(int dtype, const unsigned char *codes, const signed char *xc, int32_t sums[QUANT_ROWS]) {
     int k, r, j;
     for (r = 0; r < QUANT_ROWS; r++) sums[r] = 0;
-    if (dtype == LUCIE_DT_Q8) {
+    if (weight_format_of(dtype)->code_bits == 8) {
         for (k = 0; k < 8; k++)
             for (r = 0; r < QUANT_ROWS; r++)
                 for (j = 0; j < 4; j++) sums[r] += codes[k * 64 + r * 4 + j] * xc[4 * k + j];
@@ -3055,7 +3055,7 @@ static void quant_block_portable(int dtype, const unsigned char *block, int ng, 
 
 /* ---- the tiled kernel, over a small integer vector layer per ISA ----
  *
- * The same arithmetic reorganised for speed, written once. A register tile
+ * The portable kernel's arithmetic reorganised for speed, written once. A register tile
  * is the 16 rows of a block times a few tokens (QUANT_TILE_Q8, _Q4): each quad
  * of weight codes loaded (and, for q4, unpacked) serves every token of the
  * tile, and each 4-byte piece of a token's activations every row. Per group,
@@ -3416,7 +3416,8 @@ static void quant_matmul(const kernel_ctx *c, int dtype, float *out, const void 
         const unsigned char *block = (const unsigned char *)w + (size_t)b * block_bytes;
         int r0 = b * QUANT_ROWS, m = rows - r0 < QUANT_ROWS ? rows - r0 : QUANT_ROWS, t0, t, r;
         if (!portable) {
-            quant_block_tiled(dtype == LUCIE_DT_Q8, block, ng, (const unsigned char *)xq, stride, n, end, out, rows, r0, m);
+            quant_block_tiled(weight_format_of(dtype)->code_bits == 8, block, ng, (const unsigned char *)xq, stride, n,
+                              end, out, rows, r0, m);
             continue;
         }
         for (t0 = 0; t0 < n; t0 += QUANT_TOKENS) {

@@ -15,9 +15,9 @@ static double best_us_per_token(lucie_session *s, int depth, int n, int reps) {
     for (r = 0; r < reps; r++) {
         double t0;
         s->pos = depth;
-        t0 = now_seconds();
+        t0 = lucie_time_seconds();
         attention(s, 0, n);
-        t0 = now_seconds() - t0;
+        t0 = lucie_time_seconds() - t0;
         if (t0 < best) best = t0;
     }
     return best * 1e6 / n;

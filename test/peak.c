@@ -16,7 +16,7 @@
  * same run, and for one token the weight bytes read per second (decoding is
  * bound by memory bandwidth: compare with test/bandwidth.c).
  *
- * Build: cc -std=c99 -O3 -march=native -fopenmp test/peak.c -o peak -lm
+ * Build: make measure (or cc -std=c99 -O3 -march=native -fopenmp test/peak.c -o test/peak -lm)
  * Usage: peak [-t threads] [-r repeats] [--matmul] [--quick] [--shape RxC] [--tokens N] [--cpu-time] [--json]
  *   -t N      thread counts 1..N are measured (default 2; 1 without OpenMP)
  *   -r N      repeats; the best is kept (default 5): the machine may be shared
@@ -44,7 +44,7 @@ static double seconds_now(void) {
         return ((double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec) / timed_threads;
     }
 #endif
-    return now_seconds();
+    return lucie_time_seconds();
 }
 
 /* ---- the probes: ACC independent accumulators, `iters` rounds each ---- */
@@ -198,6 +198,7 @@ static int bench_matmul(int dtype, int rows, int cols, int n, int n_threads, int
     }
     for (i = 0; i < (size_t)n * cols; i++) x[i] = gaussian();
     ctx.n_threads = n_threads;
+    ctx.split_any_size = 0; /* the thresholds apply, as in the forward pass */
     quant_prepare(&ctx, x, n, cols, QUANT_GROUP, xq);
     quant_matmul(&ctx, dtype, out, xq, w, n, rows, cols, 0); /* warm up */
     timed_threads = n_threads;

@@ -6,7 +6,7 @@
  * is what the thresholds in lucie.c's section 4 are set from. A measurement,
  * not a test: run it on an otherwise idle machine.
  *
- *   make test/thread_thresholds && ./test/thread_thresholds
+ *   make measure && ./test/thread_thresholds
  */
 #include "../lucie.c"
 
@@ -15,9 +15,9 @@ static double best_seconds(void (*fn)(void *), void *arg, int repeats) {
     int i;
     fn(arg); /* warm: caches, thread pool */
     for (i = 0; i < repeats; i++) {
-        double t0 = now_seconds(), dt;
+        double t0 = lucie_time_seconds(), dt;
         fn(arg);
-        dt = now_seconds() - t0;
+        dt = lucie_time_seconds() - t0;
         if (dt < best) best = dt;
     }
     return best;

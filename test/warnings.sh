@@ -16,7 +16,7 @@ trap 'rm -rf "$WORK"' EXIT INT TERM
 # unless the test #includes it)
 programs() {
     echo "run run.c lucie.c"
-    for f in test/*.c examples/*.c; do
+    for f in test/*.c examples/*.c bench/*.c; do
         [ -f "$f" ] || continue
         case $f in
         test/fuzz_replay.c) continue ;;
