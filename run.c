@@ -136,9 +136,9 @@ static const char *const MODE_NAMES[N_MODES] = {"generation", "--tokenize", "--d
                                                 "--chat",     "--ppl",      "--info"};
 
 /* The modes an option applies to (bit 1 << mode). */
-#define IN(mode) (1u << (mode))
-#define SAMPLING_MODES (IN(MODE_GENERATE) | IN(MODE_CHAT))
-#define COMPUTE_MODES (SAMPLING_MODES | IN(MODE_BENCH) | IN(MODE_PPL))
+#define MODE_BIT(mode) (1u << (mode))
+#define SAMPLING_MODES (MODE_BIT(MODE_GENERATE) | MODE_BIT(MODE_CHAT))
+#define COMPUTE_MODES (SAMPLING_MODES | MODE_BIT(MODE_BENCH) | MODE_BIT(MODE_PPL))
 #define ALL_MODES ((1u << N_MODES) - 1)
 
 #define MAX_STOP 16
@@ -207,7 +207,7 @@ static int parse_float(const char *s, float lo, float hi, float *out) {
 static void option_applies(options *o, const char *a, unsigned modes) {
     int m;
     for (m = 0; m < N_MODES; m++)
-        if (!(modes & IN(m)) && !o->misplaced[m]) {
+        if (!(modes & MODE_BIT(m)) && !o->misplaced[m]) {
             o->misplaced[m] = a;
             o->misplaced_modes[m] = modes;
         }
@@ -251,15 +251,15 @@ static int parse_args(int argc, char **argv, options *o) {
             exit(0);
         } else if (strcmp(a, "-p") == 0) {
             NEED_VALUE();
-            APPLIES(IN(MODE_GENERATE));
+            APPLIES(MODE_BIT(MODE_GENERATE));
             o->prompt = v;
         } else if (strcmp(a, "-f") == 0) {
             NEED_VALUE();
-            APPLIES(IN(MODE_GENERATE));
+            APPLIES(MODE_BIT(MODE_GENERATE));
             o->prompt_file = v;
         } else if (strcmp(a, "-n") == 0) {
             NEED_VALUE();
-            APPLIES(SAMPLING_MODES | IN(MODE_BENCH));
+            APPLIES(SAMPLING_MODES | MODE_BIT(MODE_BENCH));
             if (!parse_int(v, 0, 1 << 24, &o->n_tokens)) return usage_error("-n wants a token count >= 0, got '%s'", v);
         } else if (strcmp(a, "--temp") == 0) {
             NEED_VALUE();
@@ -326,14 +326,14 @@ static int parse_args(int argc, char **argv, options *o) {
             o->stop[o->n_stop++] = v;
         } else if (strcmp(a, "--prompt-cache") == 0) {
             NEED_VALUE();
-            APPLIES(IN(MODE_GENERATE));
+            APPLIES(MODE_BIT(MODE_GENERATE));
             if (!*v) return usage_error("%s wants a file name", a);
             o->prompt_cache = v;
         } else if (strcmp(a, "--chat") == 0) {
             MODE(MODE_CHAT);
         } else if (strcmp(a, "--system") == 0) {
             NEED_VALUE();
-            APPLIES(IN(MODE_CHAT));
+            APPLIES(MODE_BIT(MODE_CHAT));
             o->system = v;
         } else if (strcmp(a, "--ppl") == 0) {
             NEED_VALUE();
@@ -356,23 +356,23 @@ static int parse_args(int argc, char **argv, options *o) {
             MODE(MODE_TOKENIZE);
             o->tokenize_text = v;
         } else if (strcmp(a, "--no-bos") == 0) {
-            APPLIES(IN(MODE_TOKENIZE));
+            APPLIES(MODE_BIT(MODE_TOKENIZE));
             o->no_bos = 1;
         } else if (strcmp(a, "--special-as-text") == 0) {
-            APPLIES(IN(MODE_TOKENIZE));
+            APPLIES(MODE_BIT(MODE_TOKENIZE));
             o->special_as_text = 1;
         } else if (strcmp(a, "--detokenize") == 0) {
             NEED_VALUE();
             MODE(MODE_DETOKENIZE);
             o->detokenize_ids = v;
         } else if (strcmp(a, "--skip-special") == 0) {
-            APPLIES(IN(MODE_DETOKENIZE));
+            APPLIES(MODE_BIT(MODE_DETOKENIZE));
             o->skip_special = 1;
         } else if (strcmp(a, "--bench") == 0) {
             MODE(MODE_BENCH);
         } else if (strcmp(a, "--bench-prompt") == 0) {
             NEED_VALUE();
-            APPLIES(IN(MODE_BENCH));
+            APPLIES(MODE_BIT(MODE_BENCH));
             if (!parse_int(v, 1, 1 << 24, &o->bench_prompt))
                 return usage_error("--bench-prompt wants a token count >= 1, got '%s'", v);
         } else if (a[0] == '-' && a[1] != '\0') {
@@ -390,7 +390,7 @@ static int parse_args(int argc, char **argv, options *o) {
         int m, listed = 0;
         fprintf(stderr, "run: %s does not apply to %s mode (only to", o->misplaced[o->mode], MODE_NAMES[o->mode]);
         for (m = 0; m < N_MODES; m++)
-            if (o->misplaced_modes[o->mode] & IN(m)) fprintf(stderr, "%s %s", listed++ ? "," : "", MODE_NAMES[m]);
+            if (o->misplaced_modes[o->mode] & MODE_BIT(m)) fprintf(stderr, "%s %s", listed++ ? "," : "", MODE_NAMES[m]);
         fprintf(stderr, "; see run --help)\n");
         return 2;
     }
