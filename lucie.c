@@ -4760,6 +4760,19 @@ static void forward_batch(lucie_session *s, const int *tokens, int n, float *log
     }
 }
 
+int lucie_eval_batch(lucie_batch_entry *entries, int n_entries) {
+    (void)entries;
+    (void)n_entries;
+    return LUCIE_EINVAL; /* being written */
+}
+
+int lucie_session_fork(const lucie_session *src, lucie_session **out, char *err, size_t err_size) {
+    (void)src;
+    if (out) *out = NULL;
+    set_error(err, err_size, "not yet");
+    return LUCIE_EINVAL;
+}
+
 int lucie_eval(lucie_session *s, const int *tokens, int n, float *logits, int flags) {
     const lucie_config *c;
     int done = 0, i, all = (flags & LUCIE_EVAL_ALL_LOGITS) != 0;

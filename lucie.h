@@ -304,6 +304,13 @@ int lucie_session_set_seed(lucie_session *session, unsigned long long seed);
 int lucie_session_kv_type(const lucie_session *session); /* LUCIE_KV_F32, _F16 or _Q8 */
 /* Forgets the cache from position pos on (0 = start over). */
 int lucie_session_rewind(lucie_session *session, int pos);
+/* A new session that continues from where src stands: the same options
+ * (context, threads, KV type, sampler settings), a copy of src's cached
+ * tokens, KV cache and last logits, and the same random state (give it its
+ * own sequence with lucie_session_set_seed). Evaluating or sampling in either
+ * afterwards gives exactly what src alone would have given: N continuations
+ * of one prompt cost one prefill. err as lucie_session_new. */
+int lucie_session_fork(const lucie_session *src, lucie_session **out, char *err, size_t err_size);
 
 /* ---- saving a session (prompt caching) -------------------------------- */
 
@@ -327,6 +334,27 @@ int lucie_session_load(lucie_session *session, const char *path);
  * receives vocab_size floats (or n * vocab_size with LUCIE_EVAL_ALL_LOGITS).
  * LUCIE_ECONTEXT (nothing changed) when the tokens do not fit. */
 int lucie_eval(lucie_session *session, const int *tokens, int n, float *logits, int flags);
+
+/* Several sessions of one model evaluated together: each entry appends its
+ * tokens to its own session's cache at that session's position, as lucie_eval
+ * would, but one forward pass serves all of them, so every weight is read once
+ * per step for the whole batch (decoding B conversations costs about one
+ * weight read per token step, not B). Entry i's logits (NULL, or vocab_size
+ * floats) receive the prediction after its last token, and its session keeps
+ * them (lucie_generate_tokens can continue with n_ids = 0). Results are bit
+ * for bit those of lucie_eval on each session alone. The sessions must be
+ * distinct, of the same model; the first entry's session lends its threads
+ * and buffers. Nothing changes unless every entry is valid (LUCIE_EINVAL, or
+ * LUCIE_ECONTEXT when an entry's tokens do not fit); the message is then in
+ * the first entry's session (lucie_session_error). Not thread-safe with
+ * respect to any of the sessions involved. */
+typedef struct {
+    lucie_session *session;
+    const int *tokens;
+    int n_tokens; /* >= 1 */
+    float *logits;
+} lucie_batch_entry;
+int lucie_eval_batch(lucie_batch_entry *entries, int n_entries);
 
 /* Samples a token from logits with the session's sampler settings (greedy at
  * temperature 0). The session remembers evaluated tokens for the repetition
