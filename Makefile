@@ -29,7 +29,7 @@ LDLIBS = -lm
 
 LIB_SRC = lucie.c lucie.h
 # C programs the Python tests drive (each links the library)
-TEST_PROGS = test/logits test/chat_ids test/sampling test/session test/dtypes
+TEST_PROGS = test/logits test/chat_ids test/sampling test/session test/dtypes test/batch
 # C unit tests that #include lucie.c to reach its internals
 UNIT_TESTS = test/test_kernels test/test_float_kernels
 EXAMPLES = $(patsubst %.c,%,$(wildcard examples/*.c))

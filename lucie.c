@@ -3980,6 +3980,7 @@ struct lucie_session {
     thread_tuner tuner[2]; /* [0] decoding one token, [1] batches */
     /* activations for a batch of up to MAX_BATCH tokens */
     float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *logits;
+    float *batch_logits; /* [MAX_BATCH][vocab]: lucie_eval_batch's lm_head output, made on first use */
     float *att_scratch; /* per thread: attention's working blocks (ATT_SCRATCH_FLOATS) */
     void *xq;          /* prepared (quantized) activations */
     const kv_type *kv;
@@ -4040,6 +4041,7 @@ void lucie_session_free(lucie_session *s) {
     aligned_free64(s->hb2);
     aligned_free64(s->att_scratch);
     aligned_free64(s->logits);
+    aligned_free64(s->batch_logits);
     aligned_free64(s->sample_logits);
     aligned_free64(s->xq);
     aligned_free64(s->key_cache);
@@ -4215,6 +4217,50 @@ int lucie_session_rewind(lucie_session *s, int pos) {
     if (!s || pos < 0 || pos > s->pos) return LUCIE_EINVAL;
     if (pos != s->pos) s->have_logits = 0;
     s->pos = pos; /* the cache beyond pos is simply overwritten later */
+    return LUCIE_OK;
+}
+
+/* A fork is a new session made with src's settings, then given src's state:
+ * the cached rows (only the pos used ones), tokens, last logits, sampler
+ * (its random state and penalty stamps) and thread measurements. */
+int lucie_session_fork(const lucie_session *src, lucie_session **out, char *err, size_t err_size) {
+    lucie_session_options o;
+    lucie_session *s;
+    const lucie_config *c;
+    size_t l, layer_bytes, used_bytes;
+    int status;
+    if (out) *out = NULL;
+    if (!src || !out) {
+        set_error(err, err_size, "lucie_session_fork: NULL argument");
+        return LUCIE_EINVAL;
+    }
+    c = &src->model->config;
+    memset(&o, 0, sizeof o);
+    o.context = src->context;
+    o.n_threads = src->n_threads;
+    o.kv_type = src->kv->type;
+    o.temperature = src->samp.temperature;
+    o.top_k = src->samp.top_k;
+    o.top_p = src->samp.top_p;
+    o.min_p = src->samp.min_p;
+    o.repetition_penalty = src->samp.repetition_penalty;
+    o.repetition_window = src->samp.repetition_window;
+    status = lucie_session_new(src->model, &o, &s, err, err_size);
+    if (status != LUCIE_OK) return status;
+    layer_bytes = (size_t)src->context * src->kv_row_bytes;
+    used_bytes = (size_t)src->pos * src->kv_row_bytes;
+    for (l = 0; l < (size_t)c->n_layers; l++) {
+        memcpy(s->key_cache + l * layer_bytes, src->key_cache + l * layer_bytes, used_bytes);
+        memcpy(s->value_cache + l * layer_bytes, src->value_cache + l * layer_bytes, used_bytes);
+    }
+    memcpy(s->history, src->history, (size_t)src->pos * sizeof(int));
+    memcpy(s->logits, src->logits, (size_t)c->vocab_size * sizeof(float));
+    memcpy(s->penalised, src->penalised, (size_t)c->vocab_size * sizeof(unsigned));
+    memcpy(s->tuner, src->tuner, sizeof s->tuner);
+    s->samp = src->samp;
+    s->pos = src->pos;
+    s->have_logits = src->have_logits;
+    *out = s;
     return LUCIE_OK;
 }
 
@@ -4614,20 +4660,36 @@ static void online_softmax_block(float *acc, float *max, float *sum, float *scor
     *sum = l;
 }
 
-/* Tokens t0..t0+nt-1 of the batch, KV head kvh, with one thread's scratch. */
-static void attention_unit(lucie_session *s, const unsigned char *kc, const unsigned char *vc, int kvh, int t0,
-                           int nt, float *scratch) {
+/* One session's tokens inside a forward's batch: rows first..first+count-1
+ * of the activation buffers, at that session's positions pos..pos+count-1.
+ * A prefill is one segment; decoding several sessions together is one
+ * segment per session (lucie_eval_batch). */
+typedef struct {
+    lucie_session *session;
+    int first, count;
+} batch_segment;
+
+/* Tokens t0..t0+nt-1 of a segment, KV head kvh, with one thread's scratch:
+ * the queries come from (and the outputs go to) the batch's rows in the lead
+ * session's buffers, the keys and values from the segment's own session. */
+static void attention_unit(lucie_session *lead, const batch_segment *seg, int layer, int kvh, int t0, int nt,
+                           float *scratch) {
+    const lucie_session *s = seg->session;
     const lucie_config *c = &s->model->config;
     int hd = c->head_dim, group = c->n_heads / c->n_kv_heads, kv_dim = c->n_kv_heads * hd;
     int q_dim = c->n_heads * hd, nq = nt * group, end = s->pos + t0 + nt, kb, qi, j;
-    size_t max_q = (size_t)att_queries(c), row = s->kv_row_bytes;
+    size_t max_q = (size_t)att_queries(c), row = s->kv_row_bytes, layer_bytes = (size_t)s->context * row;
+    const unsigned char *kc = s->key_cache + (size_t)layer * layer_bytes;
+    const unsigned char *vc = s->value_cache + (size_t)layer * layer_bytes;
+    const float *q = lead->q + (size_t)seg->first * q_dim;
+    float *att_out = lead->att_out + (size_t)seg->first * q_dim;
     float scale = 1.0f / sqrtf((float)hd);
     float *queries = scratch, *acc = queries + max_q * hd, *max = acc + max_q * hd, *sum = max + max_q;
     float *scores = sum + max_q, *keys = scores + max_q * ATT_KEY_BLOCK, *values = keys + (size_t)ATT_KEY_BLOCK * hd;
     /* query qi = t * group + g is head kvh * group + g of token t0 + t: the
      * group's heads are adjacent in q */
     for (j = 0; j < nt; j++)
-        memcpy(queries + (size_t)j * group * hd, s->q + (size_t)(t0 + j) * q_dim + (size_t)kvh * group * hd,
+        memcpy(queries + (size_t)j * group * hd, q + (size_t)(t0 + j) * q_dim + (size_t)kvh * group * hd,
                (size_t)group * hd * sizeof(float));
     memset(acc, 0, (size_t)nq * hd * sizeof(float));
     for (qi = 0; qi < nq; qi++) {
@@ -4649,30 +4711,43 @@ static void attention_unit(lucie_session *s, const unsigned char *kc, const unsi
         }
     }
     for (qi = 0; qi < nq; qi++) {
-        float *out = s->att_out + (size_t)(t0 + qi / group) * q_dim + (size_t)(kvh * group + qi % group) * hd;
+        float *out = att_out + (size_t)(t0 + qi / group) * q_dim + (size_t)(kvh * group + qi % group) * hd;
         for (j = 0; j < hd; j++) out[j] = acc[(size_t)qi * hd + j] / sum[qi];
     }
 }
 
-/* Units: KV heads x blocks of tokens, KV head fastest, so that decoding (one
- * token) still splits over the heads. */
-static void attention(lucie_session *s, int layer, int n) {
-    const lucie_config *c = &s->model->config;
-    size_t layer_bytes = (size_t)s->context * s->kv_row_bytes;
-    const unsigned char *kc = s->key_cache + (size_t)layer * layer_bytes;
-    const unsigned char *vc = s->value_cache + (size_t)layer * layer_bytes;
-    int unit, units = c->n_kv_heads * ((n + ATT_QUERY_TOKENS - 1) / ATT_QUERY_TOKENS);
-    kernel_ctx ctx = session_kernel_ctx(s);
-    int threads = threads_for(&ctx, 2.0 * n * c->n_heads * (s->pos + n) * c->head_dim, ATTENTION_MIN_WORK_PER_THREAD);
+static int segment_att_units(const lucie_config *c, const batch_segment *seg) {
+    return c->n_kv_heads * ((seg->count + ATT_QUERY_TOKENS - 1) / ATT_QUERY_TOKENS);
+}
+
+/* Units: per segment, KV heads x blocks of tokens, KV head fastest, so that
+ * decoding (one token) still splits over the heads. */
+static void attention(lucie_session *lead, const batch_segment *segs, int n_segs, int layer) {
+    const lucie_config *c = &lead->model->config;
+    int unit, units = 0, i;
+    double work = 0.0;
+    kernel_ctx ctx = session_kernel_ctx(lead);
+    int threads;
+    for (i = 0; i < n_segs; i++) {
+        units += segment_att_units(c, &segs[i]);
+        work += 2.0 * segs[i].count * c->n_heads * (segs[i].session->pos + segs[i].count) * c->head_dim;
+    }
+    threads = threads_for(&ctx, work, ATTENTION_MIN_WORK_PER_THREAD);
     (void)threads;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
 #endif
     for (unit = 0; unit < units; unit++) {
-        int kvh = unit % c->n_kv_heads, t0 = unit / c->n_kv_heads * ATT_QUERY_TOKENS;
-        int nt = n - t0 < ATT_QUERY_TOKENS ? n - t0 : ATT_QUERY_TOKENS;
-        attention_unit(s, kc, vc, kvh, t0, nt, s->att_scratch + (size_t)thread_index() * attention_scratch_floats(c));
+        const batch_segment *seg = segs;
+        int u = unit, kvh, t0, nt;
+        while (u >= segment_att_units(c, seg)) u -= segment_att_units(c, seg++);
+        kvh = u % c->n_kv_heads;
+        t0 = u / c->n_kv_heads * ATT_QUERY_TOKENS;
+        nt = seg->count - t0 < ATT_QUERY_TOKENS ? seg->count - t0 : ATT_QUERY_TOKENS;
+        attention_unit(lead, seg, layer, kvh, t0, nt,
+                       lead->att_scratch + (size_t)thread_index() * attention_scratch_floats(c));
     }
+    input_written(lead, lead->att_out);
 }
 
 /* The element-wise steps, split over the threads for a batch (serial, they
@@ -4705,83 +4780,80 @@ static void swiglu(lucie_session *s, int count) {
     input_written(s, gate);
 }
 
-/* Runs n (<= MAX_BATCH) tokens through the model. logits receives vocab_size
- * floats per token when all_logits, else for the last token only. */
-static void forward_batch(lucie_session *s, const int *tokens, int n, float *logits, int all_logits) {
-    const lucie_model *m = s->model;
+/* Keys and values of the batch's new tokens: RoPE at each token's own
+ * position, then into its own session's cache. */
+static void rope_and_store(lucie_session *lead, const batch_segment *segs, int n_segs, int layer) {
+    const lucie_config *c = &lead->model->config;
+    int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd, half = hd / 2, i, t;
+    for (i = 0; i < n_segs; i++) {
+        lucie_session *s = segs[i].session;
+        size_t layer_bytes = (size_t)s->context * s->kv_row_bytes;
+        unsigned char *kc = s->key_cache + (size_t)layer * layer_bytes;
+        unsigned char *vc = s->value_cache + (size_t)layer * layer_bytes;
+        for (t = segs[i].first; t < segs[i].first + segs[i].count; t++) {
+            int p = s->pos + t - segs[i].first;
+            const float *cr = s->rope_cos + (size_t)p * half, *sr = s->rope_sin + (size_t)p * half;
+            apply_rope(lead->q + (size_t)t * q_dim, c->n_heads, hd, cr, sr);
+            apply_rope(lead->k + (size_t)t * kv_dim, c->n_kv_heads, hd, cr, sr);
+            s->kv->store(kc + (size_t)p * s->kv_row_bytes, lead->k + (size_t)t * kv_dim, kv_dim);
+            s->kv->store(vc + (size_t)p * s->kv_row_bytes, lead->v + (size_t)t * kv_dim, kv_dim);
+        }
+    }
+    input_written(lead, lead->q);
+}
+
+/* Runs n (<= MAX_BATCH) tokens (tokens[row]) through the layers, in the lead
+ * session's buffers, each segment's tokens against its own session's cache;
+ * every segment's session then stands count positions further. The final
+ * hidden states are left in lead->x (see final_logits). */
+static void forward_layers(lucie_session *lead, const batch_segment *segs, int n_segs, const int *tokens, int n) {
+    const lucie_model *m = lead->model;
     const lucie_config *c = &m->config;
-    int dim = c->dim, hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
-    int hidden = c->hidden_dim, half = hd / 2, l, t, i;
+    int dim = c->dim, hidden = c->hidden_dim, l, t, i;
     const weight_kernels *ek = kernels_for(m->embed.dtype);
-    for (t = 0; t < n; t++) ek->embed_row(s->x + (size_t)t * dim, m->embed.data, tokens[t], dim, c->group_size);
+    for (t = 0; t < n; t++) ek->embed_row(lead->x + (size_t)t * dim, m->embed.data, tokens[t], dim, c->group_size);
     for (l = 0; l < c->n_layers; l++) {
         const layer_weights *w = &m->layers[l];
-        thread_tuner *tuner = &s->tuner[n > 1];
-        int all_threads = s->n_threads > 1 && tuner_choice(tuner);
+        thread_tuner *tuner = &lead->tuner[n > 1];
+        int all_threads = lead->n_threads > 1 && tuner_choice(tuner);
         double layer_start = lucie_time_seconds();
-        unsigned char *kc = s->key_cache + (size_t)l * s->context * s->kv_row_bytes;
-        unsigned char *vc = s->value_cache + (size_t)l * s->context * s->kv_row_bytes;
-        s->active_threads = all_threads ? s->n_threads : 1;
+        lead->active_threads = all_threads ? lead->n_threads : 1;
         /* attention block */
-        rmsnorm_rows(s, s->xb, s->x, w->attn_norm, n);
-        linear(s, s->q, s->xb, &w->wq, n);
-        linear(s, s->k, s->xb, &w->wk, n);
-        linear(s, s->v, s->xb, &w->wv, n);
-        for (t = 0; t < n; t++) {
-            int p = s->pos + t;
-            const float *cr = s->rope_cos + (size_t)p * half, *sr = s->rope_sin + (size_t)p * half;
-            apply_rope(s->q + (size_t)t * q_dim, c->n_heads, hd, cr, sr);
-            apply_rope(s->k + (size_t)t * kv_dim, c->n_kv_heads, hd, cr, sr);
-            s->kv->store(kc + (size_t)p * s->kv_row_bytes, s->k + (size_t)t * kv_dim, kv_dim);
-            s->kv->store(vc + (size_t)p * s->kv_row_bytes, s->v + (size_t)t * kv_dim, kv_dim);
-        }
-        attention(s, l, n);
-        input_written(s, s->att_out);
-        linear(s, s->xb, s->att_out, &w->wo, n);
-        for (i = 0; i < n * dim; i++) s->x[i] += s->xb[i];
+        rmsnorm_rows(lead, lead->xb, lead->x, w->attn_norm, n);
+        linear(lead, lead->q, lead->xb, &w->wq, n);
+        linear(lead, lead->k, lead->xb, &w->wk, n);
+        linear(lead, lead->v, lead->xb, &w->wv, n);
+        rope_and_store(lead, segs, n_segs, l);
+        attention(lead, segs, n_segs, l);
+        linear(lead, lead->xb, lead->att_out, &w->wo, n);
+        for (i = 0; i < n * dim; i++) lead->x[i] += lead->xb[i];
         /* MLP block */
-        rmsnorm_rows(s, s->xb, s->x, w->ffn_norm, n);
-        linear(s, s->hb, s->xb, &w->w_gate, n);
-        linear(s, s->hb2, s->xb, &w->w_up, n);
-        swiglu(s, n * hidden);
-        linear(s, s->xb, s->hb, &w->w_down, n);
-        for (i = 0; i < n * dim; i++) s->x[i] += s->xb[i];
-        if (s->n_threads > 1) tuner_record(tuner, all_threads, (lucie_time_seconds() - layer_start) / n);
+        rmsnorm_rows(lead, lead->xb, lead->x, w->ffn_norm, n);
+        linear(lead, lead->hb, lead->xb, &w->w_gate, n);
+        linear(lead, lead->hb2, lead->xb, &w->w_up, n);
+        swiglu(lead, n * hidden);
+        linear(lead, lead->xb, lead->hb, &w->w_down, n);
+        for (i = 0; i < n * dim; i++) lead->x[i] += lead->xb[i];
+        if (lead->n_threads > 1) tuner_record(tuner, all_threads, (lucie_time_seconds() - layer_start) / n);
     }
-    s->pos += n;
-    if (!logits) return;
-    if (all_logits) {
-        rmsnorm_rows(s, s->xb, s->x, m->final_norm, n);
-        linear(s, logits, s->xb, &m->lm_head, n);
-    } else {
-        rmsnorm(s->xb, s->x + (size_t)(n - 1) * dim, m->final_norm, dim, c->rms_norm_eps);
-        input_written(s, s->xb);
-        linear(s, logits, s->xb, &m->lm_head, 1);
-    }
+    for (i = 0; i < n_segs; i++) segs[i].session->pos += segs[i].count;
 }
 
-int lucie_eval_batch(lucie_batch_entry *entries, int n_entries) {
-    (void)entries;
-    (void)n_entries;
-    return LUCIE_EINVAL; /* being written */
+/* logits[k] = lm_head(norm(x[rows[k]])) for k < n_rows: the final norm of the
+ * chosen rows of lead->x, gathered into lead->xb, through lm_head at once. */
+static void final_logits(lucie_session *lead, float *logits, const int *rows, int n_rows) {
+    const lucie_config *c = &lead->model->config;
+    int k;
+    for (k = 0; k < n_rows; k++)
+        rmsnorm(lead->xb + (size_t)k * c->dim, lead->x + (size_t)rows[k] * c->dim, lead->model->final_norm, c->dim,
+                c->rms_norm_eps);
+    input_written(lead, lead->xb);
+    linear(lead, logits, lead->xb, &lead->model->lm_head, n_rows);
 }
 
-int lucie_session_fork(const lucie_session *src, lucie_session **out, char *err, size_t err_size) {
-    (void)src;
-    if (out) *out = NULL;
-    set_error(err, err_size, "not yet");
-    return LUCIE_EINVAL;
-}
-
-int lucie_eval(lucie_session *s, const int *tokens, int n, float *logits, int flags) {
-    const lucie_config *c;
-    int done = 0, i, all = (flags & LUCIE_EVAL_ALL_LOGITS) != 0;
-    if (!s || (!tokens && n > 0) || n < 0) return LUCIE_EINVAL;
-    c = &s->model->config;
-    if (n == 0) {
-        snprintf(s->error, sizeof s->error, "no tokens to evaluate");
-        return LUCIE_EINVAL;
-    }
+static int check_tokens(lucie_session *s, const int *tokens, int n) {
+    const lucie_config *c = &s->model->config;
+    int i;
     for (i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size) {
             snprintf(s->error, sizeof s->error, "token id %d is outside the vocabulary (0..%d)", tokens[i],
@@ -4793,21 +4865,142 @@ int lucie_eval(lucie_session *s, const int *tokens, int n, float *logits, int fl
                  s->context);
         return LUCIE_ECONTEXT;
     }
+    return LUCIE_OK;
+}
+
+/* What a session keeps after evaluating tokens: their ids (repetition
+ * penalty, lucie_session_tokens) and its own copy of the last prediction,
+ * which lucie_generate_tokens continues from when given no input. */
+static void remember_tokens(lucie_session *s, const int *tokens, int n) {
+    memcpy(s->history + s->pos - n, tokens, (size_t)n * sizeof(int));
+}
+
+static void remember_logits(lucie_session *s, const float *last) {
+    if (last != s->logits) memcpy(s->logits, last, (size_t)s->model->config.vocab_size * sizeof(float));
+    s->have_logits = 1;
+}
+
+int lucie_eval(lucie_session *s, const int *tokens, int n, float *logits, int flags) {
+    const lucie_config *c;
+    int done = 0, status, all = (flags & LUCIE_EVAL_ALL_LOGITS) != 0;
+    if (!s || (!tokens && n > 0) || n < 0) return LUCIE_EINVAL;
+    c = &s->model->config;
+    if (n == 0) {
+        snprintf(s->error, sizeof s->error, "no tokens to evaluate");
+        return LUCIE_EINVAL;
+    }
+    status = check_tokens(s, tokens, n);
+    if (status != LUCIE_OK) return status;
+    s->have_logits = 0;
     while (done < n) {
-        int chunk = n - done < MAX_BATCH ? n - done : MAX_BATCH;
-        float *out = NULL;
-        if (logits) out = all ? logits + (size_t)done * c->vocab_size : (done + chunk == n ? logits : NULL);
-        forward_batch(s, tokens + done, chunk, out, all);
-        /* The session keeps its own copy of the last prediction: it is what
-         * lucie_generate_tokens continues from when given no input. */
-        if (out && done + chunk == n) {
-            const float *last = all ? out + (size_t)(chunk - 1) * c->vocab_size : out;
-            if (last != s->logits) memcpy(s->logits, last, (size_t)c->vocab_size * sizeof(float));
+        int chunk = n - done < MAX_BATCH ? n - done : MAX_BATCH, k, rows[MAX_BATCH];
+        batch_segment seg;
+        seg.session = s;
+        seg.first = 0;
+        seg.count = chunk;
+        forward_layers(s, &seg, 1, tokens + done, chunk);
+        remember_tokens(s, tokens + done, chunk);
+        if (logits && all) {
+            float *out = logits + (size_t)done * c->vocab_size;
+            for (k = 0; k < chunk; k++) rows[k] = k;
+            final_logits(s, out, rows, chunk);
+            if (done + chunk == n) remember_logits(s, out + (size_t)(chunk - 1) * c->vocab_size);
+        } else if (logits && done + chunk == n) {
+            rows[0] = chunk - 1;
+            final_logits(s, logits, rows, 1);
+            remember_logits(s, logits);
         }
-        for (i = 0; i < chunk; i++) s->history[s->pos - chunk + i] = tokens[done + i];
         done += chunk;
     }
-    s->have_logits = logits != NULL;
+    return LUCIE_OK;
+}
+
+/* ---- several sessions in one forward ----
+ *
+ * The entries' tokens are laid end to end and cut into chunks of MAX_BATCH
+ * rows; a chunk holds one segment per entry it touches (an entry longer
+ * than the room left continues in the next chunk). An entry's logits are
+ * computed in the chunk that holds its last token, all such rows of a chunk
+ * through lm_head together (into the lead's batch_logits, then copied). */
+
+static int batch_entries_valid(const lucie_batch_entry *e, int n) {
+    lucie_session *lead = e[0].session;
+    int i, j, status;
+    for (i = 0; i < n; i++) {
+        lucie_session *s = e[i].session;
+        if (!s || s->model != lead->model) {
+            snprintf(lead->error, sizeof lead->error, "batch entry %d: %s", i,
+                     s ? "its session belongs to another model" : "no session");
+            return LUCIE_EINVAL;
+        }
+        if (!e[i].tokens || e[i].n_tokens < 1) {
+            snprintf(lead->error, sizeof lead->error, "batch entry %d: no tokens to evaluate", i);
+            return LUCIE_EINVAL;
+        }
+        for (j = 0; j < i; j++)
+            if (e[j].session == s) {
+                snprintf(lead->error, sizeof lead->error, "batch entries %d and %d share a session", j, i);
+                return LUCIE_EINVAL;
+            }
+        status = check_tokens(s, e[i].tokens, e[i].n_tokens);
+        if (status != LUCIE_OK) {
+            if (s != lead) snprintf(lead->error, sizeof lead->error, "batch entry %d: %.200s", i, s->error);
+            return status;
+        }
+    }
+    return LUCIE_OK;
+}
+
+int lucie_eval_batch(lucie_batch_entry *entries, int n_entries) {
+    lucie_session *lead;
+    const lucie_config *c;
+    batch_segment segs[MAX_BATCH];
+    int tokens[MAX_BATCH], rows[MAX_BATCH], ends[MAX_BATCH];
+    int entry = 0, done_in_entry = 0, i, status;
+    if (!entries || n_entries < 1 || !entries[0].session) return LUCIE_EINVAL;
+    lead = entries[0].session;
+    c = &lead->model->config;
+    status = batch_entries_valid(entries, n_entries);
+    if (status != LUCIE_OK) return status;
+    if (!lead->batch_logits) {
+        lead->batch_logits = (float *)aligned_alloc64((size_t)MAX_BATCH * c->vocab_size * sizeof(float));
+        if (!lead->batch_logits) {
+            snprintf(lead->error, sizeof lead->error, "out of memory for the logits of a batch");
+            return LUCIE_ENOMEM;
+        }
+    }
+    for (i = 0; i < n_entries; i++) entries[i].session->have_logits = 0;
+    while (entry < n_entries) {
+        int n = 0, n_segs = 0, n_ends = 0;
+        /* fill a chunk */
+        while (entry < n_entries && n < MAX_BATCH) {
+            const lucie_batch_entry *e = &entries[entry];
+            int take = e->n_tokens - done_in_entry < MAX_BATCH - n ? e->n_tokens - done_in_entry : MAX_BATCH - n;
+            segs[n_segs].session = e->session;
+            segs[n_segs].first = n;
+            segs[n_segs].count = take;
+            memcpy(tokens + n, e->tokens + done_in_entry, (size_t)take * sizeof(int));
+            n_segs++;
+            n += take;
+            done_in_entry += take;
+            if (done_in_entry == e->n_tokens) {
+                if (e->logits) {
+                    rows[n_ends] = n - 1;
+                    ends[n_ends++] = entry;
+                }
+                entry++;
+                done_in_entry = 0;
+            }
+        }
+        forward_layers(lead, segs, n_segs, tokens, n);
+        for (i = 0; i < n_segs; i++) remember_tokens(segs[i].session, tokens + segs[i].first, segs[i].count);
+        if (n_ends) final_logits(lead, lead->batch_logits, rows, n_ends);
+        for (i = 0; i < n_ends; i++) {
+            const float *row = lead->batch_logits + (size_t)i * c->vocab_size;
+            memcpy(entries[ends[i]].logits, row, (size_t)c->vocab_size * sizeof(float));
+            remember_logits(entries[ends[i]].session, row);
+        }
+    }
     return LUCIE_OK;
 }
 

@@ -97,6 +97,8 @@ static const char *USAGE =
     "  --stop TEXT         stop when TEXT is generated (repeatable; TEXT is not printed)\n"
     "  --prompt-cache FILE keep the evaluated prompt in FILE: a later run whose prompt starts with\n"
     "                      the same tokens evaluates only the rest\n"
+    "  --variants N        N continuations of one prompt evaluation (default 1); variant i uses seed\n"
+    "                      S+i-1 (what a separate run with that --seed prints), after a '--- variant' line\n"
     "  --load MODE         how weights get into memory: mmap (default), madvise (mmap + kernel\n"
     "                      hints), read (private 2 MB-aligned copy, huge pages where possible)\n"
     "  --no-mmap           same as --load read\n"
@@ -158,6 +160,7 @@ typedef struct {
     int have_temp, have_top_k, have_top_p, have_penalty, have_seed;
     float temp, top_p, min_p, penalty;
     int top_k, repeat_window, kv_type;
+    int variants; /* continuations of the prompt to generate, 1 by default */
     unsigned long long seed;
 } options;
 
@@ -229,6 +232,7 @@ static int parse_args(int argc, char **argv, options *o) {
     memset(o, 0, sizeof *o);
     o->n_tokens = -1;
     o->bench_prompt = 64;
+    o->variants = 1;
     o->prompt = "";
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -324,6 +328,11 @@ static int parse_args(int argc, char **argv, options *o) {
             if (o->n_stop == MAX_STOP) return usage_error("at most %s stop strings", "16");
             if (!*v) return usage_error("%s: empty stop string", a);
             o->stop[o->n_stop++] = v;
+        } else if (strcmp(a, "--variants") == 0) {
+            NEED_VALUE();
+            APPLIES(MODE_BIT(MODE_GENERATE));
+            if (!parse_int(v, 1, 1000, &o->variants))
+                return usage_error("--variants wants an integer in 1..1000, got '%s'", v);
         } else if (strcmp(a, "--prompt-cache") == 0) {
             NEED_VALUE();
             APPLIES(MODE_BIT(MODE_GENERATE));
@@ -607,6 +616,61 @@ static int reuse_prompt_cache(lucie_session *session, const char *path, const in
     return keep;
 }
 
+/* Evaluates the prompt into the session (reusing and refreshing the prompt
+ * cache when there is one): *reused gets the cached tokens kept, -1 when the
+ * cache file was refused. */
+static int evaluate_prompt(const lucie_model *model, lucie_session *session, const options *o, const int *ids,
+                           int n_ids, unsigned long long seed, int *reused, lucie_stats *stats) {
+    float *logits = (float *)malloc((size_t)lucie_model_config(model)->vocab_size * sizeof *logits);
+    double t0 = lucie_time_seconds();
+    int rc;
+    *reused = o->prompt_cache ? reuse_prompt_cache(session, o->prompt_cache, ids, n_ids, seed) : 0;
+    rc = *reused < 0 ? LUCIE_EIO : logits ? lucie_eval(session, ids + *reused, n_ids - *reused, logits, 0) : LUCIE_ENOMEM;
+    free(logits);
+    if (rc != LUCIE_OK) return rc;
+    stats->n_prompt = n_ids - *reused;
+    stats->prompt_seconds = lucie_time_seconds() - t0;
+    if (o->prompt_cache) {
+        if (lucie_session_save(session, o->prompt_cache) != LUCIE_OK)
+            fprintf(stderr, "run: prompt cache not saved: %s\n", lucie_session_error(session));
+        fprintf(stderr, "prompt cache: %d of %d prompt tokens reused\n", *reused, n_ids);
+    }
+    return LUCIE_OK;
+}
+
+/* --variants N: forks of the evaluated prompt, one after the other (the last
+ * variant continues the session itself), variant i seeded with seed + i - 1. */
+static int generate_variants(lucie_session *session, const options *o, const lucie_generate_options *go,
+                             unsigned long long seed, lucie_stats *stats) {
+    int v, rc = LUCIE_OK;
+    stats->n_generated = 0;
+    stats->generate_seconds = 0.0;
+    for (v = 0; v < o->variants && rc == LUCIE_OK; v++) {
+        lucie_session *variant = session;
+        lucie_stats one;
+        char err[256];
+        if (v + 1 < o->variants && lucie_session_fork(session, &variant, err, sizeof err) != LUCIE_OK) {
+            fprintf(stderr, "run: %s\n", err);
+            return LUCIE_ENOMEM;
+        }
+        lucie_session_set_seed(variant, seed + (unsigned long long)v);
+        if (o->variants > 1) {
+            printf("%s--- variant %d of %d (seed %llu) ---\n", v ? "\n" : "", v + 1, o->variants,
+                   seed + (unsigned long long)v);
+            fflush(stdout);
+        }
+        rc = lucie_generate_tokens(variant, NULL, 0, go, print_piece, NULL, &one);
+        if (rc != LUCIE_OK) fprintf(stderr, "run: %s\n", lucie_session_error(variant));
+        if (one.stop_reason == LUCIE_STOP_CONTEXT_FULL) stats->stop_reason = LUCIE_STOP_CONTEXT_FULL;
+        stats->n_generated += one.n_generated;
+        stats->generate_seconds += one.generate_seconds;
+        if (stats->stop_reason != LUCIE_STOP_CONTEXT_FULL) stats->stop_reason = one.stop_reason;
+        if (variant != session) lucie_session_free(variant);
+    }
+    if (o->variants > 1) printf("\n");
+    return rc;
+}
+
 static int do_generate(const lucie_model *model, const options *o, double load_seconds) {
     lucie_session_options so;
     lucie_session *session;
@@ -640,35 +704,22 @@ static int do_generate(const lucie_model *model, const options *o, double load_s
         return 1;
     }
     memset(&go, 0, sizeof go);
+    memset(&stats, 0, sizeof stats);
     go.max_tokens = o->n_tokens < 0 ? 256 : o->n_tokens;
     go.stop = o->stop;
     go.n_stop = o->n_stop;
-    if (o->prompt_cache) {
-        /* the prompt is evaluated here, saved, and generation continues from the session */
-        float *logits = (float *)malloc((size_t)lucie_model_config(model)->vocab_size * sizeof *logits);
-        double t0 = lucie_time_seconds();
-        reused = reuse_prompt_cache(session, o->prompt_cache, ids, n_ids, so.seed);
-        rc = reused < 0 ? LUCIE_EIO
-             : logits  ? lucie_eval(session, ids + reused, n_ids - reused, logits, 0)
-                       : LUCIE_ENOMEM;
-        free(logits);
-        if (rc == LUCIE_OK) {
-            double prompt_seconds = lucie_time_seconds() - t0;
-            if (lucie_session_save(session, o->prompt_cache) != LUCIE_OK)
-                fprintf(stderr, "run: prompt cache not saved: %s\n", lucie_session_error(session));
-            fprintf(stderr, "prompt cache: %d of %d prompt tokens reused\n", reused, n_ids);
-            rc = lucie_generate_tokens(session, NULL, 0, &go, print_piece, NULL, &stats);
-            stats.n_prompt = n_ids - reused;
-            stats.prompt_seconds = prompt_seconds;
-        }
-    } else {
-        rc = lucie_generate_tokens(session, ids, n_ids, &go, print_piece, NULL, &stats);
-    }
-    fflush(stdout);
-    if (rc != LUCIE_OK) {
-        if (reused >= 0)
+    if (o->prompt_cache || o->variants > 1) {
+        /* the prompt is evaluated here (and saved); generation continues from the session */
+        rc = evaluate_prompt(model, session, o, ids, n_ids, so.seed, &reused, &stats);
+        if (rc == LUCIE_OK) rc = generate_variants(session, o, &go, so.seed, &stats);
+        else if (reused >= 0)
             fprintf(stderr, "run: %s\n", rc == LUCIE_ENOMEM ? "out of memory" : lucie_session_error(session));
     } else {
+        rc = lucie_generate_tokens(session, ids, n_ids, &go, print_piece, NULL, &stats);
+        if (rc != LUCIE_OK) fprintf(stderr, "run: %s\n", lucie_session_error(session));
+    }
+    fflush(stdout);
+    if (rc == LUCIE_OK) {
         print_stats(&stats, load_seconds);
         print_clock_seed(o, &so);
         if (stats.stop_reason == LUCIE_STOP_CONTEXT_FULL) {
