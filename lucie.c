@@ -4001,11 +4001,15 @@ struct lucie_session {
 static size_t attention_scratch_floats(const lucie_config *c); /* section 7: attention's per-thread blocks */
 
 /* inv_freq and angles in f32 like LlamaRotaryEmbedding, so long positions
- * round the same way as the reference. */
+ * round the same way as the reference: inv_freq = 1 / theta ** (2i / d) with
+ * every step in f32 (computing the power in double and rounding once gives
+ * 12 of Lucie's 64 frequencies 1 ulp away from transformers' at theta 2e7,
+ * an angle error that grows with the position); angle = position * inv_freq
+ * rounded to f32; cos and sin of that angle correctly rounded. */
 static void rope_tables(float *cos_t, float *sin_t, int context, int head_dim, double theta) {
     int half = head_dim / 2, p, i;
     for (i = 0; i < half; i++) {
-        float inv_freq = (float)(1.0 / pow(theta, (double)(2 * i) / (double)head_dim));
+        float inv_freq = 1.0f / powf((float)theta, (float)(2 * i) / (float)head_dim);
         for (p = 0; p < context; p++) {
             float angle = (float)p * inv_freq;
             cos_t[(size_t)p * half + i] = (float)cos((double)angle);
@@ -4616,10 +4620,10 @@ static int att_queries(const lucie_config *c) { return ATT_QUERY_TOKENS * (c->n_
 
 /* Per thread: queries and accumulators [queries][head_dim], running max and
  * sum [queries], scores [queries][ATT_KEY_BLOCK], keys and values
- * [ATT_KEY_BLOCK][head_dim]. */
+ * [ATT_KEY_BLOCK][head_dim], one block's accumulator [head_dim]. */
 static size_t attention_scratch_floats(const lucie_config *c) {
     size_t nq = (size_t)att_queries(c), hd = (size_t)c->head_dim;
-    return 2 * nq * hd + 2 * nq + nq * ATT_KEY_BLOCK + 2 * (size_t)ATT_KEY_BLOCK * hd;
+    return 2 * nq * hd + 2 * nq + nq * ATT_KEY_BLOCK + 2 * (size_t)ATT_KEY_BLOCK * hd + hd;
 }
 
 /* acc += p[j] * values[j] for j < n_keys, in increasing j; element-wise, so
@@ -4638,26 +4642,30 @@ static void accumulate_values(float *acc, const float *p, const float *values, i
 }
 
 /* One query takes one block of keys: scores[0..n_keys) (raw dot products,
- * overwritten) against the block's values. */
+ * overwritten) against the block's values. The block's weighted values and
+ * weights are summed on their own (block_acc, a fresh sum of at most
+ * ATT_KEY_BLOCK terms) and then folded into the running ones: a sum over n
+ * keys is one of n / ATT_KEY_BLOCK block sums, so its rounding error stays
+ * near transformers' at 16k positions instead of growing with n as one long
+ * sequential sum's does (test_forward's long-context test measures it). */
 static void online_softmax_block(float *acc, float *max, float *sum, float *scores, const float *values, int n_keys,
-                                 int hd, float scale) {
-    float m = *max, correction, l;
+                                 int hd, float scale, float *block_acc) {
+    float m = *max, correction, block_sum = 0.0f;
     int j, i;
     for (j = 0; j < n_keys; j++) {
         scores[j] *= scale;
         if (scores[j] > m) m = scores[j];
     }
     correction = expf(*max - m); /* 0 for the first block (max = -inf), 1 when the max stays */
-    l = *sum * correction;
-    if (correction != 1.0f)
-        for (i = 0; i < hd; i++) acc[i] *= correction;
     for (j = 0; j < n_keys; j++) {
         scores[j] = expf(scores[j] - m);
-        l += scores[j];
+        block_sum += scores[j];
     }
-    accumulate_values(acc, scores, values, n_keys, hd);
+    memset(block_acc, 0, (size_t)hd * sizeof(float));
+    accumulate_values(block_acc, scores, values, n_keys, hd);
+    for (i = 0; i < hd; i++) acc[i] = madd(block_acc[i], acc[i], correction);
     *max = m;
-    *sum = l;
+    *sum = madd(block_sum, *sum, correction);
 }
 
 /* One session's tokens inside a forward's batch: rows first..first+count-1
@@ -4686,6 +4694,7 @@ static void attention_unit(lucie_session *lead, const batch_segment *seg, int la
     float scale = 1.0f / sqrtf((float)hd);
     float *queries = scratch, *acc = queries + max_q * hd, *max = acc + max_q * hd, *sum = max + max_q;
     float *scores = sum + max_q, *keys = scores + max_q * ATT_KEY_BLOCK, *values = keys + (size_t)ATT_KEY_BLOCK * hd;
+    float *block_acc = values + (size_t)ATT_KEY_BLOCK * hd;
     /* query qi = t * group + g is head kvh * group + g of token t0 + t: the
      * group's heads are adjacent in q */
     for (j = 0; j < nt; j++)
@@ -4707,7 +4716,7 @@ static void attention_unit(lucie_session *lead, const batch_segment *seg, int la
             int visible = s->pos + t0 + qi / group + 1 - kb; /* keys up to the query's own position */
             if (visible <= 0) continue;
             online_softmax_block(acc + (size_t)qi * hd, max + qi, sum + qi, scores + (size_t)qi * n_keys, values,
-                                 visible < n_keys ? visible : n_keys, hd, scale);
+                                 visible < n_keys ? visible : n_keys, hd, scale, block_acc);
         }
     }
     for (qi = 0; qi < nq; qi++) {
