@@ -5245,7 +5245,12 @@ static size_t stop_scan(const text_buffer *b, const lucie_generate_options *o, i
  * is too weak a clue (in ordinary prose most tokens occurred before) and would
  * cost a wasted verification on most steps, while two tokens rarely match
  * outside a real repetition. No match, no draft: the step is then the plain
- * one-token pass. */
+ * one-token pass. How many of the continuation's tokens are drafted adapts as
+ * in transformers' assisted generation: two more after a step whose drafts
+ * were all taken, one fewer (not below one) after a rejection, within the
+ * caller's limit: a pass of many tokens costs several one-token steps once the
+ * CPU's arithmetic, not the weight reads, is the bottleneck (bench/verify_cost),
+ * so long drafts must earn their place. */
 #define LOOKUP_LONGEST_NGRAM 3
 #define LOOKUP_SHORTEST_NGRAM 2
 
@@ -5277,6 +5282,7 @@ static int lookup_drafts(const int *seq, int n, int *drafts, int max_drafts) {
  * sampled (kept); the cache beyond them goes when the next one is not. */
 typedef struct {
     int max_drafts; /* 0: lookup off */
+    int budget;     /* drafts the next pass may carry (1..max_drafts) */
     int *batch;
     float *logits;
     int n_drafts, n_verified;
@@ -5288,6 +5294,7 @@ static int speculation_init(speculation *sp, const lucie_session *s, int lookup)
     /* one forward chunk at most: a longer guess is rarely right to the end */
     sp->max_drafts = lookup < MAX_BATCH - 1 ? lookup : MAX_BATCH - 1;
     if (sp->max_drafts == 0) return 1;
+    sp->budget = sp->max_drafts;
     sp->batch = (int *)malloc((size_t)(sp->max_drafts + 1) * sizeof *sp->batch);
     sp->logits = (float *)malloc((size_t)(sp->max_drafts + 1) * vocab * sizeof *sp->logits);
     return sp->batch && sp->logits;
@@ -5298,9 +5305,13 @@ static int speculation_init(speculation *sp, const lucie_session *s, int lookup)
  * *prediction gets the logits after the token. */
 static int speculation_eval(speculation *sp, lucie_session *s, int token, int cached, int room,
                             const float **prediction, lucie_stats *st) {
+    if (sp->n_drafts > 0) { /* the last pass's drafts are judged: adapt the next one's length */
+        if (sp->n_verified == sp->n_drafts) sp->budget = sp->budget + 2 < sp->max_drafts ? sp->budget + 2 : sp->max_drafts;
+        else if (sp->budget > 1) sp->budget--;
+    }
     sp->n_drafts = sp->n_verified = 0;
     if (s->pos > cached) lucie_session_rewind(s, cached); /* drop the rejected drafts */
-    if (room > sp->max_drafts) room = sp->max_drafts;
+    if (room > sp->budget) room = sp->budget;
     if (room > 0) {
         s->history[cached] = token; /* where lucie_eval puts it: the search sees it as the last token */
         sp->n_drafts = lookup_drafts(s->history, cached + 1, sp->batch + 1, room);
