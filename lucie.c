@@ -5246,13 +5246,15 @@ static size_t stop_scan(const text_buffer *b, const lucie_generate_options *o, i
  * cost a wasted verification on most steps, while two tokens rarely match
  * outside a real repetition. No match, no draft: the step is then the plain
  * one-token pass. How many of the continuation's tokens are drafted adapts as
- * in transformers' assisted generation: two more after a step whose drafts
+ * in transformers' assisted generation: two more after a pass whose drafts
  * were all taken, one fewer (not below one) after a rejection, within the
- * caller's limit: a pass of many tokens costs several one-token steps once the
- * CPU's arithmetic, not the weight reads, is the bottleneck (bench/verify_cost),
- * so long drafts must earn their place. */
+ * caller's limit; it starts at LOOKUP_FIRST_DRAFTS. A pass of a few tokens
+ * costs about one step, but a pass of many costs several once the CPU's
+ * arithmetic, not the weight reads, is the bottleneck (bench/verify_cost), so
+ * long drafts must earn their place. */
 #define LOOKUP_LONGEST_NGRAM 3
 #define LOOKUP_SHORTEST_NGRAM 2
+#define LOOKUP_FIRST_DRAFTS 2
 
 /* Copies to drafts (at most max_drafts) the tokens that followed the latest
  * earlier occurrence of the longest suffix of seq[0..n) that occurred before;
@@ -5294,7 +5296,7 @@ static int speculation_init(speculation *sp, const lucie_session *s, int lookup)
     /* one forward chunk at most: a longer guess is rarely right to the end */
     sp->max_drafts = lookup < MAX_BATCH - 1 ? lookup : MAX_BATCH - 1;
     if (sp->max_drafts == 0) return 1;
-    sp->budget = sp->max_drafts;
+    sp->budget = sp->max_drafts < LOOKUP_FIRST_DRAFTS ? sp->max_drafts : LOOKUP_FIRST_DRAFTS;
     sp->batch = (int *)malloc((size_t)(sp->max_drafts + 1) * sizeof *sp->batch);
     sp->logits = (float *)malloc((size_t)(sp->max_drafts + 1) * vocab * sizeof *sp->logits);
     return sp->batch && sp->logits;
