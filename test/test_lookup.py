@@ -9,11 +9,13 @@ every test runs the same generation with and without it and requires exact equal
 for the trained stories260K model and a random Lucie-shaped checkpoint, greedy and
 sampled (several seeds, top-k / top-p / min-p, repetition penalty, windowed), long
 outputs, every max_tokens up to a few drafts, a context that fills up mid-draft, stop
-strings and a callback that stops. A copy-heavy prompt must also accept drafts.
+strings, an eos and a callback that stops. A copy-heavy prompt must also accept drafts.
 """
 
+import json
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -26,6 +28,8 @@ with open(os.path.join(TEST_DIR, "data", "story.txt"), encoding="utf-8") as _f:
     STORY = _f.read()[:700]
 # Text that never says the same thing twice (so drafts are rare).
 PLAIN_PROMPT = "Lily and Tom went to the park. They saw"
+
+COMMA = 432  # stories260K's token ","
 
 SAMPLERS = [
     [],  # greedy
@@ -46,8 +50,21 @@ def models(tmp_path_factory):
     def get(name):
         if name not in made:
             out = str(tmp_path_factory.mktemp("lookup") / (name + ".bin"))
+            stories = need_dir(os.path.join(TEST_DIR, "data", "stories260K", "hf-untied"))
             if name == "stories":
-                export_model(need_dir(os.path.join(TEST_DIR, "data", "stories260K", "hf-untied")), out, "f32")
+                export_model(stories, out, "f32")
+            elif name == "stories-comma-eos":
+                # stories260K never ends a text; with "," (id 432) as its eos it ends one often
+                hf_dir = str(tmp_path_factory.mktemp(name))
+                for f in os.listdir(stories):
+                    shutil.copy(os.path.join(stories, f), hf_dir)
+                for f in ("config.json", "generation_config.json"):
+                    with open(os.path.join(hf_dir, f)) as fp:
+                        config = json.load(fp)
+                    config["eos_token_id"] = COMMA
+                    with open(os.path.join(hf_dir, f), "w") as fp:
+                        json.dump(config, fp)
+                export_model(hf_dir, out, "f32")
             else:
                 import make_checkpoint
                 hf_dir = make_checkpoint.make_checkpoint(
@@ -152,6 +169,21 @@ def test_context_full_mid_draft(model, models):
             plain, _ = compare(model_bin, sampler + ["--ctx", str(len(ids) + extra)],
                                ["generate", "200", ids_arg(ids), "tokens"], lookups=(3, 16))
             assert plain["stop"][0] == ["context_full"]
+
+
+def test_eos_inside_a_draft(models):
+    """An eos the sampler picks, drafted or not, ends generation as in plain decoding
+    (the eos joins the cache, the drafts after it do not)."""
+    model_bin = models("stories-comma-eos")
+    assert tokenize(model_bin, "Tim,")[-1] == COMMA
+    ids = tokenize(model_bin, STORY + "\n" + STORY[:150])
+    eos_seen = 0
+    for sampler in SAMPLERS:
+        for start in range(0, len(ids) - 8, 9):  # prompts ending at several places of the story
+            plain, _ = compare(model_bin, sampler, ["generate", "100", ids_arg(ids[:len(ids) - start]), "tokens",
+                                                    "generate", "5", "-", "tokens"], lookups=(2, 8))
+            eos_seen += plain["stop"][0] == ["eos"]
+    assert eos_seen > 10
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS[:3], ids=lambda s: " ".join(s) or "greedy")
