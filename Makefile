@@ -8,7 +8,8 @@
 #   make fuzz         libFuzzer targets (clang); bash test/fuzz.sh SECONDS runs them
 #   make demo         offline end-to-end demo on a small random Lucie-shaped model
 #   make bench        speed at the real Lucie-7B shapes (see README)
-#   make measure      build the measurement programs (test/peak, test/thread_thresholds, bench/attention)
+#   make measure      build the measurement programs (test/peak, test/thread_thresholds, bench/attention,
+#                     bench/verify_cost)
 #   make lucie        download Lucie-7B-Instruct (online), export it to q4, chat
 CC ?= cc
 PYTHON ?= python3
@@ -40,8 +41,8 @@ REPLAYERS = $(addprefix test/replay_,$(FUZZ_NAMES))
 FUZZ_CC ?= clang
 TEST_BINS = $(TEST_PROGS) $(UNIT_TESTS) $(EXAMPLES) $(REPLAYERS)
 # Measurement programs (they #include lucie.c): the compute peak and matmul speed, where a
-# second thread starts to pay, attention alone. Built by `make measure`, not run by the tests.
-MEASURE_PROGS = test/peak test/thread_thresholds bench/attention
+# second thread starts to pay, attention alone, a verification pass of several tokens. Built by `make measure`, not run by the tests.
+MEASURE_PROGS = test/peak test/thread_thresholds bench/attention bench/verify_cost
 
 .PHONY: all test test-programs test-quick demo bench measure lucie fuzz clean
 all: run

@@ -5046,16 +5046,16 @@ static int argmax(const float *v, int n) {
 /* HF RepetitionPenaltyLogitsProcessor: each distinct previous token's logit is
  * divided by the penalty if positive, multiplied if negative. A per-token
  * stamp marks the tokens already penalised in this call: O(window). */
-static void apply_repetition_penalty(lucie_session *s, float *logits) {
+static void apply_repetition_penalty(lucie_session *s, float *logits, int n_history) {
     sampler *sp = &s->samp;
     int start = 0, i;
     if (sp->repetition_penalty == 1.0f) return;
-    if (sp->repetition_window > 0 && s->pos > sp->repetition_window) start = s->pos - sp->repetition_window;
+    if (sp->repetition_window > 0 && n_history > sp->repetition_window) start = n_history - sp->repetition_window;
     if (++sp->stamp == 0) { /* wrapped: forget every old stamp */
         memset(s->penalised, 0, (size_t)s->model->config.vocab_size * sizeof *s->penalised);
         sp->stamp = 1;
     }
-    for (i = start; i < s->pos; i++) {
+    for (i = start; i < n_history; i++) {
         int id = s->history[i];
         if (s->penalised[id] == sp->stamp) continue;
         s->penalised[id] = sp->stamp;
@@ -5086,13 +5086,15 @@ static void select_top_k(prob_index *c, int n, int k) {
     }
 }
 
-int lucie_sample(lucie_session *s, const float *logits_in) {
-    const sampler *sp;
+/* Samples as if the cache held only its first n_history tokens: the
+ * repetition penalty sees those. lucie_sample passes the whole cache;
+ * speculative decoding (section 9) passes the tokens plain decoding would
+ * have cached at that point, while drafts beyond them are still in the cache. */
+static int sample_with_history(lucie_session *s, const float *logits_in, int n_history) {
+    const sampler *sp = &s->samp;
     int vocab, i, n;
     float *logits, max, sum, cumulative, r;
     prob_index *c;
-    if (!s || !logits_in) return LUCIE_EINVAL;
-    sp = &s->samp;
     vocab = s->model->config.vocab_size;
     logits = s->sample_logits;
     memcpy(logits, logits_in, (size_t)vocab * sizeof(float));
@@ -5104,7 +5106,7 @@ int lucie_sample(lucie_session *s, const float *logits_in) {
                      "the model produced non-finite logits (NaN or inf): are its weights corrupt?");
             return LUCIE_EFORMAT;
         }
-    apply_repetition_penalty(s, logits);
+    apply_repetition_penalty(s, logits, n_history);
     if (sp->temperature == 0.0f) return argmax(logits, vocab);
     c = s->candidates;
     max = logits[argmax(logits, vocab)];
@@ -5164,6 +5166,11 @@ int lucie_sample(lucie_session *s, const float *logits_in) {
         if (r < cumulative) return c[i].id;
     }
     return c[n - 1].id;
+}
+
+int lucie_sample(lucie_session *s, const float *logits) {
+    if (!s || !logits) return LUCIE_EINVAL;
+    return sample_with_history(s, logits, s->pos);
 }
 
 /* ========================================================================
@@ -5227,17 +5234,137 @@ static size_t stop_scan(const text_buffer *b, const lucie_generate_options *o, i
     return safe;
 }
 
+/* ---- speculative decoding by prompt lookup ----
+ *
+ * Text that quotes, edits or summarises its input repeats long runs of it.
+ * After each sampled token we look for the latest earlier place where the
+ * last few tokens (input and output alike) occurred and guess that what
+ * followed there follows again: those drafts are evaluated together with the
+ * sampled token in one forward pass, which on a memory-bound model costs
+ * about what one token costs. Each position's prediction is then sampled
+ * exactly as plain decoding would sample it (same sampler, same random draws
+ * in the same order, the repetition penalty over the tokens plain decoding
+ * would have cached); drafts are kept while the sampled token equals them, and
+ * the cache is rewound past the first wrong one. Since a token's logits do not
+ * depend on how many tokens share its forward pass, the output is exactly that
+ * of plain decoding: lookup changes only how many passes it takes.
+ *
+ * The n-gram is the longest of LOOKUP_LONGEST_NGRAM down to
+ * LOOKUP_SHORTEST_NGRAM tokens that occurred before; a single repeated token
+ * is too weak a clue (in ordinary prose most tokens occurred before) and would
+ * cost a wasted verification on most steps, while two tokens rarely match
+ * outside a real repetition. No match, no draft: the step is then the plain
+ * one-token pass. How many of the continuation's tokens are drafted adapts as
+ * in transformers' assisted generation: two more after a pass whose drafts
+ * were all taken, one fewer (not below one) after a rejection, within the
+ * caller's limit; it starts at LOOKUP_FIRST_DRAFTS. A pass of a few tokens
+ * costs about one step, but a pass of many costs several once the CPU's
+ * arithmetic, not the weight reads, is the bottleneck (bench/verify_cost), so
+ * long drafts must earn their place. */
+#define LOOKUP_LONGEST_NGRAM 3
+#define LOOKUP_SHORTEST_NGRAM 2
+#define LOOKUP_FIRST_DRAFTS 2
+
+/* Copies to drafts (at most max_drafts) the tokens that followed the latest
+ * earlier occurrence of the longest suffix of seq[0..n) that occurred before;
+ * returns how many (0: none). One backward scan, rejecting most positions on
+ * their last token. */
+static int lookup_drafts(const int *seq, int n, int *drafts, int max_drafts) {
+    int found[LOOKUP_LONGEST_NGRAM + 1]; /* found[k]: where the latest k-token match ends, 0 = none yet */
+    int end, k, m, best = 0, count;
+    if (max_drafts <= 0 || n <= LOOKUP_SHORTEST_NGRAM) return 0;
+    for (k = 0; k <= LOOKUP_LONGEST_NGRAM; k++) found[k] = 0;
+    for (end = n - 1; end >= LOOKUP_SHORTEST_NGRAM; end--) {
+        for (m = 0; m < LOOKUP_LONGEST_NGRAM && m < end && seq[end - 1 - m] == seq[n - 1 - m]; m++) continue;
+        for (k = LOOKUP_SHORTEST_NGRAM; k <= m; k++)
+            if (!found[k]) found[k] = end;
+        if (m == LOOKUP_LONGEST_NGRAM) break;
+    }
+    for (k = LOOKUP_LONGEST_NGRAM; k >= LOOKUP_SHORTEST_NGRAM && !best; k--) best = found[k];
+    if (!best) return 0;
+    count = n - best < max_drafts ? n - best : max_drafts;
+    memcpy(drafts, seq + best, (size_t)count * sizeof *drafts);
+    return count;
+}
+
+/* What generation evaluates ahead of the sampler: batch[0] is the last
+ * sampled token, batch[1..n_drafts] the drafts after it, all in the cache;
+ * logits holds the prediction after each. The first n_verified drafts were
+ * sampled (kept); the cache beyond them goes when the next one is not. */
+typedef struct {
+    int max_drafts; /* 0: lookup off */
+    int budget;     /* drafts the next pass may carry (1..max_drafts) */
+    int *batch;
+    float *logits;
+    int n_drafts, n_verified;
+} speculation;
+
+static int speculation_init(speculation *sp, const lucie_session *s, int lookup) {
+    size_t vocab = (size_t)s->model->config.vocab_size;
+    memset(sp, 0, sizeof *sp);
+    /* one forward chunk at most: a longer guess is rarely right to the end */
+    sp->max_drafts = lookup < MAX_BATCH - 1 ? lookup : MAX_BATCH - 1;
+    if (sp->max_drafts == 0) return 1;
+    sp->budget = sp->max_drafts < LOOKUP_FIRST_DRAFTS ? sp->max_drafts : LOOKUP_FIRST_DRAFTS;
+    sp->batch = (int *)malloc((size_t)(sp->max_drafts + 1) * sizeof *sp->batch);
+    sp->logits = (float *)malloc((size_t)(sp->max_drafts + 1) * vocab * sizeof *sp->logits);
+    return sp->batch && sp->logits;
+}
+
+/* Evaluates the sampled token at position `cached` (what plain decoding has
+ * cached) together with the drafts lookup finds for it, at most `room`;
+ * *prediction gets the logits after the token. */
+static int speculation_eval(speculation *sp, lucie_session *s, int token, int cached, int room,
+                            const float **prediction, lucie_stats *st) {
+    if (sp->n_drafts > 0) { /* the last pass's drafts are judged: adapt the next one's length */
+        if (sp->n_verified == sp->n_drafts) sp->budget = sp->budget + 2 < sp->max_drafts ? sp->budget + 2 : sp->max_drafts;
+        else if (sp->budget > 1) sp->budget--;
+    }
+    sp->n_drafts = sp->n_verified = 0;
+    if (s->pos > cached) lucie_session_rewind(s, cached); /* drop the rejected drafts */
+    if (room > sp->budget) room = sp->budget;
+    if (room > 0) {
+        s->history[cached] = token; /* where lucie_eval puts it: the search sees it as the last token */
+        sp->n_drafts = lookup_drafts(s->history, cached + 1, sp->batch + 1, room);
+    }
+    st->n_forward++;
+    st->n_drafted += sp->n_drafts;
+    if (sp->n_drafts == 0) {
+        *prediction = s->logits;
+        return lucie_eval(s, &token, 1, s->logits, 0);
+    }
+    sp->batch[0] = token;
+    *prediction = sp->logits;
+    return lucie_eval(s, sp->batch, sp->n_drafts + 1, sp->logits, LUCIE_EVAL_ALL_LOGITS);
+}
+
+/* Leaves the session as plain decoding would: the drafts not taken rewound
+ * away, its last logits the prediction after the last kept token. */
+static void speculation_settle(speculation *sp, lucie_session *s, int cached, const float *prediction) {
+    if (s->pos > cached) lucie_session_rewind(s, cached);
+    if (prediction != s->logits) {
+        memcpy(s->logits, prediction, (size_t)s->model->config.vocab_size * sizeof *s->logits);
+        s->have_logits = 1;
+    }
+    free(sp->batch);
+    free(sp->logits);
+    memset(sp, 0, sizeof *sp);
+}
+
 int lucie_generate_tokens(lucie_session *s, const int *ids, int n_ids, const lucie_generate_options *o,
                           lucie_token_callback cb, void *user, lucie_stats *stats) {
     const lucie_config *c;
     lucie_stats st;
     lucie_detok_stream *stream = NULL;
     text_buffer pending = {NULL, 0, 0};
-    int rc = LUCIE_OK, token, found = 0;
+    speculation spec;
+    const float *prediction; /* the logits plain decoding samples the next token from */
+    int rc = LUCIE_OK, token, found = 0, cached;
     double t0;
     memset(&st, 0, sizeof st);
+    memset(&spec, 0, sizeof spec);
     if (!s || !o || n_ids < 0 || (n_ids > 0 && !ids) || o->max_tokens < 0 || o->n_stop < 0 ||
-        (o->n_stop > 0 && !o->stop)) {
+        (o->n_stop > 0 && !o->stop) || o->lookup < 0) {
         if (s) snprintf(s->error, sizeof s->error, "lucie_generate_tokens: invalid arguments");
         return LUCIE_EINVAL;
     }
@@ -5253,9 +5380,10 @@ int lucie_generate_tokens(lucie_session *s, const int *ids, int n_ids, const luc
         return LUCIE_ECONTEXT;
     }
     stream = lucie_detok_stream_new(s->model, LUCIE_DETOK_SKIP_SPECIAL);
-    if (!stream) {
+    if (!stream || !speculation_init(&spec, s, o->lookup)) {
         snprintf(s->error, sizeof s->error, "out of memory");
-        return LUCIE_ENOMEM;
+        rc = LUCIE_ENOMEM;
+        goto done;
     }
     /* The decoder learns the input so the output continues it seamlessly; a
      * chat reply (fresh_text) is decoded on its own, as HF decodes replies. */
@@ -5270,24 +5398,37 @@ int lucie_generate_tokens(lucie_session *s, const int *ids, int n_ids, const luc
     if (n_ids > 0 && (rc = lucie_eval(s, ids, n_ids, s->logits, 0)) != LUCIE_OK) goto done;
     st.prompt_seconds = lucie_time_seconds() - t0;
     t0 = lucie_time_seconds();
+    prediction = s->logits;
+    cached = s->pos;
     while (st.n_generated < o->max_tokens) {
         const char *piece;
         size_t len = 0, safe;
-        if (s->pos >= s->context) {
+        if (cached >= s->context) {
             st.stop_reason = LUCIE_STOP_CONTEXT_FULL;
             snprintf(s->error, sizeof s->error, "context full (%d tokens)", s->context);
             break;
         }
-        token = lucie_sample(s, s->logits);
+        token = sample_with_history(s, prediction, cached);
         if (token < 0) {
             rc = token;
             break;
         }
         st.n_generated++;
-        /* The sampled token joins the cache even when it ends the text, so a
-         * chat can go on after an eos with the cache in the template's shape. */
-        rc = lucie_eval(s, &token, 1, s->logits, 0);
-        if (rc != LUCIE_OK) break;
+        if (spec.n_verified < spec.n_drafts && token == spec.batch[1 + spec.n_verified]) {
+            /* the draft was right: it is in the cache already, its prediction computed */
+            spec.n_verified++;
+            st.n_accepted++;
+            prediction = spec.logits + (size_t)spec.n_verified * c->vocab_size;
+        } else {
+            /* The sampled token joins the cache even when it ends the text, so a
+             * chat can go on after an eos with the cache in the template's shape.
+             * Drafts after it: only as many as plain decoding could still take. */
+            int room = is_eos(c, token) ? 0 : o->max_tokens - st.n_generated;
+            if (room > s->context - cached - 1) room = s->context - cached - 1;
+            rc = speculation_eval(&spec, s, token, cached, room, &prediction, &st);
+            if (rc != LUCIE_OK) break;
+        }
+        cached++;
         if (is_eos(c, token)) {
             st.stop_reason = LUCIE_STOP_EOS;
             break;
@@ -5316,6 +5457,7 @@ int lucie_generate_tokens(lucie_session *s, const int *ids, int n_ids, const luc
             break;
         }
     }
+    speculation_settle(&spec, s, cached, prediction);
     /* Text the decoder held back, and text held back for a stop string that
      * never came, is output now. */
     if (rc == LUCIE_OK && st.stop_reason != LUCIE_STOP_CALLBACK && st.stop_reason != LUCIE_STOP_STRING) {
@@ -5330,6 +5472,8 @@ int lucie_generate_tokens(lucie_session *s, const int *ids, int n_ids, const luc
     st.generate_seconds = lucie_time_seconds() - t0;
 done:
     if (stats) *stats = st;
+    free(spec.batch);
+    free(spec.logits);
     free(pending.text);
     lucie_detok_stream_free(stream);
     return rc;

@@ -384,6 +384,12 @@ typedef struct {
     int n_prompt, n_generated;
     double load_seconds, prompt_seconds, generate_seconds;
     int stop_reason; /* LUCIE_STOP_* */
+    /* Speculative decoding (lucie_generate_options.lookup). n_forward counts
+     * the forward passes (lucie_eval calls) after the input's: without lookup
+     * one per generated token, with it n_generated / n_forward tokens per pass.
+     * n_drafted tokens were proposed, n_accepted of them were what the sampler
+     * chose (n_accepted / n_drafted is the acceptance rate). */
+    int n_forward, n_drafted, n_accepted;
 } lucie_stats;
 
 /* Encodes prompt (HF way, BOS added), evaluates it, then samples up to
@@ -400,6 +406,15 @@ typedef struct {
     int fresh_text; /* 1: decode the new tokens on their own (a chat reply);
                        0: as the continuation of the input (prompt + output
                        equals the decoding of the whole sequence) */
+    int lookup; /* speculative decoding by prompt lookup: up to this many draft
+                   tokens per forward pass, 0 = off. After each sampled token,
+                   the tokens that followed the latest earlier occurrence of the
+                   last few tokens (input and output) are evaluated with it in
+                   one pass, and kept as long as the sampler picks them. The
+                   output, stop reason, cache and random state are exactly
+                   those without lookup, for any sampler settings: it only
+                   saves time when the text repeats itself (quoting, editing,
+                   summarising). */
 } lucie_generate_options;
 
 /* Evaluates n_ids input tokens (appended to the cache; n_ids may be 0 when the

@@ -17,7 +17,14 @@
  *                  callback receives, "generate: ID ID ...", the bytes of the
  *                  text it receives, "text: B B ..." (decimal), then
  *                  "stats: n_prompt n_generated stop_reason" and
- *                  "stop: NAME" (lucie_stop_reason_string)
+ *                  "stop: NAME" (lucie_stop_reason_string), then
+ *                  "lookup: n_forward n_drafted n_accepted"
+ *   lookup N       later generate commands draft up to N tokens by prompt
+ *                  lookup (lucie_generate_options.lookup)
+ *   stop TEXT      later generate commands also stop at TEXT (repeatable)
+ *   cbstop N       in later generate commands the callback asks to stop on
+ *                  its N-th call (0 = never)
+ *   tokens         prints "tokens: ID ID ..." (lucie_session_tokens)
  *   sampler SPEC   lucie_session_set_sampler with the session's options
  *                  changed by SPEC, "temp=0.9,top-k=50,seed=3" (the names of
  *                  the sampler options above, without dashes)
@@ -83,6 +90,7 @@ typedef struct {
     char *bytes;
     size_t len;
     int failed;
+    int calls, stop_after; /* the callback returns 1 on call stop_after (0 = never) */
 } text_log;
 
 /* Prints the token and keeps its text for the "text:" line. */
@@ -97,7 +105,7 @@ static int collect_token(const char *text, size_t len, int token, void *user) {
     memcpy(bigger + log->len, text, len);
     log->bytes = bigger;
     log->len += len;
-    return 0;
+    return ++log->calls == log->stop_after;
 }
 
 /* Applies one sampler setting NAME (an option without its dashes) = VALUE;
@@ -137,11 +145,26 @@ static int parse_sampler_spec(const char *spec, lucie_session_options *opts) {
 static int run_commands(lucie_session *session, const lucie_config *c, lucie_session_options *opts, char **argv,
                         int first, int argc, FILE *logits_out, float *logits) {
     id_list ids = {NULL, 0, 0};
-    int i, k, rc = LUCIE_OK, usage = 0;
+    const char *stop[16];
+    int i, k, rc = LUCIE_OK, usage = 0, lookup = 0, n_stop = 0, stop_after = 0;
     for (i = first; i < argc && rc == LUCIE_OK && !usage; i++) {
         const char *cmd = argv[i], *arg = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(cmd, "pos") == 0) {
             printf("pos: %d\n", lucie_session_position(session));
+            continue;
+        }
+        if (strcmp(cmd, "tokens") == 0) {
+            int n = lucie_session_tokens(session, NULL, 0);
+            int *all = (int *)malloc((size_t)(n > 0 ? n : 1) * sizeof *all);
+            if (!all) {
+                rc = LUCIE_ENOMEM;
+                break;
+            }
+            lucie_session_tokens(session, all, n);
+            printf("tokens:");
+            for (k = 0; k < n; k++) printf(" %d", all[k]);
+            printf("\n");
+            free(all);
             continue;
         }
         if (!arg) {
@@ -177,7 +200,7 @@ static int run_commands(lucie_session *session, const lucie_config *c, lucie_ses
         } else if (strcmp(cmd, "generate") == 0) {
             lucie_generate_options go;
             lucie_stats stats;
-            text_log log = {NULL, 0, 0};
+            text_log log = {NULL, 0, 0, 0, 0};
             size_t b;
             const char *input = i + 1 < argc ? argv[++i] : "-";
             ids.n = 0;
@@ -189,12 +212,17 @@ static int run_commands(lucie_session *session, const lucie_config *c, lucie_ses
             memset(&go, 0, sizeof go);
             memset(&stats, 0, sizeof stats);
             go.max_tokens = atoi(arg);
+            go.lookup = lookup;
+            log.stop_after = stop_after;
+            go.stop = stop;
+            go.n_stop = n_stop;
             printf("generate:");
             rc = lucie_generate_tokens(session, ids.ids, ids.n, &go, collect_token, &log, &stats);
             printf("\ntext:");
             for (b = 0; b < log.len; b++) printf(" %d", (unsigned char)log.bytes[b]);
-            printf("\nstats: %d %d %d\nstop: %s\n", stats.n_prompt, stats.n_generated, stats.stop_reason,
-                   lucie_stop_reason_string(stats.stop_reason));
+            printf("\nstats: %d %d %d\nstop: %s\nlookup: %d %d %d\n", stats.n_prompt, stats.n_generated,
+                   stats.stop_reason, lucie_stop_reason_string(stats.stop_reason), stats.n_forward, stats.n_drafted,
+                   stats.n_accepted);
             free(log.bytes);
             if (log.failed) rc = LUCIE_ENOMEM;
         } else if (strcmp(cmd, "save") == 0) {
@@ -209,6 +237,17 @@ static int run_commands(lucie_session *session, const lucie_config *c, lucie_ses
                 usage = 1;
             } else {
                 rc = lucie_session_set_sampler(session, opts);
+            }
+        } else if (strcmp(cmd, "lookup") == 0) {
+            lookup = atoi(arg);
+        } else if (strcmp(cmd, "cbstop") == 0) {
+            stop_after = atoi(arg);
+        } else if (strcmp(cmd, "stop") == 0) {
+            if (n_stop == (int)(sizeof stop / sizeof stop[0])) {
+                fprintf(stderr, "session: too many stop strings\n");
+                usage = 1;
+            } else {
+                stop[n_stop++] = arg;
             }
         } else if (strcmp(cmd, "rewind") == 0) {
             rc = lucie_session_rewind(session, atoi(arg));

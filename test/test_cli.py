@@ -371,6 +371,7 @@ MISPLACED = [
     (["--chat", "--prompt-cache", "x"], "--prompt-cache", "--chat"),
     (["--bench", "--temp", "0.5"], "--temp", "--bench"),
     (["--bench", "--stop", "x"], "--stop", "--bench"),
+    (["--bench", "--lookup", "4"], "--lookup", "--bench"),
     (["--ppl", "x.txt", "-n", "5"], "-n", "--ppl"),
     (["--info", "-c", "16"], "-c", "--info"),
     (["--bench-prompt", "8"], "--bench-prompt", "generation"),
