@@ -1497,6 +1497,13 @@ static job *make_job(server *srv, const api_request *r, api_error *e) {
     return NULL;
 }
 
+/* Slots without a job (under the lock): queued jobs up to this many start at once. */
+static int free_slots(const server *srv) {
+    int i, n = 0;
+    for (i = 0; i < srv->n_slots; i++) n += srv->slots[i].job == NULL;
+    return n;
+}
+
 static void serve_generation(server *srv, int fd, const char *body, size_t len, int chat) {
     api_request r;
     api_error e;
@@ -1524,7 +1531,7 @@ static void serve_generation(server *srv, int fd, const char *body, size_t len, 
     j->prompt = copy;
     make_id(srv, chat, id, sizeof id);
     pthread_mutex_lock(&srv->lock);
-    if (srv->queued >= srv->queue_limit) {
+    if (srv->queued >= srv->queue_limit + free_slots(srv)) {
         pthread_mutex_unlock(&srv->lock);
         job_release(srv, j);
         api_request_free(&r);
