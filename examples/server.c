@@ -1284,12 +1284,14 @@ static int peer_gone(int fd) {
     return recv(fd, &c, 1, MSG_PEEK) <= 0;
 }
 
-static void make_id(server *srv, int chat, char *out, size_t size) {
+/* A fresh response id; returns its serial number. */
+static unsigned long make_id(server *srv, int chat, char *out, size_t size) {
     unsigned long id;
     pthread_mutex_lock(&srv->lock);
     id = ++srv->next_id;
     pthread_mutex_unlock(&srv->lock);
     snprintf(out, size, "%s-%lx%06lu", chat ? "chatcmpl" : "cmpl", (unsigned long)time(NULL), id);
+    return id;
 }
 
 static void put_usage(sbuf *b, const job *j) {
@@ -1452,7 +1454,8 @@ static int whole_response(server *srv, int fd, job *j, const char *id, long crea
 }
 
 /* Builds the job of a checked request: tokens and sampler settings. */
-static job *make_job(server *srv, const api_request *r, api_error *e) {
+/* serial: the request's number, which seeds it when it gives no seed. */
+static job *make_job(server *srv, const api_request *r, unsigned long serial, api_error *e) {
     job *j = (job *)calloc(1, sizeof *j);
     char err[256];
     int rc, k, room;
@@ -1484,7 +1487,7 @@ static job *make_job(server *srv, const api_request *r, api_error *e) {
         if (r->has_temperature) j->sampler.temperature = (float)r->temperature;
         if (r->has_top_p) j->sampler.top_p = (float)r->top_p;
         if (r->has_top_k) j->sampler.top_k = r->top_k;
-        j->sampler.seed = r->has_seed ? r->seed : (unsigned long long)time(NULL) * 1000003ULL + srv->next_id;
+        j->sampler.seed = r->has_seed ? r->seed : (unsigned long long)time(NULL) * 1000003ULL + serial;
         for (k = 0; k < r->n_stop; k++) memcpy(j->stop[k], r->stop[k], strlen(r->stop[k]) + 1);
         j->n_stop = r->n_stop;
         pthread_cond_init(&j->changed, NULL);
@@ -1511,7 +1514,8 @@ static void serve_generation(server *srv, int fd, const char *body, size_t len, 
     char id[64];
     long created = (long)time(NULL);
     int *copy;
-    if (!parse_api_request(body, len, chat, &r, &e) || !(j = make_job(srv, &r, &e))) {
+    unsigned long serial = make_id(srv, chat, id, sizeof id);
+    if (!parse_api_request(body, len, chat, &r, &e) || !(j = make_job(srv, &r, serial, &e))) {
         api_request_free(&r);
         send_error(fd, &e);
         return;
@@ -1529,7 +1533,6 @@ static void serve_generation(server *srv, int fd, const char *body, size_t len, 
     memcpy(copy, j->prompt, (size_t)j->n_prompt * sizeof *copy);
     lucie_free(j->prompt);
     j->prompt = copy;
-    make_id(srv, chat, id, sizeof id);
     pthread_mutex_lock(&srv->lock);
     if (srv->queued >= srv->queue_limit + free_slots(srv)) {
         pthread_mutex_unlock(&srv->lock);
