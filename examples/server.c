@@ -819,6 +819,8 @@ int parse_http_head(const char *head, size_t len, http_head *h) {
 typedef struct {
     sbuf text;         /* the choice's output so far */
     size_t sent;       /* bytes of text already streamed */
+    size_t *ends;      /* where each token's text ends in text: one event per token when streaming */
+    int n_ends, cap_ends, ends_sent;
     int n_tokens;      /* tokens sampled */
     const char *finish; /* "stop" / "length" once done, else NULL */
     int started;       /* got a slot */
@@ -883,7 +885,10 @@ static void job_release(server *srv, job *j) {
     int i;
     if (--j->refs > 0) return;
     (void)srv;
-    for (i = 0; i < j->n; i++) sb_free(&j->choices[i].text);
+    for (i = 0; i < j->n; i++) {
+        sb_free(&j->choices[i].text);
+        free(j->choices[i].ends);
+    }
     free(j->choices);
     free(j->prompt);
     pthread_cond_destroy(&j->changed);
@@ -965,6 +970,14 @@ static int emit_text(slot *s, const char *piece, size_t len, int final) {
     safe = stop_scan(s->job, &s->held, &found);
     if (final && !found) safe = s->held.len;
     sb_append(&c->text, s->held.data ? s->held.data : "", safe);
+    if (safe > 0) {
+        if (c->n_ends == c->cap_ends) {
+            int cap = c->cap_ends ? 2 * c->cap_ends : 64;
+            size_t *bigger = (size_t *)realloc(c->ends, (size_t)cap * sizeof *bigger);
+            if (bigger) c->ends = bigger, c->cap_ends = cap;
+        }
+        if (c->n_ends < c->cap_ends) c->ends[c->n_ends++] = c->text.len; /* else: pieces coalesce */
+    }
     if (s->held.len) memmove(s->held.data, s->held.data + safe, s->held.len - safe);
     s->held.len -= safe;
     if (s->held.data) s->held.data[s->held.len] = '\0';
@@ -1355,12 +1368,21 @@ static int stream_response(server *srv, int fd, job *j, const char *id, long cre
         all_done = 1;
         for (i = 0; i < j->n; i++) {
             choice_state *c = &j->choices[i];
-            int has_text = c->text.len > c->sent;
+            const char *finish = j->failed ? NULL : c->finish;
             if (finished[i]) continue;
-            if (has_text || (c->finish && !j->failed) || (first[i] && c->started && j->chat)) {
-                put_chunk(&out, srv, j, id, created, i, c->text.data ? c->text.data + c->sent : "", c->text.len - c->sent,
-                          first[i], j->failed ? NULL : c->finish);
-                c->sent = c->text.len;
+            /* one event per token's text; the last carries the finish reason */
+            while (c->sent < c->text.len) {
+                size_t end = c->ends_sent < c->n_ends ? c->ends[c->ends_sent++] : c->text.len;
+                int last = end >= c->text.len;
+                if (end <= c->sent) continue;
+                put_chunk(&out, srv, j, id, created, i, c->text.data + c->sent, end - c->sent, first[i],
+                          last ? finish : NULL);
+                c->sent = end;
+                first[i] = 0;
+                if (last && finish) finished[i] = 1;
+            }
+            if (!finished[i] && (finish || (first[i] && c->started && j->chat))) {
+                put_chunk(&out, srv, j, id, created, i, "", 0, first[i], finish);
                 first[i] = 0;
             }
             if (c->finish) finished[i] = 1;
