@@ -38,7 +38,7 @@ for path in (REPO, TEST_DIR):
 
 # What a reduced run (make test-quick) does not check: the reference modules.
 QUICK = os.environ.get("LUCIE_TEST_QUICK") == "1"
-REFERENCE_MODULES = ("torch", "transformers", "tokenizers", "numpy", "safetensors", "jinja2")
+REFERENCE_MODULES = ("torch", "transformers", "tokenizers", "numpy", "safetensors", "jinja2", "openai")
 HOW_TO_INSTALL = "run `make test` (it installs test/requirements.txt into .venv) or pip install -r test/requirements.txt"
 
 
