@@ -210,8 +210,21 @@ def test_stop_strings(stories_server, stories_bin):
 
 def test_sampled_choices_are_the_library_samples(stories_server, stories_bin, stories_tokenizer, stories_header):
     """n = 3 choices of one prompt (forked sessions), seed 11: choice i is test/session's sample with seed 11 + i."""
+    check_sampled_choices(stories_server, stories_bin, stories_tokenizer, stories_header)
+
+
+def test_more_choices_than_slots(stories_bin, stories_tokenizer, stories_header):
+    """One slot for three choices: they run in turn, each still the sample of its own seed."""
+    server = Server(stories_bin, "--slots", "1", "--ctx", "256")
+    try:
+        check_sampled_choices(server, stories_bin, stories_tokenizer, stories_header)
+    finally:
+        server.stop()
+
+
+def check_sampled_choices(server, stories_bin, stories_tokenizer, stories_header):
     prompt, n_new = PROMPTS[1], 25
-    out = stories_server.client().completions.create(model="x", prompt=prompt, max_tokens=n_new, temperature=0.8,
+    out = server.client().completions.create(model="x", prompt=prompt, max_tokens=n_new, temperature=0.8,
                                                      top_p=0.95, seed=11, n=3, extra_body={"top_k": 40})
     ids = stories_tokenizer.encode(prompt).ids
     eos = set(stories_header["eos_ids"][:stories_header["n_eos"]])
