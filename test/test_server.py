@@ -15,6 +15,7 @@ and every server process is killed at the end of its fixture.
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import threading
@@ -48,10 +49,24 @@ class Server:
         self.url = "http://127.0.0.1:%d" % self.port
 
     def stop(self):
+        """SIGTERM: the server exits 0 (under SANITIZE=1, after the leak check); kill after a timeout.
+        Returns what it printed on stderr since it started listening."""
+        err = b""
         if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=TIMEOUT)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                err = self.proc.communicate(timeout=TIMEOUT)[1]
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                err = self.proc.communicate()[1]
         self.proc.stderr.close()
+        return err.decode("utf-8", "replace")
+
+    def stop_cleanly(self):
+        """stop(), asserting that the server was alive, exits 0 and reported nothing."""
+        assert self.alive(), "the server died"
+        err = self.stop()
+        assert self.proc.returncode == 0 and err == "server: stopped\n", (self.proc.returncode, err[-4000:])
 
     def alive(self):
         return self.proc.poll() is None
@@ -121,8 +136,7 @@ def stories_server(request, stories_bin):
     server = Server(stories_bin, "--slots", "4", "--ctx", "256", "--queue", "16", "--timeout", "2",
                     "--max-body", "65536", *(["--sequential"] if request.param == "sequential" else []))
     yield server
-    server.stop()
-    assert server.proc.returncode == -9, "the server died before the end of the tests"
+    server.stop_cleanly()
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +232,7 @@ def test_more_choices_than_slots(stories_bin, stories_tokenizer, stories_header)
     server = Server(stories_bin, "--slots", "1", "--ctx", "256")
     try:
         check_sampled_choices(server, stories_bin, stories_tokenizer, stories_header)
+        server.stop_cleanly()
     finally:
         server.stop()
 
@@ -307,7 +322,7 @@ def test_curl(stories_server, stories_bin):
 def chat_server(instruct_bin):
     server = Server(instruct_bin, "--slots", "2", "--ctx", "256")
     yield server
-    server.stop()
+    server.stop_cleanly()
 
 
 CHAT = [
@@ -463,6 +478,7 @@ def test_client_disconnecting_mid_stream_frees_its_slot(stories_bin):
         still_serves(server)
         assert time.time() - t0 < 30
         assert server.alive()
+        server.stop_cleanly()
     finally:
         server.stop()
 
@@ -485,6 +501,7 @@ def test_full_queue_is_503(stories_bin):
                 break
             time.sleep(0.2)
         assert status == 200, reply
+        server.stop_cleanly()
     finally:
         server.stop()
 
@@ -500,5 +517,6 @@ def test_api_key(stories_bin):
         assert_error(status, reply, 401)
         assert "WWW-Authenticate: Bearer" in head
         assert [m.id for m in server.client(api_key="s3cret").models.list().data] == ["stories.bin"]
+        server.stop_cleanly()
     finally:
         server.stop()
