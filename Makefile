@@ -35,7 +35,7 @@ TEST_PROGS = test/logits test/chat_ids test/sampling test/session test/dtypes te
 UNIT_TESTS = test/test_kernels test/test_float_kernels
 EXAMPLES = $(patsubst %.c,%,$(wildcard examples/*.c))
 # Fuzz targets: libFuzzer builds (make fuzz) and plain replayers of their corpus (make test)
-FUZZ_NAMES = load tokenize session args
+FUZZ_NAMES = load tokenize session args server
 FUZZERS = $(addprefix test/fuzz_,$(FUZZ_NAMES))
 REPLAYERS = $(addprefix test/replay_,$(FUZZ_NAMES))
 FUZZ_CC ?= clang
@@ -52,6 +52,11 @@ run: run.c $(LIB_SRC)
 
 $(TEST_PROGS) $(EXAMPLES): %: %.c $(LIB_SRC)
 	$(CC) $(ALL_CFLAGS) -o $@ $< lucie.c $(LDLIBS)
+
+# the HTTP server example runs a thread per connection and a scheduler thread;
+# its fuzz target and replayer include it for its request parser
+examples/server test/fuzz_server test/replay_server: LDLIBS += -pthread
+test/fuzz_server test/replay_server: examples/server.c
 
 $(UNIT_TESTS) $(MEASURE_PROGS): %: %.c $(LIB_SRC)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDLIBS)

@@ -38,7 +38,7 @@ for path in (REPO, TEST_DIR):
 
 # What a reduced run (make test-quick) does not check: the reference modules.
 QUICK = os.environ.get("LUCIE_TEST_QUICK") == "1"
-REFERENCE_MODULES = ("torch", "transformers", "tokenizers", "numpy", "safetensors", "jinja2")
+REFERENCE_MODULES = ("torch", "transformers", "tokenizers", "numpy", "safetensors", "jinja2", "openai")
 HOW_TO_INSTALL = "run `make test` (it installs test/requirements.txt into .venv) or pip install -r test/requirements.txt"
 
 
@@ -207,3 +207,16 @@ def stories_tokenizer():
     """HF tokenizers' reference for stories260K's tokenizer.json."""
     tokenizers = require("tokenizers")
     return tokenizers.Tokenizer.from_file(os.path.join(need_dir(STORIES_UNTIED), "tokenizer.json"))
+
+
+@pytest.fixture(scope="session")
+def instruct_bin(tmp_path_factory):
+    """A tiny random checkpoint with Lucie-7B-Instruct's tokenizer and chat template."""
+    need_dir(LUCIE_INSTRUCT)
+    import make_checkpoint
+    hf_dir = make_checkpoint.make_checkpoint(
+        str(tmp_path_factory.mktemp("instruct")), config=os.path.join(LUCIE_INSTRUCT, "config.json"),
+        tokenizer_dir=LUCIE_INSTRUCT, hidden=32, ffn=64, layers=1, heads=2, kv_heads=1, seed=3)
+    out = str(tmp_path_factory.mktemp("bin") / "instruct.bin")
+    export_model(hf_dir, out, "f32")
+    return out

@@ -1,7 +1,7 @@
 #!/bin/sh
 # test/fuzz.sh [SECONDS] [TARGET...] - build the libFuzzer targets (make fuzz) and run
 # each for SECONDS (default 60), one after the other, on a scratch copy of its seed
-# corpus in test/fuzz_corpus/TARGET/. Targets: load tokenize session args (default all).
+# corpus in test/fuzz_corpus/TARGET/. Targets: load tokenize session args server (default all).
 #
 # Exits 1 if any target found a crash, a leak, a timeout or a broken invariant; the
 # input that did it is kept in test/fuzz_artifacts/ (replay it with test/fuzz_TARGET FILE;
@@ -16,7 +16,7 @@ set -u
 cd "$(dirname "$0")/.." || exit 2
 SECONDS_EACH=${1:-60}
 [ $# -gt 0 ] && shift
-TARGETS=${*:-load tokenize session args}
+TARGETS=${*:-load tokenize session args server}
 PYTHON=${PYTHON:-python3}
 ARTIFACTS=test/fuzz_artifacts
 
@@ -41,6 +41,7 @@ for target in $TARGETS; do
     tokenize) extra="-max_len=4096"; model=$TOKENIZER_MODEL ;;
     session) extra="-max_len=4096" ;;
     args) extra="-max_len=512 -close_fd_mask=2" ;;  # run.c's own messages go to stderr
+    server) extra="-max_len=8192" ;;  # examples/server.c's HTTP head and JSON request parsing
     esac
     log="$WORK/$target.log"
     # shellcheck disable=SC2086

@@ -95,19 +95,6 @@ def hf_tokenizer():
     return tok
 
 
-@pytest.fixture(scope="module")
-def instruct_bin(tmp_path_factory):
-    """A tiny random checkpoint with Lucie-7B-Instruct's tokenizer and chat template."""
-    need_dir(LUCIE_INSTRUCT)
-    import make_checkpoint
-    hf_dir = make_checkpoint.make_checkpoint(
-        str(tmp_path_factory.mktemp("instruct")), config=os.path.join(LUCIE_INSTRUCT, "config.json"),
-        tokenizer_dir=LUCIE_INSTRUCT, hidden=32, ffn=64, layers=1, heads=2, kv_heads=1, seed=3)
-    out = str(tmp_path_factory.mktemp("bin") / "instruct.bin")
-    export_model(hf_dir, out, "f32")
-    return out
-
-
 def as_messages(conversation):
     return [{"role": role, "content": content} for role, content in conversation]
 

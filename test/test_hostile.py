@@ -789,7 +789,7 @@ def test_valgrind_error_paths(models, tmp_path, valgrind_run):
 # was found with, when not the default seed model). Findings that are whole model files or
 # command lines are also replayed through ./run itself.
 
-TARGETS = ["load", "tokenize", "session", "args"]
+TARGETS = ["load", "tokenize", "session", "args", "server"]
 REGRESSIONS = sorted(glob.glob(os.path.join(CORPUS, "regressions", "*")))
 
 

@@ -12,6 +12,13 @@ WARN="-std=c99 -Wall -Wextra -pedantic -Werror"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/lucie-warnings.XXXXXX") || exit 2
 trap 'rm -rf "$WORK"' EXIT INT TERM
 
+# the HTTP server example (and its fuzz target, which includes it) uses POSIX threads
+threads() {
+    case $1 in
+    examples/server.c | test/fuzz_server.c) echo " -pthread" ;;
+    esac
+}
+
 # "program source" pairs: what each C program is compiled from (lucie.c is linked in
 # unless the test #includes it)
 programs() {
@@ -20,12 +27,12 @@ programs() {
         [ -f "$f" ] || continue
         case $f in
         test/fuzz_replay.c) continue ;;
-        test/fuzz_*.c) echo "$(basename "$f" .c) $f test/fuzz_replay.c lucie.c" ;;
+        test/fuzz_*.c) echo "$(basename "$f" .c) $f test/fuzz_replay.c lucie.c$(threads "$f")" ;;
         *)
             if grep -q '#include "\.\./lucie\.c"' "$f"; then
                 echo "$(basename "$f" .c) $f"
             else
-                echo "$(basename "$f" .c) $f lucie.c"
+                echo "$(basename "$f" .c) $f lucie.c$(threads "$f")"
             fi
             ;;
         esac
