@@ -5207,20 +5207,16 @@ static int text_append(text_buffer *b, const char *s, size_t n) {
     return 1;
 }
 
-/* Finds the first stop string in the pending text (*found = its offset), or
- * the length of the pending text that can safely be emitted because no stop
- * string can start inside it. */
-static size_t stop_scan(const text_buffer *b, const lucie_generate_options *o, int *found) {
-    size_t safe = b->len, i;
+size_t lucie_stop_scan(const char *text, size_t len, const char *const *stop, int n_stop, int *found) {
+    size_t safe = len, i;
     int k;
     *found = 0;
-    for (k = 0; k < o->n_stop; k++) {
-        const char *stop = o->stop[k];
-        size_t n = strlen(stop);
+    for (k = 0; k < n_stop; k++) {
+        size_t n = stop[k] ? strlen(stop[k]) : 0;
         if (n == 0) continue;
-        for (i = 0; i < b->len; i++) {
-            size_t m = b->len - i < n ? b->len - i : n;
-            if (memcmp(b->text + i, stop, m) == 0) {
+        for (i = 0; i < len; i++) {
+            size_t m = len - i < n ? len - i : n;
+            if (memcmp(text + i, stop[k], m) == 0) {
                 if (m == n) {
                     if (!*found || i < safe) safe = i;
                     *found = 1;
@@ -5232,6 +5228,10 @@ static size_t stop_scan(const text_buffer *b, const lucie_generate_options *o, i
         }
     }
     return safe;
+}
+
+static size_t stop_scan(const text_buffer *b, const lucie_generate_options *o, int *found) {
+    return lucie_stop_scan(b->text, b->len, o->stop, o->n_stop, found);
 }
 
 /* ---- speculative decoding by prompt lookup ----

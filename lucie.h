@@ -425,6 +425,15 @@ typedef struct {
 int lucie_generate_tokens(lucie_session *session, const int *ids, int n_ids, const lucie_generate_options *opts,
                           lucie_token_callback cb, void *user, lucie_stats *stats);
 
+/* The stop-string rule lucie_generate_tokens applies to the text it holds
+ * back, for callers that run their own generation loop (a server decoding
+ * many sequences together): returns how many leading bytes of text can be
+ * emitted (no stop string can start inside them) and sets *found to 0; or,
+ * when a whole stop string occurs, sets *found to 1 and returns the offset
+ * of the earliest one (text from there on is dropped). Empty or NULL stop
+ * strings are ignored. */
+size_t lucie_stop_scan(const char *text, size_t len, const char *const *stop, int n_stop, int *found);
+
 /* ---- chat ------------------------------------------------------------- */
 
 typedef struct {
