@@ -2,7 +2,7 @@
  *
  *   examples/server MODEL.bin [--host 127.0.0.1] [--port 8080] [--slots 4] [--ctx 2048]
  *                             [--queue 16] [--threads N] [--api-key KEY] [--name NAME]
- *                             [--max-body BYTES] [--timeout SECONDS] [--sequential]
+ *                             [--max-body BYTES] [--timeout SECONDS] [--prefill-chunk N] [--sequential]
  *
  * Endpoints: GET /v1/models, POST /v1/completions, POST /v1/chat/completions
  * (with "stream": true as server-sent events). Parameters: n, max_tokens
@@ -12,11 +12,13 @@
  * Design. One model, one scheduler thread that owns every session: a fixed
  * pool of slots, each a session of --ctx tokens. A thread per connection reads
  * and checks the request, tokenizes it (the model is thread-safe for that) and
- * queues a job; the scheduler admits queued jobs into free slots (a prefill per
- * job; the n choices of a job fork the prefilled session), then each step
- * samples one token for every active slot and evaluates all of them in ONE
- * lucie_eval_batch call, so the weights are read once per step for every
- * client. Text goes into the job's buffers under the server mutex and the
+ * queues a job; the scheduler admits queued jobs into free slots, then each
+ * step samples one token for every decoding slot and evaluates all of them,
+ * together with a chunk of the prompts being prefilled (--prefill-chunk
+ * tokens shared by them), in ONE lucie_eval_batch call: the weights are read
+ * once per step for every client, and a long prompt delays the others' next
+ * token by one chunk's work, not by its whole prefill. The n choices of a job
+ * fork the session of its first choice once that has evaluated the prompt. Text goes into the job's buffers under the server mutex and the
  * connection thread writes it out: a slow or vanished client never holds up
  * the scheduler. A job that finds no free slot waits in a bounded queue
  * (beyond it: 503). The request parsing is a function of its own
@@ -847,11 +849,20 @@ typedef struct job {
     struct job *next; /* in the queue */
 } job;
 
+/* What a slot that holds a choice is doing. */
+enum {
+    SLOT_PREFILL,   /* evaluating its prompt, a chunk per step */
+    SLOT_FORK_WAIT, /* a sibling choice is evaluating the prompt: fork it when done */
+    SLOT_DECODE     /* sampling a token per step */
+};
+
 typedef struct {
     lucie_session *session;
     float *logits;
     job *job; /* NULL: free */
     int choice;
+    int phase;     /* SLOT_*, while it has a job */
+    int prefilled; /* SLOT_PREFILL: prompt tokens already in the cache */
     int token; /* the token to evaluate in the next step */
     int generated;
     lucie_detok_stream *stream;
@@ -864,6 +875,7 @@ typedef struct {
     char model_name[128];
     lucie_session_options defaults;
     int n_slots, ctx, threads, queue_limit, max_connections, timeout_s, sequential;
+    int prefill_chunk; /* prompt tokens evaluated per step, shared by the prompts being prefilled */
     long max_body;
     const char *api_key;
     slot *slots;
@@ -985,33 +997,33 @@ static int emit_text(slot *s, const char *piece, size_t len, int final) {
     return found;
 }
 
-/* Starts choice `choice` of j in slot s: a fork of src (a slot that holds
- * the evaluated prompt) when there is one, else a prefill. Runs without the
- * lock (the job's inputs are read-only); returns 0 or a message in err. */
-static int slot_start(server *srv, slot *s, job *j, int choice, slot *src, char *err, size_t err_size) {
+/* Ends slot s's choice with an error (under the lock): message says why. */
+static void slot_fail(server *srv, slot *s, const char *message) {
+    job_fail(s->job, message);
+    slot_finish(srv, s, "error");
+}
+
+/* Frees slot s when its job was cancelled (the client left) or failed (a
+ * sibling choice's error); returns 1 then. Takes the lock. */
+static int slot_abandoned(server *srv, slot *s) {
+    int abandoned;
+    pthread_mutex_lock(&srv->lock);
+    abandoned = s->job->cancelled || s->job->failed;
+    if (abandoned) slot_finish(srv, s, "cancelled");
+    pthread_mutex_unlock(&srv->lock);
+    return abandoned;
+}
+
+/* Slot s's cache holds its whole prompt and s->logits the prediction after
+ * it: give the choice its own sampler (seed + choice) and text stream, and
+ * decode from the next step on. Returns 0 or a message in err. */
+static int decode_begin(server *srv, slot *s, char *err, size_t err_size) {
+    const job *j = s->job;
     lucie_session_options o = j->sampler;
     int rc;
     s->generated = 0;
     s->held.len = 0;
-    o.seed = j->sampler.seed + (unsigned long long)choice;
-    if (src) {
-        lucie_session *forked = NULL;
-        rc = lucie_session_fork(src->session, &forked, err, err_size);
-        if (rc == LUCIE_OK) {
-            lucie_session_free(s->session);
-            s->session = forked;
-            memcpy(s->logits, src->logits, (size_t)srv->config->vocab_size * sizeof *s->logits);
-        } else {
-            src = NULL; /* no fork: evaluate the prompt again */
-        }
-    }
-    if (!src) {
-        if ((rc = lucie_session_rewind(s->session, 0)) != LUCIE_OK ||
-            (rc = lucie_eval(s->session, j->prompt, j->n_prompt, s->logits, 0)) != LUCIE_OK) {
-            snprintf(err, err_size, "%s", lucie_session_error(s->session));
-            return rc;
-        }
-    }
+    o.seed = j->sampler.seed + (unsigned long long)s->choice;
     if ((rc = lucie_session_set_sampler(s->session, &o)) != LUCIE_OK) {
         snprintf(err, err_size, "%s", lucie_session_error(s->session));
         return rc;
@@ -1026,19 +1038,73 @@ static int slot_start(server *srv, slot *s, job *j, int choice, slot *src, char 
         snprintf(err, err_size, "cannot decode the prompt");
         return rc;
     }
+    s->phase = SLOT_DECODE;
     return 0;
 }
 
-/* Gives free slots to queued choices (prefills run without the lock). */
+/* Starts evaluating slot s's prompt from scratch (chunks follow in the steps). */
+static void prefill_begin(server *srv, slot *s) {
+    int rc = lucie_session_rewind(s->session, 0);
+    s->phase = SLOT_PREFILL;
+    s->prefilled = 0;
+    if (rc != LUCIE_OK) {
+        pthread_mutex_lock(&srv->lock);
+        slot_fail(srv, s, lucie_session_error(s->session));
+        pthread_mutex_unlock(&srv->lock);
+    }
+}
+
+/* A slot that holds the same job's prompt and its prediction, nothing
+ * sampled yet (a fork of it continues exactly as a prefill would); else
+ * NULL. *prefilling is set when a sibling is still evaluating the prompt. */
+static slot *fork_source(server *srv, const slot *s, int *prefilling) {
+    int k;
+    *prefilling = 0;
+    for (k = 0; k < srv->n_slots; k++) {
+        slot *o = &srv->slots[k];
+        if (o == s || o->job != s->job) continue;
+        if (o->phase == SLOT_DECODE && o->generated == 0) return o;
+        if (o->phase == SLOT_PREFILL) *prefilling = 1;
+    }
+    return NULL;
+}
+
+/* A slot waiting for its prompt: forks a sibling that has just evaluated it,
+ * goes on waiting while one is evaluating it, else evaluates it itself. */
+static void fork_or_prefill(server *srv, slot *s) {
+    int prefilling;
+    slot *src = fork_source(srv, s, &prefilling);
+    lucie_session *forked = NULL;
+    char err[256];
+    if (src) {
+        if (lucie_session_fork(src->session, &forked, err, sizeof err) == LUCIE_OK) {
+            lucie_session_free(s->session);
+            s->session = forked;
+            memcpy(s->logits, src->logits, (size_t)srv->config->vocab_size * sizeof *s->logits);
+            if (decode_begin(srv, s, err, sizeof err) != 0) {
+                pthread_mutex_lock(&srv->lock);
+                slot_fail(srv, s, err);
+                pthread_mutex_unlock(&srv->lock);
+            }
+            return;
+        }
+        /* no fork (out of memory): evaluate the prompt again */
+    } else if (prefilling) {
+        return;
+    }
+    prefill_begin(srv, s);
+}
+
+/* Gives free slots to queued choices. A choice starts waiting for its
+ * prompt (SLOT_FORK_WAIT): start_waiting_slots then decides how it gets it. */
 static void admit(server *srv) {
     int i;
+    pthread_mutex_lock(&srv->lock);
     for (i = 0; i < srv->n_slots; i++) {
-        slot *s = &srv->slots[i], *src = NULL;
+        slot *s = &srv->slots[i];
         job *j;
-        int choice, k;
-        char err[256];
+        int choice;
         if (s->job) continue;
-        pthread_mutex_lock(&srv->lock);
         /* drop cancelled jobs from the head of the queue */
         while ((j = srv->queue_head) != NULL && (j->cancelled || j->failed)) {
             srv->queue_head = j->next;
@@ -1047,10 +1113,7 @@ static void admit(server *srv) {
             j->next_choice = j->n;
             if (j->running == 0) job_release(srv, j);
         }
-        if (!j) {
-            pthread_mutex_unlock(&srv->lock);
-            return;
-        }
+        if (!j) break;
         choice = j->next_choice++;
         if (j->next_choice == j->n) {
             srv->queue_head = j->next;
@@ -1061,19 +1124,21 @@ static void admit(server *srv) {
         j->choices[choice].started = 1;
         s->job = j;
         s->choice = choice;
-        pthread_mutex_unlock(&srv->lock);
-        /* a sibling choice that has sampled nothing yet holds exactly the prompt */
-        for (k = 0; k < srv->n_slots; k++)
-            if (k != i && srv->slots[k].job == j && srv->slots[k].generated == 0 && srv->slots[k].stream) {
-                src = &srv->slots[k];
-                break;
-            }
-        if (slot_start(srv, s, j, choice, src, err, sizeof err) != 0) {
-            pthread_mutex_lock(&srv->lock);
-            job_fail(j, err);
-            slot_finish(srv, s, "error");
-            pthread_mutex_unlock(&srv->lock);
-        }
+        s->phase = SLOT_FORK_WAIT;
+    }
+    pthread_mutex_unlock(&srv->lock);
+}
+
+/* Every waiting slot either forks, starts its prefill or goes on waiting;
+ * slots of abandoned jobs are freed. The first waiting choice of a job
+ * becomes its prefill and the others wait for it: a job's prompt is
+ * evaluated once, however many choices it has. */
+static void start_waiting_slots(server *srv) {
+    int i;
+    for (i = 0; i < srv->n_slots; i++) {
+        slot *s = &srv->slots[i];
+        if (!s->job || s->phase == SLOT_DECODE || slot_abandoned(srv, s)) continue;
+        if (s->phase == SLOT_FORK_WAIT) fork_or_prefill(srv, s);
     }
 }
 
@@ -1083,20 +1148,14 @@ static int slot_sample(server *srv, slot *s) {
     int token, stop = 0;
     const char *piece, *finish = NULL;
     size_t len = 0;
-    int cancelled;
-    pthread_mutex_lock(&srv->lock);
-    cancelled = s->job->cancelled || s->job->failed;
-    if (cancelled) slot_finish(srv, s, "cancelled");
-    pthread_mutex_unlock(&srv->lock);
-    if (cancelled) return 0;
+    if (slot_abandoned(srv, s)) return 0;
     if (s->generated >= s->job->max_tokens || lucie_session_position(s->session) >= srv->ctx) {
         finish = "length";
     } else {
         token = lucie_sample(s->session, s->logits);
         if (token < 0) {
             pthread_mutex_lock(&srv->lock);
-            job_fail(s->job, lucie_session_error(s->session));
-            slot_finish(srv, s, "error");
+            slot_fail(srv, s, lucie_session_error(s->session));
             pthread_mutex_unlock(&srv->lock);
             return 0;
         }
@@ -1127,27 +1186,82 @@ static int slot_sample(server *srv, slot *s) {
     return 1;
 }
 
-/* One step: admit, sample every active slot, evaluate the continuing ones together. */
-static void scheduler_step(server *srv, lucie_batch_entry *entries) {
-    int i, n = 0, rc = LUCIE_OK;
-    admit(srv);
+/* Adds this step's prompt chunks to entries (after n of them) and returns
+ * the new count: at most srv->prefill_chunk prompt tokens in all, the
+ * shortest remaining prompt first (a short request gets its first token
+ * soon even behind a long one; a long one takes what is left). Only an
+ * entry that ends its prompt asks for logits: the others skip lm_head.
+ * chunk[i] gets the tokens given to slot i. */
+static int plan_prefill(server *srv, lucie_batch_entry *entries, int n, int *chunk) {
+    int budget = srv->prefill_chunk, i;
+    for (i = 0; i < srv->n_slots; i++) chunk[i] = 0;
+    while (budget > 0) {
+        slot *best = NULL;
+        int best_i = -1, take;
+        for (i = 0; i < srv->n_slots; i++) {
+            slot *s = &srv->slots[i];
+            if (!s->job || s->phase != SLOT_PREFILL || chunk[i]) continue;
+            if (!best || s->job->n_prompt - s->prefilled < best->job->n_prompt - best->prefilled) best = s, best_i = i;
+        }
+        if (!best) break;
+        take = best->job->n_prompt - best->prefilled;
+        if (take > budget) take = budget;
+        chunk[best_i] = take;
+        budget -= take;
+        entries[n].session = best->session;
+        entries[n].tokens = best->job->prompt + best->prefilled;
+        entries[n].n_tokens = take;
+        entries[n].logits = best->prefilled + take == best->job->n_prompt ? best->logits : NULL;
+        n++;
+    }
+    return n;
+}
+
+/* After a step's evaluation: the prefilling slots advance by their chunk;
+ * those whose prompt is complete decode from the next step on. */
+static void prefill_advance(server *srv, const int *chunk) {
+    int i;
     for (i = 0; i < srv->n_slots; i++) {
         slot *s = &srv->slots[i];
-        if (!s->job || !slot_sample(srv, s)) continue;
+        char err[256];
+        if (!chunk[i] || !s->job) continue;
+        s->prefilled += chunk[i];
+        if (s->prefilled == s->job->n_prompt && decode_begin(srv, s, err, sizeof err) != 0) {
+            pthread_mutex_lock(&srv->lock);
+            slot_fail(srv, s, err);
+            pthread_mutex_unlock(&srv->lock);
+        }
+    }
+}
+
+/* One step: admit, start the waiting slots, sample every decoding slot, then
+ * evaluate in one batch the sampled tokens and this step's prompt chunks: a
+ * long prompt never stalls the other clients' streams for more than a step. */
+static void scheduler_step(server *srv, lucie_batch_entry *entries, int *chunk) {
+    int i, n = 0, n_decoding, rc = LUCIE_OK;
+    admit(srv);
+    start_waiting_slots(srv);
+    for (i = 0; i < srv->n_slots; i++) {
+        slot *s = &srv->slots[i];
+        if (!s->job || s->phase != SLOT_DECODE || !slot_sample(srv, s)) continue;
         entries[n].session = s->session;
         entries[n].tokens = &s->token;
         entries[n].n_tokens = 1;
         entries[n].logits = s->logits;
         n++;
     }
+    n_decoding = n;
+    n = plan_prefill(srv, entries, n, chunk);
     if (n == 0) return;
     if (srv->sequential) {
-        for (i = 0; i < n && rc == LUCIE_OK; i++) rc = lucie_eval(entries[i].session, entries[i].tokens, 1, entries[i].logits, 0);
+        for (i = 0; i < n && rc == LUCIE_OK; i++)
+            rc = lucie_eval(entries[i].session, entries[i].tokens, entries[i].n_tokens, entries[i].logits, 0);
     } else {
         rc = lucie_eval_batch(entries, n);
     }
+    if (rc == LUCIE_OK) prefill_advance(srv, chunk);
     pthread_mutex_lock(&srv->lock);
-    srv->decoded_tokens += (unsigned long long)n;
+    srv->decoded_tokens += (unsigned long long)n_decoding;
     srv->steps++;
     if (rc != LUCIE_OK) {
         /* every slot of the step fails: the batch is all or nothing */
@@ -1156,8 +1270,7 @@ static void scheduler_step(server *srv, lucie_batch_entry *entries) {
             int k;
             for (k = 0; k < n; k++)
                 if (s->job && entries[k].session == s->session) {
-                    job_fail(s->job, lucie_session_error(entries[0].session));
-                    slot_finish(srv, s, "error");
+                    slot_fail(srv, s, lucie_session_error(entries[0].session));
                     break;
                 }
         }
@@ -1168,7 +1281,8 @@ static void scheduler_step(server *srv, lucie_batch_entry *entries) {
 static void *scheduler_main(void *arg) {
     server *srv = (server *)arg;
     lucie_batch_entry *entries = (lucie_batch_entry *)calloc((size_t)srv->n_slots, sizeof *entries);
-    if (!entries) {
+    int *chunk = (int *)calloc((size_t)srv->n_slots, sizeof *chunk);
+    if (!entries || !chunk) {
         fprintf(stderr, "server: out of memory\n");
         exit(1);
     }
@@ -1178,7 +1292,7 @@ static void *scheduler_main(void *arg) {
         for (i = 0; i < srv->n_slots; i++) active |= srv->slots[i].job != NULL;
         while (!active && !srv->queue_head) pthread_cond_wait(&srv->work, &srv->lock);
         pthread_mutex_unlock(&srv->lock);
-        scheduler_step(srv, entries);
+        scheduler_step(srv, entries, chunk);
     }
     return NULL;
 }
@@ -1737,6 +1851,8 @@ static void usage(void) {
             "  --name NAME        the model's name in responses (default: the file name)\n"
             "  --max-body BYTES   largest request body (default 1048576; beyond: 413)\n"
             "  --timeout S        seconds a client may take to send its request (default 10)\n"
+            "  --prefill-chunk N  prompt tokens evaluated per step, shared by the prompts being\n"
+            "                     prefilled, alongside the decoding slots' tokens (default 64)\n"
             "  --sequential       evaluate the slots one by one instead of in one batch (to compare)\n");
     exit(2);
 }
@@ -1801,6 +1917,7 @@ int main(int argc, char **argv) {
     srv.max_connections = 64;
     srv.max_body = 1 << 20;
     srv.timeout_s = 10;
+    srv.prefill_chunk = 64;
     if (argc < 2 || argv[1][0] == '-') usage();
     for (i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1821,6 +1938,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--name") == 0) name = v;
         else if (strcmp(a, "--max-body") == 0) srv.max_body = int_arg(v, 1, 1L << 30);
         else if (strcmp(a, "--timeout") == 0) srv.timeout_s = (int)int_arg(v, 1, 86400);
+        else if (strcmp(a, "--prefill-chunk") == 0) srv.prefill_chunk = (int)int_arg(v, 1, 1 << 20);
         else usage();
     }
     memset(&ignore, 0, sizeof ignore);
