@@ -6,7 +6,8 @@ library's own CLI); sampled choices (n > 1, seed S) must be what test/session sa
 with seed S + i, decoded by the HF tokenizer; chat prompts must have the token count of
 transformers' apply_chat_template and the reply must be test/session's greedy
 continuation of those ids. Concurrent clients must each get their own right answer,
-batched (one lucie_eval_batch per step) and with --sequential alike. Hostile requests
+batched (one lucie_eval_batch per step) and with --sequential alike, and a client's stream
+must go on while another client's long prompt is prefilled chunk by chunk. Hostile requests
 must be answered with the right status and an OpenAI-style error object, and the server
 must go on serving. Every server runs on a free port, every network call has a timeout,
 and every server process is killed at the end of its fixture.
@@ -133,8 +134,11 @@ def assert_error(status, body, expected_status, param=None, code=None):
 
 @pytest.fixture(scope="module", params=["batched", "sequential"])
 def stories_server(request, stories_bin):
+    # prompts of a few tokens take several steps of --prefill-chunk 3: every answer below checks
+    # chunked prefill (and the n choices fork after the prompt's last chunk)
     server = Server(stories_bin, "--slots", "4", "--ctx", "256", "--queue", "16", "--timeout", "2",
-                    "--max-body", "65536", *(["--sequential"] if request.param == "sequential" else []))
+                    "--max-body", "65536", "--prefill-chunk", "3",
+                    *(["--sequential"] if request.param == "sequential" else []))
     yield server
     server.stop_cleanly()
 
@@ -517,6 +521,87 @@ def test_api_key(stories_bin):
         assert_error(status, reply, 401)
         assert "WWW-Authenticate: Bearer" in head
         assert [m.id for m in server.client(api_key="s3cret").models.list().data] == ["stories.bin"]
+        server.stop_cleanly()
+    finally:
+        server.stop()
+
+
+# ---- a long prompt is prefilled in chunks beside the other streams --------------------
+
+LONG_PROMPT = open(os.path.join(TEST_DIR, "data", "story.txt")).read().strip()
+
+
+def sse_stream(server, body):
+    """A raw socket with a streamed completion request sent on it."""
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    data = json.dumps(dict(body, stream=True)).encode()
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
+    return s
+
+
+class SseReader:
+    """Splits what a streamed response's socket receives into its head and its token events."""
+
+    def __init__(self, sock):
+        self.sock, self.data, self.head, self.done = sock, b"", None, False
+
+    def read(self):
+        """Receives what is there; returns 'head' when the head ended, then each event's text."""
+        b = self.sock.recv(65536)
+        assert b or self.done, "connection closed before [DONE]: %r" % self.data[-200:]
+        self.data += b
+        out = []
+        if self.head is None and b"\r\n\r\n" in self.data:
+            self.head, _, self.data = self.data.partition(b"\r\n\r\n")
+            assert self.head.startswith(b"HTTP/1.1 200"), self.head
+            out.append("head")
+        while self.head is not None and b"\n\n" in self.data:
+            event, _, self.data = self.data.partition(b"\n\n")
+            assert event.startswith(b"data: "), event
+            if event == b"data: [DONE]":
+                self.done = True
+            else:
+                out.append(json.loads(event[6:])["choices"][0]["text"])
+        return out
+
+
+@pytest.mark.parametrize("mode", ["batched", "sequential"])
+def test_long_prompt_does_not_stall_other_streams(stories_bin, stories_tokenizer, mode):
+    """Client A streams a long generation; client B sends a prompt of many chunks (--prefill-chunk 2).
+    Each step evaluates A's token and a chunk of B's prompt together, so A's stream goes on during B's
+    prefill: in the order the test receives them, one A token per chunk arrives between B's response
+    head (B is queued) and B's first token. The test asks for half of them (A's connection thread may
+    lag B's by a few events); a scheduler that prefills B's whole prompt at once lets through only the
+    tokens already under way (1 or 2 here). Both answers are ./run's."""
+    chunk, a_prompt, a_new, b_new = 2, PROMPTS[0], 400, 8
+    n_long = len(stories_tokenizer.encode(LONG_PROMPT).ids)
+    n_chunks = -(-n_long // chunk)
+    assert n_chunks >= 40
+    expected_a, expected_b = run_greedy(stories_bin, a_prompt, a_new), run_greedy(stories_bin, LONG_PROMPT, b_new)
+    server = Server(stories_bin, "--slots", "2", "--ctx", "512", "--prefill-chunk", str(chunk),
+                    *(["--sequential"] if mode == "sequential" else []))
+    try:
+        a = SseReader(sse_stream(server, {"prompt": a_prompt, "max_tokens": a_new, "temperature": 0}))
+        events = []  # ("a" | "b", "head" or a token's text), in the order received
+        while len([e for e in events if e[0] == "a"]) < 2:  # A's head and first token: A is decoding
+            events += [("a", x) for x in a.read()]
+        b = SseReader(sse_stream(server, {"prompt": LONG_PROMPT, "max_tokens": b_new, "temperature": 0}))
+        readers = {a.sock: ("a", a), b.sock: ("b", b)}
+        while not (a.done and b.done):
+            ready, _, _ = select.select([r.sock for _, r in readers.values() if not r.done], [], [], TIMEOUT)
+            assert ready, "no event for %d s" % TIMEOUT
+            # B first: an A token that arrived together with B's first token does not count
+            for sock in sorted(ready, key=lambda s: readers[s][0] != "b"):
+                name, reader = readers[sock]
+                events += [(name, x) for x in reader.read()]
+        a.sock.close()
+        b.sock.close()
+        text = {name: "".join(x for n, x in events if n == name and x != "head") for name in "ab"}
+        assert text["a"] == expected_a and text["b"] == expected_b
+        b_head = events.index(("b", "head"))
+        b_first = next(i for i, e in enumerate(events) if e[0] == "b" and e[1] != "head")
+        during_prefill = [e for e in events[b_head:b_first] if e[0] == "a"]
+        assert len(during_prefill) >= n_chunks // 2, (n_chunks, len(during_prefill))
         server.stop_cleanly()
     finally:
         server.stop()
