@@ -18,9 +18,10 @@
  * tokens shared by them), in ONE lucie_eval_batch call: the weights are read
  * once per step for every client, and a long prompt delays the others' next
  * token by one chunk's work, not by its whole prefill. The n choices of a job
- * fork the session of its first choice once that has evaluated the prompt. Text goes into the job's buffers under the server mutex and the
- * connection thread writes it out: a slow or vanished client never holds up
- * the scheduler. A job that finds no free slot waits in a bounded queue
+ * fork the session of its first choice once that has evaluated the prompt.
+ * Text goes into the job's buffers under the server mutex and the connection
+ * thread writes it out: a slow or vanished client never holds up the
+ * scheduler. A job that finds no free slot waits in a bounded queue
  * (beyond it: 503). The request parsing is a function of its own
  * (parse_api_request), also run by the fuzz target test/fuzz_server.c, which
  * includes this file with SERVER_NO_MAIN defined. */
