@@ -16,16 +16,29 @@ What it does, in one run:
   4. runs `run MODEL --bench` for each format, load mode and thread count: decode tok/s over
      64 tokens after a short prompt, prefill tok/s for 64- and 512-token prompts, load time,
      peak RSS (from wait4), repeated (default 3 times): medians, with the spread;
-  5. when llama.cpp's llama-bench is available, writes the same weights as GGUF (BF16, Q8_0,
-     Q4_0) with the `gguf` package and measures llama.cpp the same way;
-  6. prints one table and writes it as markdown (--out, default bench/results.md).
+  5. measures the compute peak (test/peak.c: int8 and f32 FMA, same thread count) and prints
+     each prefill rate as % of it (weight-matrix MACs per token from the entry table), and
+     the time to first token of a 4000-token prompt (inside the 4096-token prefill's run);
+  6. decodes at depths 0 / 4096 / 16384 for each KV cache type (f32, f16, q8), from session
+     files synthesised by repeating the rows of a short real prompt's saved session, with the
+     roofline counting weights + KV bytes read per token; depths past the base config's 4096
+     positions use a twin checkpoint (symlinks, Lucie-7B-Instruct's positions and rope_theta);
+  7. decodes B = 1, 2, 4, 8 sequences together (`run --bench --bench-batch B`, lucie_eval_batch)
+     and as B separate processes;
+  8. when llama.cpp's llama-bench is available, writes the same weights as GGUF (BF16, Q8_0,
+     Q4_0) with the `gguf` package and measures llama.cpp the same way, at depth 4096
+     (`llama-bench -d`) and batched (llama-batched-bench);
+  9. prints the tables and writes them as markdown (--out, default bench/results.md), each
+     figure with the load average of its runs (the machine may be shared).
 
 Cache layout ($LUCIE_BENCH_DIR, default ~/.cache/lucie-bench):
   checkpoints/KEY/     the random HF checkpoint (KEY names the shape, e.g. lucie-7b)
   models/KEY/FMT.bin   exported lucie files, FMT.json beside each: export time, export.py hash
   gguf/KEY/TYPE.gguf   the same weights for llama.cpp
   bin/bandwidth        test/bandwidth.c compiled with -O3 -march=native -fopenmp
-  llama.cpp-src/, llama.cpp-build/bin/llama-bench   from --setup-llama-cpp
+  bin/peak             test/peak.c compiled the same way
+  work/                session files of the depth runs (deleted after each)
+  llama.cpp-src/, llama.cpp-build/bin/llama-bench, llama-batched-bench   from --setup-llama-cpp
 Model files are deleted after they are measured (peak disk at 7B: the 13.4 GB checkpoint,
 one export and one GGUF, about 41 GB), unless --keep keeps them for the next run. A kept
 export is reused while export.py is unchanged (the export time shown is then the one
