@@ -1405,7 +1405,107 @@ def benchmark(args, launcher):
     shape = None  # of the last export: every format has the same
     work_dir = os.path.join(cache, "work")
     os.makedirs(work_dir, exist_ok=True)
+    def report(partial):
+        """Writes what is measured so far (after each format: a run cut short keeps it)."""
+        notes_now = list(notes)
+        add_ratios(rows, args.prefill)
+        add_depth_ratios(depth_rows)
+        add_batch_ratios(batch_rows)
+        builds = sorted({r["llama_build"] for r in rows if r.get("llama_build")})
+        if builds:
+            notes_now.append("llama.cpp: llama-bench %s%s." % (", ".join(builds), llama_cpp_origin(llama_bench, cache)))
+        if not llama_batched and llama_bench:
+            notes_now.append("llama.cpp: no llama-batched-bench next to llama-bench: batched decoding not compared.")
+
+        notes_now.append("Peak RSS is read from wait4(); it cannot be below the RSS of the launcher process "
+                     "that starts each program (%.0f MB here)." % (launcher.baseline_bytes / 1e6))
+        table = build_table(rows, args.prefill)
+        bw_lines = ["- memory read bandwidth, %d thread(s): **%.1f GB/s** (best of 10 passes of each variant; %s; "
+                    "load avg %s)" % (t, b["best"], "; ".join("%s: best %.1f, median %.1f" % (
+                        name, v["best_gbs"], v["median_gbs"]) for name, v in b["variants"]), b["load"])
+                    for t, b in sorted(bandwidth.items())]
+        peak_lines = ["- compute peak, %d thread(s) (test/peak.c, best of 5): **int8 %.1f GMAC/s**, **f32 FMA %.1f "
+                      "GMAC/s** (load avg %s)" % (t, p["int8_gmacs"], p["f32_gmacs"], p["load"])
+                      for t, p in sorted(peaks.items())]
+        doc = "\n".join([
+            "# lucie.c benchmark (%s)%s" % (key, " (partial: the formats measured so far)" if partial else ""),
+            "",
+            "- %s" % datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+            "- machine: %s; load average %s before the run, %s after (other work skews every number; "
+            "each figure below carries the 1-minute load average at the end of its runs, which counts "
+            "this benchmark's own threads too)" % (machine_description(), args.load_before, load_average()),
+            "- lucie.c revision: %s" % repo_revision(),
+            "- model shapes: dim %d, hidden %s, %s layers, %s heads, %s KV heads, vocab %d%s" % (
+                config["hidden_size"] if not args.small else SMALL_SHAPE["hidden"],
+                config["intermediate_size"] if not args.small else SMALL_SHAPE["ffn"],
+                config["num_hidden_layers"] if not args.small else SMALL_SHAPE["layers"],
+                config["num_attention_heads"] if not args.small else SMALL_SHAPE["heads"],
+                config.get("num_key_value_heads") if not args.small else SMALL_SHAPE["kv-heads"],
+                config["vocab_size"], " (scaled down: --small)" if args.small else ""),
+            "- decode: %d tokens after a %d-token prompt; prefill: one batch of %s tokens; %d run(s) each, "
+            "median ±half the range" % (args.decode_tokens, args.decode_prompt,
+                                        " / ".join(str(p) for p in args.prefill), args.repeats),
+            ] + bw_lines + peak_lines + [
+            "",
+            "## Decode and prefill",
+            "",
+            table,
+            "",
+            "Roofline = best read bandwidth / bytes of weights read per token (every matrix of the file as "
+            "stored, one embedding row; the KV cache and activations are not counted). Load time is until "
+            "the model is opened (mapped pages are then read during the first tokens); peak RSS is the "
+            "process maximum, page cache of mapped files included. vs llama.cpp = lucie.c / llama.cpp's "
+            "best load mode at the same precision and thread count.",
+            "",
+            "## Prefill against the compute peak",
+            "",
+            prefill_table(rows, args.prefill, peaks, args.ttft),
+            "",
+            "%% of peak = prefill tok/s x multiply-accumulates of the weight matrices per token (rows x cols of "
+            "every matrix in the entry table; the embedding lookup and attention not included) / the peak of "
+            "the instructions the format computes with: int8 for q8 and q4 (their kernels multiply int8 "
+            "codes), f32 FMA for bf16 (widened to f32). Attention adds %s per token on top (mean over a causal "
+            "prompt), not counted. TTFT = load + evaluating the first %d tokens of the prompt + sampling one "
+            "token, timed inside the longest prefill's run (`run --bench --bench-ttft`)."
+            % (", ".join("%.2f G at %d" % (attention_macs_per_token(shape, p) / 1e9, p) for p in args.prefill)
+               if shape else "—", args.ttft),
+            "",
+            "## Decode at depth, per KV cache type",
+            "",
+            depth_table(depth_rows),
+            "",
+            "Depth = tokens already in the cache. Caches deeper than 0 are synthesised: the library saves the "
+            "session of a short real prompt (`run --prompt-cache`, with that KV type) and its rows are repeated "
+            "to the depth in a session file (same fingerprint, type and layout), from which `run --bench "
+            "--prompt-cache FILE --bench-prompt 1` decodes. Roofline = bandwidth / (weights + KV bytes read per "
+            "token), KV bytes = positions attended (mean over the timed steps) x layers x 2 x kv_dim x bytes per "
+            "value (f32 4, f16 2, q8 1 + an f32 scale per 32). llama.cpp's row: `llama-bench -d DEPTH -p 0 -n N` "
+            "with its default f16 cache, against lucie.c's f16 cache at the same depth.",
+            "",
+            "## Batched decoding",
+            "",
+            batch_table(batch_rows),
+            "",
+            "lucie.c: `run --bench --bench-batch B`: one %d-token prompt, the session forked B-1 times "
+            "(lucie_session_fork), then %d steps of lucie_eval_batch over the B sessions; tok/s counts the "
+            "tokens of all B. llama.cpp: `llama-batched-bench -npp %d -ntg %d -pps -kvu` (shared prompt, "
+            "unified cache), its speed_tg. B processes: B separate `run --bench` processes at once, the "
+            "threads shared out (at least one each), the sum of their decode rates: the weights are mapped "
+            "once in the page cache (RAM is not the limit) but every process reads all of them per token, so "
+            "B processes share one memory bandwidth." % (args.decode_prompt, args.decode_tokens, args.decode_prompt,
+                                                         args.decode_tokens),
+            "",
+            ] + ["- " + n for n in notes_now]) + "\n"
+        if not partial:
+            print(doc)
+        os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+        with open(out_path, "w") as f:
+            f.write(doc)
+        log("wrote %s" % out_path)
+
     for fmt in args.formats:
+        if rows:
+            report(partial=True)
         try:
             model, export_info = ensure_export(launcher, cache, key, ckpt, fmt, args.keep)
         except RuntimeError as e:
@@ -1523,99 +1623,7 @@ def benchmark(args, launcher):
             if not args.keep:
                 remove_quietly(gguf_path, gguf_path + ".json")
 
-    add_ratios(rows, args.prefill)
-    add_depth_ratios(depth_rows)
-    add_batch_ratios(batch_rows)
-    builds = sorted({r["llama_build"] for r in rows if r.get("llama_build")})
-    if builds:
-        notes.append("llama.cpp: llama-bench %s%s." % (", ".join(builds), llama_cpp_origin(llama_bench, cache)))
-    if not llama_batched and llama_bench:
-        notes.append("llama.cpp: no llama-batched-bench next to llama-bench: batched decoding not compared.")
-
-    notes.append("Peak RSS is read from wait4(); it cannot be below the RSS of the launcher process "
-                 "that starts each program (%.0f MB here)." % (launcher.baseline_bytes / 1e6))
-    table = build_table(rows, args.prefill)
-    bw_lines = ["- memory read bandwidth, %d thread(s): **%.1f GB/s** (best of 10 passes of each variant; %s; "
-                "load avg %s)" % (t, b["best"], "; ".join("%s: best %.1f, median %.1f" % (
-                    name, v["best_gbs"], v["median_gbs"]) for name, v in b["variants"]), b["load"])
-                for t, b in sorted(bandwidth.items())]
-    peak_lines = ["- compute peak, %d thread(s) (test/peak.c, best of 5): **int8 %.1f GMAC/s**, **f32 FMA %.1f "
-                  "GMAC/s** (load avg %s)" % (t, p["int8_gmacs"], p["f32_gmacs"], p["load"])
-                  for t, p in sorted(peaks.items())]
-    doc = "\n".join([
-        "# lucie.c benchmark (%s)" % key,
-        "",
-        "- %s" % datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "- machine: %s; load average %s before the run, %s after (other work skews every number; "
-        "each figure below carries the 1-minute load average at the end of its runs, which counts "
-        "this benchmark's own threads too)" % (machine_description(), args.load_before, load_average()),
-        "- lucie.c revision: %s" % repo_revision(),
-        "- model shapes: dim %d, hidden %s, %s layers, %s heads, %s KV heads, vocab %d%s" % (
-            config["hidden_size"] if not args.small else SMALL_SHAPE["hidden"],
-            config["intermediate_size"] if not args.small else SMALL_SHAPE["ffn"],
-            config["num_hidden_layers"] if not args.small else SMALL_SHAPE["layers"],
-            config["num_attention_heads"] if not args.small else SMALL_SHAPE["heads"],
-            config.get("num_key_value_heads") if not args.small else SMALL_SHAPE["kv-heads"],
-            config["vocab_size"], " (scaled down: --small)" if args.small else ""),
-        "- decode: %d tokens after a %d-token prompt; prefill: one batch of %s tokens; %d run(s) each, "
-        "median ±half the range" % (args.decode_tokens, args.decode_prompt,
-                                    " / ".join(str(p) for p in args.prefill), args.repeats),
-        ] + bw_lines + peak_lines + [
-        "",
-        "## Decode and prefill",
-        "",
-        table,
-        "",
-        "Roofline = best read bandwidth / bytes of weights read per token (every matrix of the file as "
-        "stored, one embedding row; the KV cache and activations are not counted). Load time is until "
-        "the model is opened (mapped pages are then read during the first tokens); peak RSS is the "
-        "process maximum, page cache of mapped files included. vs llama.cpp = lucie.c / llama.cpp's "
-        "best load mode at the same precision and thread count.",
-        "",
-        "## Prefill against the compute peak",
-        "",
-        prefill_table(rows, args.prefill, peaks, args.ttft),
-        "",
-        "%% of peak = prefill tok/s x multiply-accumulates of the weight matrices per token (rows x cols of "
-        "every matrix in the entry table; the embedding lookup and attention not included) / the peak of "
-        "the instructions the format computes with: int8 for q8 and q4 (their kernels multiply int8 "
-        "codes), f32 FMA for bf16 (widened to f32). Attention adds %s per token on top (mean over a causal "
-        "prompt), not counted. TTFT = load + evaluating the first %d tokens of the prompt + sampling one "
-        "token, timed inside the longest prefill's run (`run --bench --bench-ttft`)."
-        % (", ".join("%.2f G at %d" % (attention_macs_per_token(shape, p) / 1e9, p) for p in args.prefill)
-           if shape else "—", args.ttft),
-        "",
-        "## Decode at depth, per KV cache type",
-        "",
-        depth_table(depth_rows),
-        "",
-        "Depth = tokens already in the cache. Caches deeper than 0 are synthesised: the library saves the "
-        "session of a short real prompt (`run --prompt-cache`, with that KV type) and its rows are repeated "
-        "to the depth in a session file (same fingerprint, type and layout), from which `run --bench "
-        "--prompt-cache FILE --bench-prompt 1` decodes. Roofline = bandwidth / (weights + KV bytes read per "
-        "token), KV bytes = positions attended (mean over the timed steps) x layers x 2 x kv_dim x bytes per "
-        "value (f32 4, f16 2, q8 1 + an f32 scale per 32). llama.cpp's row: `llama-bench -d DEPTH -p 0 -n N` "
-        "with its default f16 cache, against lucie.c's f16 cache at the same depth.",
-        "",
-        "## Batched decoding",
-        "",
-        batch_table(batch_rows),
-        "",
-        "lucie.c: `run --bench --bench-batch B`: one %d-token prompt, the session forked B-1 times "
-        "(lucie_session_fork), then %d steps of lucie_eval_batch over the B sessions; tok/s counts the "
-        "tokens of all B. llama.cpp: `llama-batched-bench -npp %d -ntg %d -pps -kvu` (shared prompt, "
-        "unified cache), its speed_tg. B processes: B separate `run --bench` processes at once, the "
-        "threads shared out (at least one each), the sum of their decode rates: the weights are mapped "
-        "once in the page cache (RAM is not the limit) but every process reads all of them per token, so "
-        "B processes share one memory bandwidth." % (args.decode_prompt, args.decode_tokens, args.decode_prompt,
-                                                     args.decode_tokens),
-        "",
-        ] + ["- " + n for n in notes]) + "\n"
-    print(doc)
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with open(out_path, "w") as f:
-        f.write(doc)
-    log("wrote %s" % out_path)
+    report(partial=False)
     return 0
 
 
