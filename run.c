@@ -122,7 +122,9 @@ static const char *USAGE =
     "  --special-as-text   with --tokenize: special-token strings in TEXT are plain text\n"
     "  --detokenize IDS    print the text of the space-separated ids (no newline added)\n"
     "  --skip-special      with --detokenize: leave special tokens out\n"
-    "\n"
+    "\n";
+/* The rest of the help (C99 promises string literals of 4095 bytes only). */
+static const char *USAGE_MORE =
     "Benchmark:\n"
     "  --bench             time prefill and decoding on synthetic tokens; prints one JSON line\n"
     "  --bench-prompt N    prompt length for --bench (default 64); -n sets decoded tokens (default 64)\n"
@@ -193,7 +195,10 @@ static const char *quantized_type_names(void) {
     return names;
 }
 
-static void print_usage(void) { printf(USAGE, quantized_type_names()); }
+static void print_usage(void) {
+    printf(USAGE, quantized_type_names());
+    fputs(USAGE_MORE, stdout);
+}
 
 static int usage_error(const char *fmt, const char *arg) {
     fprintf(stderr, "run: ");

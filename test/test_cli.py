@@ -195,6 +195,14 @@ def test_bench_prints_one_json_line(stories_bin):
     assert result["depth"] == 0 and result["batch"] == 1 and result["kv"] in ("f32", "f16", "q8")
 
 
+def test_bench_decodes_sequences_together(stories_bin):
+    code, stdout, stderr = run([stories_bin, "--bench", "-n", "3", "--bench-prompt", "4", "--bench-batch", "3",
+                                "-t", "1"])
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    assert result["batch"] == 3 and result["gen_tokens"] == 3 and result["decode_tok_s"] > 0
+
+
 def test_bench_times_the_first_token_inside_a_longer_prompt(stories_bin):
     code, stdout, stderr = run([stories_bin, "--bench", "-n", "2", "--bench-prompt", "12", "--bench-ttft", "8",
                                 "-t", "1"])
