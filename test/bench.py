@@ -1185,6 +1185,8 @@ def parse_args(argv):
     ap.add_argument("--processes", default="2,4", help="B separate processes decoding at once")
     ap.add_argument("--llama-prefill", default=None, help="llama.cpp prefill lengths (default 512)")
     ap.add_argument("--llama-depth", type=int, default=4096, help="llama.cpp decode depth (0 = none)")
+    ap.add_argument("--llama-depth-formats", default=None,
+                    help="formats measured at --llama-depth (default: all; its prefill of the depth is slow)")
     ap.add_argument("--bandwidth-mb", type=int, default=2048, help="bandwidth buffer size in MB")
     ap.add_argument("--no-llama-cpp", action="store_true", help="skip the llama.cpp comparison")
     ap.add_argument("--llama-bench", default=None, help="path of llama-bench (else $LLAMA_BENCH, "
@@ -1226,6 +1228,7 @@ def parse_args(argv):
     args.depths = int_list(args.depths, "--depths")
     args.batches = int_list(args.batches, "--batches")
     args.processes = int_list(args.processes, "--processes")
+    args.llama_depth_formats = [f for f in (args.llama_depth_formats or ",".join(args.formats)).split(",") if f]
     args.llama_prefill = int_list(args.llama_prefill or ("64" if args.quick else "512"), "--llama-prefill")
     if args.repeats < 1 or min(args.threads) < 1 or args.decode_tokens < 1 or min(args.prefill) < 1 \
             or min(args.depths + [0]) < 0 or min(args.batches + [1]) < 1 or args.ttft < 0:
@@ -1597,7 +1600,7 @@ def benchmark(args, launcher):
                         row["percent"] = 100 * statistics.median(s["decode"]) / row["roofline"]
                     rows.append(row)
                 mmap = llama_modes[0][1] if llama_modes else True
-                if args.llama_depth:
+                if args.llama_depth and fmt in args.llama_depth_formats:
                     log("llama.cpp %s, decode at depth %d" % (GGUF_TYPE[fmt], args.llama_depth))
                     d = {"format": GGUF_TYPE[fmt], "threads": t, "kv": "f16 (llama.cpp)", "depth": args.llama_depth,
                          "prompt": 0, "weight_bytes": gguf_per_token, "engine": "llama.cpp", "key": fmt}
