@@ -1555,6 +1555,7 @@ def benchmark(args, launcher):
                                                                                     args.decode_tokens))
                 d["roofline"] = roofline_tokens_per_s(bandwidth[t]["best"], per_token, d["kv_bytes"])
                 depth_rows.append(d)
+            report(partial=True)
             batched = measure_batched(runner, model, t, load_args, plan)
             for b in args.batches:
                 rec = {"format": fmt, "threads": t, "B": b, "ours": batched[b]}
@@ -1565,6 +1566,7 @@ def benchmark(args, launcher):
                     except (RuntimeError, subprocess.TimeoutExpired) as e:
                         rec["processes"] = {"error": str(e)}
                 batch_rows.append(rec)
+            report(partial=True)
         if not args.keep:
             remove_quietly(model, os.path.join(cache, "models", key, fmt + ".json"))
 
@@ -1613,6 +1615,7 @@ def benchmark(args, launcher):
                     except (RuntimeError, ValueError) as e:
                         d["error"] = str(e)
                     depth_rows.append(d)
+                    report(partial=True)
                 if llama_batched:
                     log("llama.cpp %s, batched decode %s" % (GGUF_TYPE[fmt], args.batches))
                     try:
