@@ -1186,6 +1186,10 @@ def parse_args(argv):
     ap.add_argument("--processes", default="2,4", help="B separate processes decoding at once")
     ap.add_argument("--llama-prefill", default=None, help="llama.cpp prefill lengths (default 512)")
     ap.add_argument("--llama-depth", type=int, default=4096, help="llama.cpp decode depth (0 = none)")
+    ap.add_argument("--depth-formats", default=None, help="formats decoded at --depths (default: all)")
+    ap.add_argument("--batch-formats", default=None, help="formats decoded in batches (default: all)")
+    ap.add_argument("--deadline", default=None,
+                    help="UTC time HH:MM after which no further measurement starts (the report says which)")
     ap.add_argument("--llama-depth-formats", default=None,
                     help="formats measured at --llama-depth (default: all; its prefill of the depth is slow)")
     ap.add_argument("--bandwidth-mb", type=int, default=2048, help="bandwidth buffer size in MB")
@@ -1229,6 +1233,18 @@ def parse_args(argv):
     args.depths = int_list(args.depths, "--depths")
     args.batches = int_list(args.batches, "--batches")
     args.processes = int_list(args.processes, "--processes")
+    args.depth_formats = [f for f in (args.depth_formats or ",".join(args.formats)).split(",") if f]
+    args.batch_formats = [f for f in (args.batch_formats or ",".join(args.formats)).split(",") if f]
+    if args.deadline:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        try:
+            hh, mm = (int(x) for x in args.deadline.split(":"))
+            cut = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+        except ValueError:
+            ap.error("--deadline wants HH:MM (UTC)")
+        if cut < now - datetime.timedelta(hours=1):
+            cut += datetime.timedelta(days=1)
+        args.deadline = cut.timestamp()
     args.llama_depth_formats = [f for f in (args.llama_depth_formats or ",".join(args.formats)).split(",") if f]
     args.llama_prefill = int_list(args.llama_prefill or ("64" if args.quick else "512"), "--llama-prefill")
     if args.repeats < 1 or min(args.threads) < 1 or args.decode_tokens < 1 or min(args.prefill) < 1 \
@@ -1406,12 +1422,12 @@ def benchmark(args, launcher):
 
     runner = Runner(launcher, args.run)
     rows, depth_rows, batch_rows = [], [], []
-    shape = None  # of the last export: every format has the same
     work_dir = os.path.join(cache, "work")
     os.makedirs(work_dir, exist_ok=True)
     def report(partial):
         """Writes what is measured so far (after each format: a run cut short keeps it)."""
         notes_now = list(notes)
+        shape_now = next((st["shape"] for st in state.values() if "shape" in st), None)
         add_ratios(rows, args.prefill)
         add_depth_ratios(depth_rows)
         add_batch_ratios(batch_rows)
@@ -1471,8 +1487,8 @@ def benchmark(args, launcher):
             "codes), f32 FMA for bf16 (widened to f32). Attention adds %s per token on top (mean over a causal "
             "prompt), not counted. TTFT = load + evaluating the first %d tokens of the prompt + sampling one "
             "token, timed inside the longest prefill's run (`run --bench --bench-ttft`)."
-            % (", ".join("%.2f G at %d" % (attention_macs_per_token(shape, p) / 1e9, p) for p in args.prefill)
-               if shape else "—", args.ttft),
+            % (", ".join("%.2f G at %d" % (attention_macs_per_token(shape_now, p) / 1e9, p) for p in args.prefill)
+               if shape_now else "—", args.ttft),
             "",
             "## Decode at depth, per KV cache type",
             "",
@@ -1507,28 +1523,41 @@ def benchmark(args, launcher):
             f.write(doc)
         log("wrote %s" % out_path)
 
-    for fmt in args.formats:
-        if rows:
-            report(partial=True)
+    # The measurements in order of priority, so that a run cut short (--deadline, or
+    # interrupted: the report is rewritten after each step) has the most important ones:
+    # lucie.c's decode and prefill for every format, then its depths and batches, then
+    # llama.cpp's decode and prefill (and batches), then llama.cpp at depth (slow: its
+    # prefill of the depth is not timed but takes as long as ours).
+    deadline = args.deadline
+    skipped = []
+    state = {}  # format -> its export, GGUF and what is counted from them
+
+    def due(what):
+        if deadline and time.time() > deadline:
+            skipped.append(what)
+            log("skipped (past --deadline): " + what)
+            return False
+        return True
+
+    def ours_classic(fmt):
         try:
             model, export_info = ensure_export(launcher, cache, key, ckpt, fmt, args.keep)
         except RuntimeError as e:
             log(str(e))
             for t in args.threads:
                 rows.append({"engine": "lucie.c", "format": fmt, "load": "—", "threads": t, "error": str(e)})
-            continue
-        file_bytes = os.path.getsize(model)
-        per_token = lucie_bytes_per_token(model)
-        macs = lucie_macs_per_token(model)
-        shape = lucie_shape(model)
+            return
+        st = state[fmt] = {"model": model, "per_token": lucie_bytes_per_token(model),
+                           "macs": lucie_macs_per_token(model), "shape": lucie_shape(model)}
         notes.append("lucie.c %s: %.3f GB of weights read and %.3f G multiply-accumulates of weight matrices per "
                      "token; export %s %.0f s, peak RSS %.1f GB."
-                     % (fmt, per_token / 1e9, macs / 1e9, "(cached, recorded)" if export_info.get("reused")
-                        else "took", export_info["seconds"], export_info["peak_rss_bytes"] / 1e9))
+                     % (fmt, st["per_token"] / 1e9, st["macs"] / 1e9, "(cached, recorded)"
+                        if export_info.get("reused") else "took", export_info["seconds"],
+                        export_info["peak_rss_bytes"] / 1e9))
         for t in args.threads:
             for mode in args.load_modes:
                 row = {"engine": "lucie.c", "format": fmt, "key": fmt, "load": mode, "threads": t,
-                       "file_bytes": file_bytes, "export_s": export_info["seconds"], "macs": macs}
+                       "file_bytes": os.path.getsize(model), "export_s": export_info["seconds"], "macs": st["macs"]}
                 load_args = runner.load_args(mode)
                 if load_args is None:
                     row["error"] = "run has no option for this load mode"
@@ -1544,91 +1573,135 @@ def benchmark(args, launcher):
                 row["samples"] = s
                 row["load_s"] = statistics.median(s["load_s"])
                 row["rss"] = max(s["rss"])
-                row["roofline"] = roofline_tokens_per_s(bandwidth[t]["best"], per_token)
+                row["roofline"] = roofline_tokens_per_s(bandwidth[t]["best"], st["per_token"])
                 row["percent"] = 100 * statistics.median(s["decode"]) / row["roofline"]
                 rows.append(row)
-            # depth, KV types and batches: once per thread count, in the first load mode
-            load_args = runner.load_args(args.load_modes[0]) or []
-            log("lucie.c %s, decode at depths %s, %d thread(s)" % (fmt, args.depths, t))
-            for d in measure_depths(runner, model, t, load_args, plan, work_dir):
-                d.update(format=fmt, threads=t, weight_bytes=per_token)
-                d["kv_bytes"] = kv_bytes_per_token(shape, d["kv"], mean_decode_depth(d["depth"], d["prompt"],
-                                                                                    args.decode_tokens))
-                d["roofline"] = roofline_tokens_per_s(bandwidth[t]["best"], per_token, d["kv_bytes"])
-                depth_rows.append(d)
-            report(partial=True)
-            batched = measure_batched(runner, model, t, load_args, plan)
-            for b in args.batches:
-                rec = {"format": fmt, "threads": t, "B": b, "ours": batched[b]}
-                if b in args.processes:
-                    log("  %d separate processes" % b)
-                    try:
-                        rec["processes"] = measure_processes(args.run, model, t, load_args, plan, b)
-                    except (RuntimeError, subprocess.TimeoutExpired) as e:
-                        rec["processes"] = {"error": str(e)}
-                batch_rows.append(rec)
-            report(partial=True)
-        if not args.keep:
-            remove_quietly(model, os.path.join(cache, "models", key, fmt + ".json"))
 
-        if llama_bench:
+    def ours_depths(fmt, t):
+        st = state[fmt]
+        load_args = runner.load_args(args.load_modes[0]) or []
+        log("lucie.c %s, decode at depths %s, %d thread(s)" % (fmt, args.depths, t))
+        for d in measure_depths(runner, st["model"], t, load_args, plan, work_dir):
+            d.update(format=fmt, threads=t, weight_bytes=st["per_token"])
+            d["kv_bytes"] = kv_bytes_per_token(st["shape"], d["kv"], mean_decode_depth(d["depth"], d["prompt"],
+                                                                                      args.decode_tokens))
+            d["roofline"] = roofline_tokens_per_s(bandwidth[t]["best"], st["per_token"], d["kv_bytes"])
+            depth_rows.append(d)
+
+    def ours_batches(fmt, t):
+        st = state[fmt]
+        load_args = runner.load_args(args.load_modes[0]) or []
+        batched = measure_batched(runner, st["model"], t, load_args, plan)
+        for b in args.batches:
+            rec = {"format": fmt, "threads": t, "B": b, "ours": batched[b]}
+            if b in args.processes:
+                log("  %d separate processes" % b)
+                try:
+                    rec["processes"] = measure_processes(args.run, st["model"], t, load_args, plan, b)
+                except (RuntimeError, subprocess.TimeoutExpired) as e:
+                    rec["processes"] = {"error": str(e)}
+            batch_rows.append(rec)
+
+    def gguf_of(fmt):
+        st = state.setdefault(fmt, {})
+        if "gguf" not in st:
             try:
-                gguf_path, gguf_info = ensure_gguf(cache, key, ckpt, fmt)
+                path, info = ensure_gguf(cache, key, ckpt, fmt)
             except Exception as e:  # a gguf package too old/new for this writer, disk full...
                 notes.append("llama.cpp %s: GGUF writing failed: %s" % (GGUF_TYPE[fmt], e))
-                continue
-            gguf_bytes = os.path.getsize(gguf_path)
-            gguf_per_token = gguf_bytes_per_token(gguf_path)
+                st["gguf"] = None
+                return None
+            st["gguf"], st["gguf_per_token"] = path, gguf_bytes_per_token(path)
             notes.append("llama.cpp %s: %.3f GB of weights read per decoded token (GGUF written in %.0f s)."
-                         % (GGUF_TYPE[fmt], gguf_per_token / 1e9, gguf_info["seconds"]))
-            llama_modes = []
-            if any(m in ("mmap", "madvise") for m in args.load_modes):
-                llama_modes.append(("mmap", True))
-            if "read" in args.load_modes:
-                llama_modes.append(("no-mmap", False))
-            for t in args.threads:
-                for mode, mmap in llama_modes:
-                    row = {"engine": "llama.cpp", "format": GGUF_TYPE[fmt], "key": fmt, "load": mode,
-                           "threads": t, "file_bytes": gguf_bytes}
-                    log("llama.cpp %s, %s, %d thread(s)" % (GGUF_TYPE[fmt], mode, t))
-                    try:
-                        s, build = measure_llama_cpp(launcher, llama_bench, gguf_path, t, llama_plan, mmap)
-                    except (RuntimeError, ValueError) as e:
-                        row["error"] = str(e)
-                        rows.append(row)
-                        continue
-                    row.update(samples=s, rss=max(s["rss"]), llama_build=build)
-                    row["roofline"] = roofline_tokens_per_s(bandwidth[t]["best"], gguf_per_token)
-                    if s["decode"]:
-                        row["percent"] = 100 * statistics.median(s["decode"]) / row["roofline"]
-                    rows.append(row)
-                mmap = llama_modes[0][1] if llama_modes else True
-                if args.llama_depth and fmt in args.llama_depth_formats:
-                    log("llama.cpp %s, decode at depth %d" % (GGUF_TYPE[fmt], args.llama_depth))
-                    d = {"format": GGUF_TYPE[fmt], "threads": t, "kv": "f16 (llama.cpp)", "depth": args.llama_depth,
-                         "prompt": 0, "weight_bytes": gguf_per_token, "engine": "llama.cpp", "key": fmt}
-                    try:
-                        d.update(measure_llama_depth(launcher, llama_bench, gguf_path, t, args.llama_depth,
-                                                     args.decode_tokens, args.repeats, mmap))
-                        d["kv_bytes"] = kv_bytes_per_token(shape, "f16", mean_decode_depth(
-                            args.llama_depth, 0, args.decode_tokens))
-                        d["roofline"] = roofline_tokens_per_s(bandwidth[t]["best"], gguf_per_token, d["kv_bytes"])
-                    except (RuntimeError, ValueError) as e:
-                        d["error"] = str(e)
-                    depth_rows.append(d)
-                    report(partial=True)
-                if llama_batched:
-                    log("llama.cpp %s, batched decode %s" % (GGUF_TYPE[fmt], args.batches))
-                    try:
-                        lb = measure_llama_batched(launcher, llama_batched, gguf_path, t, plan)
-                    except (RuntimeError, ValueError) as e:
-                        lb = {}
-                        notes.append("llama.cpp %s: llama-batched-bench: %s" % (GGUF_TYPE[fmt], e))
-                    for rec in batch_rows:
-                        if rec["format"] == fmt and rec["threads"] == t and rec["B"] in lb:
-                            rec["llama"] = lb[rec["B"]]
-            if not args.keep:
-                remove_quietly(gguf_path, gguf_path + ".json")
+                         % (GGUF_TYPE[fmt], st["gguf_per_token"] / 1e9, info["seconds"]))
+        return st["gguf"]
+
+    llama_modes = []
+    if any(m in ("mmap", "madvise") for m in args.load_modes):
+        llama_modes.append(("mmap", True))
+    if "read" in args.load_modes:
+        llama_modes.append(("no-mmap", False))
+
+    def llama_classic(fmt, t):
+        gguf_path = gguf_of(fmt)
+        if not gguf_path:
+            return
+        st = state[fmt]
+        for mode, mmap in llama_modes:
+            row = {"engine": "llama.cpp", "format": GGUF_TYPE[fmt], "key": fmt, "load": mode, "threads": t,
+                   "file_bytes": os.path.getsize(gguf_path)}
+            log("llama.cpp %s, %s, %d thread(s)" % (GGUF_TYPE[fmt], mode, t))
+            try:
+                s, build = measure_llama_cpp(launcher, llama_bench, gguf_path, t, llama_plan, mmap)
+            except (RuntimeError, ValueError) as e:
+                row["error"] = str(e)
+                rows.append(row)
+                continue
+            row.update(samples=s, rss=max(s["rss"]), llama_build=build)
+            row["roofline"] = roofline_tokens_per_s(bandwidth[t]["best"], st["gguf_per_token"])
+            if s["decode"]:
+                row["percent"] = 100 * statistics.median(s["decode"]) / row["roofline"]
+            rows.append(row)
+
+    def llama_batches(fmt, t):
+        gguf_path = gguf_of(fmt)
+        if not gguf_path:
+            return
+        log("llama.cpp %s, batched decode %s" % (GGUF_TYPE[fmt], args.batches))
+        try:
+            lb = measure_llama_batched(launcher, llama_batched, gguf_path, t, plan)
+        except (RuntimeError, ValueError) as e:
+            lb = {}
+            notes.append("llama.cpp %s: llama-batched-bench: %s" % (GGUF_TYPE[fmt], e))
+        for rec in batch_rows:
+            if rec["format"] == fmt and rec["threads"] == t and rec["B"] in lb:
+                rec["llama"] = lb[rec["B"]]
+
+    def llama_depth(fmt, t):
+        gguf_path = gguf_of(fmt)
+        if not gguf_path:
+            return
+        st = state[fmt]
+        log("llama.cpp %s, decode at depth %d" % (GGUF_TYPE[fmt], args.llama_depth))
+        d = {"format": GGUF_TYPE[fmt], "threads": t, "kv": "f16 (llama.cpp)", "depth": args.llama_depth,
+             "prompt": 0, "weight_bytes": st["gguf_per_token"], "engine": "llama.cpp", "key": fmt}
+        try:
+            d.update(measure_llama_depth(launcher, llama_bench, gguf_path, t, args.llama_depth, args.decode_tokens,
+                                         args.repeats, llama_modes[0][1] if llama_modes else True))
+            d["kv_bytes"] = kv_bytes_per_token(st["shape"], "f16", mean_decode_depth(args.llama_depth, 0,
+                                                                              args.decode_tokens))
+            d["roofline"] = roofline_tokens_per_s(bandwidth[t]["best"], st["gguf_per_token"], d["kv_bytes"])
+        except (RuntimeError, ValueError) as e:
+            d["error"] = str(e)
+        depth_rows.append(d)
+
+    steps = [("lucie.c %s decode and prefill" % f, ours_classic, (f,)) for f in args.formats]
+    for t in args.threads:
+        steps += [("lucie.c %s at depths, %d threads" % (f, t), ours_depths, (f, t))
+                  for f in args.formats if f in args.depth_formats]
+        steps += [("lucie.c %s batched, %d threads" % (f, t), ours_batches, (f, t))
+                  for f in args.formats if f in args.batch_formats]
+    if llama_bench:
+        for t in args.threads:
+            for f in args.formats:
+                steps.append(("llama.cpp %s decode and prefill, %d threads" % (GGUF_TYPE[f], t), llama_classic, (f, t)))
+                if llama_batched and f in args.batch_formats:
+                    steps.append(("llama.cpp %s batched, %d threads" % (GGUF_TYPE[f], t), llama_batches, (f, t)))
+        if args.llama_depth:
+            steps += [("llama.cpp %s at depth %d, %d threads" % (GGUF_TYPE[f], args.llama_depth, t), llama_depth,
+                       (f, t)) for t in args.threads for f in args.formats if f in args.llama_depth_formats]
+    for what, step, step_args in steps:
+        if due(what) and (step is ours_classic or step_args[0] in state):
+            step(*step_args)
+            report(partial=True)
+    if skipped:
+        notes.append("Not measured, the --deadline having passed: %s." % "; ".join(skipped))
+    if not args.keep:
+        for fmt, st in state.items():
+            if st.get("model"):
+                remove_quietly(st["model"], os.path.join(cache, "models", key, fmt + ".json"))
+            if st.get("gguf"):
+                remove_quietly(st["gguf"], st["gguf"] + ".json")
 
     report(partial=False)
     return 0
