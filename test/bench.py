@@ -1302,6 +1302,71 @@ def prefill_table(rows, prefills, peaks, ttft):
     return "\n".join(lines)
 
 
+def cell(values, extra=None, digits=2):
+    """'median' (one run) or 'median ±spread', with an optional ' (extra)'."""
+    text = fmt_rate(values, digits)
+    return text if extra is None or text == "—" else "%s (%s)" % (text, extra)
+
+
+def summary_tables(rows, depth_rows, batch_rows, prefills, peaks, ttft):
+    """The compact tables README.md's speed section copies (one line per format)."""
+    out = []
+    head = (["format", "decode tok/s (% of roofline)"] + ["pp%d tok/s (%% of peak)" % p for p in prefills]
+            + (["TTFT %d s" % ttft] if ttft else []) + ["vs llama.cpp: decode", "vs llama.cpp: pp%d" % prefills[0],
+                                                        "load avg"])
+    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if r["engine"] != "lucie.c" or "error" in r:
+            continue
+        s = r["samples"]
+        peak = peaks[r["threads"]][PEAK_OF_FORMAT[r["format"]]]
+        cells = [r["format"], cell(s["decode"], fmt_num(r.get("percent"), "%.0f%%"))]
+        for p in prefills:
+            med = median_of(s.get("pp%d" % p, []))
+            cells.append(cell(s.get("pp%d" % p, []), fmt_num(med and percent_of_peak(med, r["macs"], peak), "%.0f%%")))
+        if ttft:
+            cells.append(fmt_rate(s["ttft"], 1))
+        cells += [fmt_num(r.get("vs_decode"), "%.2fx"), fmt_num(r.get("vs_pp%d" % prefills[0]), "%.2fx"),
+                  fmt_loads(sum(s["load"].values(), []))]
+        out.append("| " + " | ".join(cells) + " |")
+    depths = sorted({d["depth"] for d in depth_rows})
+    if depth_rows:
+        out += ["", "| format | KV | " + " | ".join("depth %d tok/s (%% of roofline)" % d for d in depths)
+                + " | load avg |", "|" + "---|" * (len(depths) + 3)]
+        keys = []
+        for d in depth_rows:
+            if (d["format"], d["kv"]) not in keys:
+                keys.append((d["format"], d["kv"]))
+        for fmt, kv in keys:
+            mine = {d["depth"]: d for d in depth_rows if (d["format"], d["kv"]) == (fmt, kv)}
+            cells = [fmt, kv]
+            loads = []
+            for depth in depths:
+                d = mine.get(depth)
+                if not d or "error" in d:
+                    cells.append("—")
+                    continue
+                med = median_of(d["decode"])
+                text = cell(d["decode"], fmt_num(med and 100 * med / d["roofline"], "%.0f%%"))
+                if d.get("vs_llama"):
+                    text += "; %.2fx llama.cpp" % d["vs_llama"]
+                cells.append(text)
+                loads += d["load"]
+            out.append("| " + " | ".join(cells + [fmt_loads(loads)]) + " |")
+    if batch_rows:
+        out += ["", "| format | B | lucie.c tok/s, all B (x B=1) | llama.cpp tok/s, all B | B processes tok/s | "
+                "load avg |", "|---|---|---|---|---|---|"]
+        for b in batch_rows:
+            ours, llama, procs = b["ours"], b.get("llama"), b.get("processes")
+            cells = [b["format"], str(b["B"]),
+                     "error" if "error" in ours else cell(ours["decode"], fmt_num(b.get("vs_b1"), "%.2fx")),
+                     fmt_rate(llama["decode"]) if llama else "—",
+                     fmt_rate(procs["decode"]) if procs and "error" not in procs else "—",
+                     fmt_loads(ours.get("load", []) + (llama or {}).get("load", []) + (procs or {}).get("load", []))]
+            out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def depth_table(depth_rows):
     head = ["format", "threads", "KV", "depth", "decode tok/s", "weights GB/token", "KV GB/token", "roofline tok/s",
             "% of roofline", "vs llama.cpp (f16 cache)", "load avg"]
@@ -1466,6 +1531,10 @@ def benchmark(args, launcher):
             "median ±half the range" % (args.decode_tokens, args.decode_prompt,
                                         " / ".join(str(p) for p in args.prefill), args.repeats),
             ] + bw_lines + peak_lines + [
+            "",
+            "## Summary (the tables README.md shows)",
+            "",
+            summary_tables(rows, depth_rows, batch_rows, args.prefill, peaks, args.ttft),
             "",
             "## Decode and prefill",
             "",
