@@ -1259,6 +1259,7 @@ def main(argv=None):
     args = parse_args(argv)
     launcher = Launcher()  # first, while this process is small (see Launcher)
     args.load_before = load_average()
+    args.revision = repo_revision()  # before the run: the report itself is rewritten during it
     try:
         return benchmark(args, launcher)
     finally:
@@ -1519,7 +1520,7 @@ def benchmark(args, launcher):
             "- machine: %s; load average %s before the run, %s after (other work skews every number; "
             "each figure below carries the 1-minute load average at the end of its runs, which counts "
             "this benchmark's own threads too)" % (machine_description(), args.load_before, load_average()),
-            "- lucie.c revision: %s" % repo_revision(),
+            "- lucie.c revision: %s" % args.revision,
             "- model shapes: dim %d, hidden %s, %s layers, %s heads, %s KV heads, vocab %d%s" % (
                 config["hidden_size"] if not args.small else SMALL_SHAPE["hidden"],
                 config["intermediate_size"] if not args.small else SMALL_SHAPE["ffn"],
