@@ -122,10 +122,19 @@ static const char *USAGE =
     "  --special-as-text   with --tokenize: special-token strings in TEXT are plain text\n"
     "  --detokenize IDS    print the text of the space-separated ids (no newline added)\n"
     "  --skip-special      with --detokenize: leave special tokens out\n"
-    "\n"
+    "\n";
+/* The rest of the help (C99 promises string literals of 4095 bytes only). */
+static const char *USAGE_MORE =
     "Benchmark:\n"
     "  --bench             time prefill and decoding on synthetic tokens; prints one JSON line\n"
     "  --bench-prompt N    prompt length for --bench (default 64); -n sets decoded tokens (default 64)\n"
+    "  --bench-ttft N      also time the first token of an N-token prompt: the first N prompt tokens\n"
+    "                      are evaluated and a token sampled, then the rest of the prompt (N < the\n"
+    "                      --bench-prompt length); ttft_s counts the load too (default 0: not timed)\n"
+    "  --bench-batch B     decode B sequences together (lucie_eval_batch): the prompt's session is\n"
+    "                      forked B-1 times; decode_tok_s is then the aggregate of the B (default 1)\n"
+    "  --prompt-cache FILE with --bench: start from the session saved in FILE (the depth at which the\n"
+    "                      prompt and decoding are timed; FILE is not written; -c must hold it all)\n"
     "\n"
     "Information:\n"
     "  --info              print the model's configuration, weight type, size and tokenizer\n"
@@ -157,7 +166,7 @@ typedef struct {
     const char *mode_flag;                   /* the option that chose the mode */
     const char *misplaced[N_MODES];          /* per mode: the first option given that does not apply to it */
     unsigned misplaced_modes[N_MODES];       /* ... and the modes that option applies to */
-    int n_tokens, threads, load_mode, no_bos, special_as_text, skip_special, bench_prompt;
+    int n_tokens, threads, load_mode, no_bos, special_as_text, skip_special, bench_prompt, bench_ttft, bench_batch;
     long context;                            /* checked against the model's maximum once it is open */
     const char *context_arg;
     int have_temp, have_top_k, have_top_p, have_penalty, have_seed;
@@ -166,6 +175,12 @@ typedef struct {
     int variants; /* continuations of the prompt to generate, 1 by default */
     unsigned long long seed;
 } options;
+
+/* The --kv name of a KV cache type (LUCIE_KV_F32..LUCIE_KV_Q8). */
+static const char *kv_type_name(int kv_type) {
+    static const char *const names[] = {"default", "f32", "f16", "q8"};
+    return kv_type >= 0 && kv_type <= LUCIE_KV_Q8 ? names[kv_type] : "unknown";
+}
 
 /* "q8|q4": the weight types `run quantize` writes, as the library names them. */
 static const char *quantized_type_names(void) {
@@ -180,7 +195,10 @@ static const char *quantized_type_names(void) {
     return names;
 }
 
-static void print_usage(void) { printf(USAGE, quantized_type_names()); }
+static void print_usage(void) {
+    printf(USAGE, quantized_type_names());
+    fputs(USAGE_MORE, stdout);
+}
 
 static int usage_error(const char *fmt, const char *arg) {
     fprintf(stderr, "run: ");
@@ -236,6 +254,7 @@ static int parse_args(int argc, char **argv, options *o) {
     o->n_tokens = -1;
     o->bench_prompt = 64;
     o->variants = 1;
+    o->bench_batch = 1;
     o->prompt = "";
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -317,10 +336,9 @@ static int parse_args(int argc, char **argv, options *o) {
             o->context_arg = v;
         } else if (strcmp(a, "--kv") == 0) {
             NEED_VALUE();
-            if (strcmp(v, "f32") == 0) o->kv_type = LUCIE_KV_F32;
-            else if (strcmp(v, "f16") == 0) o->kv_type = LUCIE_KV_F16;
-            else if (strcmp(v, "q8") == 0) o->kv_type = LUCIE_KV_Q8;
-            else return usage_error("--kv wants f32, f16 or q8, got '%s'", v);
+            for (o->kv_type = LUCIE_KV_F32; o->kv_type <= LUCIE_KV_Q8; o->kv_type++)
+                if (strcmp(v, kv_type_name(o->kv_type)) == 0) break;
+            if (o->kv_type > LUCIE_KV_Q8) return usage_error("--kv wants f32, f16 or q8, got '%s'", v);
         } else if (strcmp(a, "-t") == 0) {
             NEED_VALUE();
             APPLIES(COMPUTE_MODES);
@@ -342,7 +360,7 @@ static int parse_args(int argc, char **argv, options *o) {
             if (!parse_int(v, 0, 1 << 16, &o->lookup)) return usage_error("--lookup wants a token count >= 0, got '%s'", v);
         } else if (strcmp(a, "--prompt-cache") == 0) {
             NEED_VALUE();
-            APPLIES(MODE_BIT(MODE_GENERATE));
+            APPLIES(MODE_BIT(MODE_GENERATE) | MODE_BIT(MODE_BENCH));
             if (!*v) return usage_error("%s wants a file name", a);
             o->prompt_cache = v;
         } else if (strcmp(a, "--chat") == 0) {
@@ -391,6 +409,16 @@ static int parse_args(int argc, char **argv, options *o) {
             APPLIES(MODE_BIT(MODE_BENCH));
             if (!parse_int(v, 1, 1 << 24, &o->bench_prompt))
                 return usage_error("--bench-prompt wants a token count >= 1, got '%s'", v);
+        } else if (strcmp(a, "--bench-ttft") == 0) {
+            NEED_VALUE();
+            APPLIES(MODE_BIT(MODE_BENCH));
+            if (!parse_int(v, 1, 1 << 24, &o->bench_ttft))
+                return usage_error("--bench-ttft wants a token count >= 1, got '%s'", v);
+        } else if (strcmp(a, "--bench-batch") == 0) {
+            NEED_VALUE();
+            APPLIES(MODE_BIT(MODE_BENCH));
+            if (!parse_int(v, 1, 1024, &o->bench_batch))
+                return usage_error("--bench-batch wants a sequence count in 1..1024, got '%s'", v);
         } else if (a[0] == '-' && a[1] != '\0') {
             return usage_error("unknown option '%s'", a);
         } else if (!o->model_path) {
@@ -959,67 +987,168 @@ static int do_ppl(const lucie_model *model, const options *o) {
     return rc;
 }
 
-/* Synthetic prompt of bench_prompt tokens, then -n greedy decode steps. */
+/* ---- --bench ----
+ * A synthetic prompt of --bench-prompt tokens, then -n greedy decode steps,
+ * timed apart. Optionally: the session starts from a saved cache
+ * (--prompt-cache: decoding at depth), the first token of a shorter prompt is
+ * timed on the way (--bench-ttft), or B sequences forked from the prompt are
+ * decoded together (--bench-batch). */
+
+typedef struct {
+    int depth;            /* tokens in the cache before the prompt (from --prompt-cache) */
+    double prefill_s;     /* evaluating the prompt, sampling excluded */
+    double ttft_s;        /* --bench-ttft: load + session + first N tokens + one sample */
+    double decode_s;      /* the decode steps of all the sequences */
+} bench_times;
+
+/* The synthetic prompt: ids spread over the vocabulary (speed does not depend on values). */
+static void bench_prompt_ids(int *ids, int n, int vocab_size) {
+    int i;
+    for (i = 0; i < n; i++) ids[i] = (int)((1000u + 7919u * (unsigned)i) % (unsigned)vocab_size);
+}
+
+/* Evaluates the prompt, in two calls when the first token of its first `ttft`
+ * tokens is timed (t_start: when the session was started). */
+static int bench_prefill(lucie_session *session, const int *prompt, int n, int ttft, float *logits, double t_start,
+                         bench_times *times) {
+    double t0 = lucie_time_seconds();
+    int first = ttft > 0 ? ttft : n, rc = lucie_eval(session, prompt, first, logits, 0);
+    times->prefill_s = lucie_time_seconds() - t0;
+    if (rc != LUCIE_OK || ttft <= 0) return rc;
+    rc = lucie_sample(session, logits);
+    times->ttft_s += lucie_time_seconds() - t_start;
+    if (rc < 0) return rc;
+    t0 = lucie_time_seconds();
+    rc = lucie_eval(session, prompt + first, n - first, logits, 0);
+    times->prefill_s += lucie_time_seconds() - t0;
+    return rc;
+}
+
+/* n_gen greedy steps of one session, each timed from its token to its logits. */
+static int bench_decode(lucie_session *session, int n_gen, float *logits, bench_times *times) {
+    int i, token, rc = LUCIE_OK;
+    for (i = 0; i < n_gen && rc == LUCIE_OK; i++) {
+        double t0;
+        token = lucie_sample(session, logits);
+        if (token < 0) return token;
+        t0 = lucie_time_seconds();
+        rc = lucie_eval(session, &token, 1, logits, 0);
+        times->decode_s += lucie_time_seconds() - t0;
+    }
+    return rc;
+}
+
+/* n_gen steps of n_seq sessions evaluated together (lucie_eval_batch), which
+ * start from the logits in the first vocab floats of `logits` (n_seq x vocab). */
+static int bench_decode_batch(lucie_session **sessions, int n_seq, int n_gen, float *logits, int vocab,
+                              bench_times *times) {
+    lucie_batch_entry *entries = (lucie_batch_entry *)malloc((size_t)n_seq * sizeof *entries);
+    int *tokens = (int *)malloc((size_t)n_seq * sizeof *tokens);
+    int i, b, rc = entries && tokens ? LUCIE_OK : LUCIE_ENOMEM;
+    for (b = 1; b < n_seq && rc == LUCIE_OK; b++) memcpy(logits + (size_t)b * vocab, logits, (size_t)vocab * sizeof *logits);
+    for (i = 0; i < n_gen && rc == LUCIE_OK; i++) {
+        double t0;
+        for (b = 0; b < n_seq && rc == LUCIE_OK; b++) {
+            tokens[b] = lucie_sample(sessions[b], logits + (size_t)b * vocab);
+            if (tokens[b] < 0) rc = tokens[b];
+            entries[b].session = sessions[b];
+            entries[b].tokens = tokens + b;
+            entries[b].n_tokens = 1;
+            entries[b].logits = logits + (size_t)b * vocab;
+        }
+        if (rc != LUCIE_OK) break;
+        t0 = lucie_time_seconds();
+        rc = lucie_eval_batch(entries, n_seq);
+        times->decode_s += lucie_time_seconds() - t0;
+    }
+    free(entries);
+    free(tokens);
+    return rc;
+}
+
 static int do_bench(const lucie_model *model, const options *o, double load_seconds) {
     const lucie_config *c = lucie_model_config(model);
     lucie_session_options so;
-    lucie_session *session;
+    lucie_session **sessions;
     char err[256];
-    int n_gen = o->n_tokens < 0 ? 64 : o->n_tokens, i, token, rc;
+    int n_gen = o->n_tokens < 0 ? 64 : o->n_tokens, n_seq = o->bench_batch, rc = LUCIE_OK, b, made = 0;
     int *prompt = (int *)malloc((size_t)o->bench_prompt * sizeof *prompt);
-    float *logits = (float *)malloc((size_t)c->vocab_size * sizeof *logits);
-    double t0, prefill, decode = 0.0;
-    if (!prompt || !logits) {
+    float *logits = (float *)malloc((size_t)n_seq * (size_t)c->vocab_size * sizeof *logits);
+    bench_times times = {0, 0.0, 0.0, 0.0};
+    double t_start;
+    sessions = (lucie_session **)calloc((size_t)n_seq, sizeof *sessions);
+    if (!prompt || !logits || !sessions) {
         fprintf(stderr, "run: out of memory\n");
         free(prompt);
         free(logits);
+        free(sessions);
         return 1;
+    }
+    if (o->bench_ttft >= o->bench_prompt) {
+        fprintf(stderr, "run: --bench-ttft %d must be shorter than the --bench-prompt length (%d)\n", o->bench_ttft,
+                o->bench_prompt);
+        rc = 2;
+    } else if (o->prompt_cache && o->context == 0) {
+        fprintf(stderr, "run: --bench with --prompt-cache needs -c (the saved tokens + the prompt + -n)\n");
+        rc = 2;
     }
     session_options(model, o, &so);
     so.temperature = 0.0f;
     so.repetition_penalty = 1.0f;
     if (so.context == 0) so.context = o->bench_prompt + n_gen;
-    if (o->bench_prompt + n_gen > so.context) {
+    if (rc == LUCIE_OK && o->bench_prompt + n_gen > so.context) {
         fprintf(stderr, "run: --bench needs a context of at least %d tokens\n", o->bench_prompt + n_gen);
+        rc = 2;
+    }
+    if (rc != LUCIE_OK) {
         free(prompt);
         free(logits);
-        return 2;
+        free(sessions);
+        return rc;
     }
-    if (lucie_session_new(model, &so, &session, err, sizeof err) != LUCIE_OK) {
+    bench_prompt_ids(prompt, o->bench_prompt, c->vocab_size);
+    times.ttft_s = load_seconds;
+    t_start = lucie_time_seconds();
+    if (lucie_session_new(model, &so, &sessions[0], err, sizeof err) != LUCIE_OK) {
         fprintf(stderr, "run: %s\n", err);
         free(prompt);
         free(logits);
+        free(sessions);
         return 1;
     }
-    for (i = 0; i < o->bench_prompt; i++) prompt[i] = (int)((1000u + 7919u * (unsigned)i) % (unsigned)c->vocab_size);
-    t0 = lucie_time_seconds();
-    rc = lucie_eval(session, prompt, o->bench_prompt, logits, 0);
-    prefill = lucie_time_seconds() - t0;
-    for (i = 0; i < n_gen && rc == LUCIE_OK; i++) {
-        token = lucie_sample(session, logits);
-        if (token < 0) {
-            rc = token;
-            break;
+    made = 1;
+    if (o->prompt_cache) {
+        rc = lucie_session_load(sessions[0], o->prompt_cache);
+        times.depth = lucie_session_position(sessions[0]);
+        if (rc == LUCIE_OK && times.depth + o->bench_prompt + n_gen > so.context) {
+            snprintf(err, sizeof err, "-c %d does not hold the %d saved tokens + the prompt + -n", so.context,
+                     times.depth);
+            rc = LUCIE_ECONTEXT;
         }
-        t0 = lucie_time_seconds();
-        rc = lucie_eval(session, &token, 1, logits, 0);
-        decode += lucie_time_seconds() - t0;
     }
+    if (rc == LUCIE_OK) rc = bench_prefill(sessions[0], prompt, o->bench_prompt, o->bench_ttft, logits, t_start, &times);
+    for (b = 1; b < n_seq && rc == LUCIE_OK; b++) {
+        rc = lucie_session_fork(sessions[0], &sessions[b], err, sizeof err);
+        if (rc == LUCIE_OK) made++;
+    }
+    if (rc == LUCIE_OK && n_seq == 1) rc = bench_decode(sessions[0], n_gen, logits, &times);
+    else if (rc == LUCIE_OK) rc = bench_decode_batch(sessions, n_seq, n_gen, logits, c->vocab_size, &times);
     if (rc != LUCIE_OK) {
-        fprintf(stderr, "run: %s\n", lucie_session_error(session));
-        lucie_session_free(session);
-        free(prompt);
-        free(logits);
-        return 1;
+        fprintf(stderr, "run: %s\n", rc == LUCIE_ECONTEXT || made < n_seq ? err : lucie_session_error(sessions[0]));
+    } else {
+        printf("{\"load_s\": %.4f, \"depth\": %d, \"prompt_tokens\": %d, \"prefill_tok_s\": %.4f, "
+               "\"ttft_tokens\": %d, \"ttft_s\": %.4f, \"batch\": %d, \"gen_tokens\": %d, \"decode_tok_s\": %.4f, "
+               "\"threads\": %d, \"kv\": \"%s\"}\n",
+               load_seconds, times.depth, o->bench_prompt, o->bench_prompt / times.prefill_s, o->bench_ttft,
+               o->bench_ttft > 0 ? times.ttft_s : 0.0, n_seq, n_gen,
+               n_gen > 0 ? (double)n_seq * n_gen / times.decode_s : 0.0, lucie_session_threads(sessions[0]),
+               kv_type_name(lucie_session_kv_type(sessions[0])));
     }
-    printf("{\"load_s\": %.4f, \"prompt_tokens\": %d, \"prefill_tok_s\": %.4f, \"gen_tokens\": %d, "
-           "\"decode_tok_s\": %.4f, \"threads\": %d}\n",
-           load_seconds, o->bench_prompt, o->bench_prompt / prefill, n_gen, n_gen > 0 ? n_gen / decode : 0.0,
-           lucie_session_threads(session));
-    lucie_session_free(session);
+    for (b = 0; b < made; b++) lucie_session_free(sessions[b]);
+    free(sessions);
     free(prompt);
     free(logits);
-    return 0;
+    return rc == LUCIE_OK ? 0 : 1;
 }
 
 /* The size of a file in bytes (64-bit everywhere), or -1. */

@@ -97,7 +97,7 @@ BAD_USAGE = [
     ["--min-p", "2"], ["--repeat-penalty", "0"], ["--repeat-penalty", "x"], ["--repeat-window", "-3"],
     ["--seed", "-1"], ["--seed", "x"], ["--seed", "1x"], ["-c", "0"], ["-c", "abc"], ["-t", "0"], ["-t", ""],
     ["--stop", ""], ["--bench-prompt", "0"], ["extra-argument"], ["--stop", "a"] * 17, ["--kv"], ["--kv", "q4"],
-    ["--kv", "F16"],
+    ["--kv", "F16"], ["--bench-ttft", "0"], ["--bench-batch", "0"], ["--bench-batch", "x"],
 ]
 
 
@@ -192,6 +192,44 @@ def test_bench_prints_one_json_line(stories_bin):
     result = json.loads(lines[0])
     assert result["prompt_tokens"] == 8 and result["gen_tokens"] == 4
     assert result["prefill_tok_s"] > 0 and result["decode_tok_s"] > 0
+    assert result["depth"] == 0 and result["batch"] == 1 and result["kv"] in ("f32", "f16", "q8")
+
+
+def test_bench_decodes_sequences_together(stories_bin):
+    code, stdout, stderr = run([stories_bin, "--bench", "-n", "3", "--bench-prompt", "4", "--bench-batch", "3",
+                                "-t", "1"])
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    assert result["batch"] == 3 and result["gen_tokens"] == 3 and result["decode_tok_s"] > 0
+
+
+def test_bench_times_the_first_token_inside_a_longer_prompt(stories_bin):
+    code, stdout, stderr = run([stories_bin, "--bench", "-n", "2", "--bench-prompt", "12", "--bench-ttft", "8",
+                                "-t", "1"])
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    assert result["prompt_tokens"] == 12 and result["ttft_tokens"] == 8 and result["ttft_s"] > 0
+    code, stdout, stderr = run([stories_bin, "--bench", "--bench-prompt", "8", "--bench-ttft", "8"])
+    assert code == 2 and stdout == "" and "--bench-ttft" in stderr
+
+
+def test_bench_decodes_from_a_saved_session(stories_bin, tmp_path):
+    cache = str(tmp_path / "cache")
+    code, _, stderr = run([stories_bin, "-p", "Once upon a time", "-n", "1", "--temp", "0", "--kv", "f16",
+                           "--prompt-cache", cache])
+    assert code == 0, stderr
+    code, stdout, stderr = run([stories_bin, "--bench", "--prompt-cache", cache, "--kv", "f16", "-c", "64",
+                                "--bench-prompt", "1", "-n", "3", "-t", "1"])
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    assert result["depth"] >= 5 and result["kv"] == "f16" and result["gen_tokens"] == 3
+    # -c is needed: the saved depth is only known once the file is read
+    code, stdout, stderr = run([stories_bin, "--bench", "--prompt-cache", cache, "--kv", "f16"])
+    assert code == 2 and stdout == "" and "-c" in stderr
+    # a cache of another type is refused, not converted
+    code, stdout, stderr = run([stories_bin, "--bench", "--prompt-cache", cache, "--kv", "q8", "-c", "64",
+                                "--bench-prompt", "1", "-n", "3"])
+    assert code == 1 and stdout == "" and "f16" in stderr
 
 
 # ---- --ppl ----------------------------------------------------------------------
@@ -375,6 +413,8 @@ MISPLACED = [
     (["--ppl", "x.txt", "-n", "5"], "-n", "--ppl"),
     (["--info", "-c", "16"], "-c", "--info"),
     (["--bench-prompt", "8"], "--bench-prompt", "generation"),
+    (["--bench-ttft", "8"], "--bench-ttft", "generation"),
+    (["--bench-batch", "2"], "--bench-batch", "generation"),
     # the option before the mode that excludes it
     (["--system", "be nice", "--tokenize", "hi"], "--system", "--tokenize"),
     (["--top-k", "5", "--ppl", "x.txt"], "--top-k", "--ppl"),
