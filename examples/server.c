@@ -544,27 +544,31 @@ typedef struct {
     char message[256];
 } api_error;
 
-static int fail(api_error *e, int status, const char *type, const char *param, const char *code, const char *fmt,
-                ...) {
-    va_list ap;
+static int vfail(api_error *e, int status, const char *type, const char *param, const char *code, const char *fmt,
+                 va_list ap) {
     e->status = status;
     e->type = type;
     e->param = param;
     e->code = code;
-    va_start(ap, fmt);
     vsnprintf(e->message, sizeof e->message, fmt, ap);
+    return 0;
+}
+
+/* Fills in the error the client gets; returns 0 (the parse failed). */
+static int fail(api_error *e, int status, const char *type, const char *param, const char *code, const char *fmt,
+                ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(e, status, type, param, code, fmt, ap);
     va_end(ap);
     return 0;
 }
 
+/* A request field with a bad value: 400 invalid_request_error naming it. */
 static int bad_param(api_error *e, const char *param, const char *fmt, ...) {
     va_list ap;
-    e->status = 400;
-    e->type = "invalid_request_error";
-    e->param = param;
-    e->code = NULL;
     va_start(ap, fmt);
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    vfail(e, 400, "invalid_request_error", param, NULL, fmt, ap);
     va_end(ap);
     return 0;
 }
@@ -949,28 +953,13 @@ static void job_fail(job *j, const char *message) {
     pthread_cond_broadcast(&j->changed);
 }
 
-/* Finds where a stop string occurs in held text (*found = 1, returns its
- * offset) or how many bytes are safe to emit (no stop string can start in them). */
+/* The library's stop-string rule over the held text: the offset of the
+ * earliest whole stop string (*found = 1), or how many bytes are safe to emit. */
 static size_t stop_scan(const job *j, const sbuf *held, int *found) {
-    size_t safe = held->len, i;
+    const char *stops[MAX_STOP];
     int k;
-    *found = 0;
-    for (k = 0; k < j->n_stop; k++) {
-        size_t n = strlen(j->stop[k]);
-        for (i = 0; i < held->len; i++) {
-            size_t m = held->len - i < n ? held->len - i : n;
-            if (memcmp(held->data + i, j->stop[k], m) == 0) {
-                if (m == n) {
-                    if (!*found || i < safe) safe = i;
-                    *found = 1;
-                } else if (!*found && i < safe) {
-                    safe = i;
-                }
-                break;
-            }
-        }
-    }
-    return safe;
+    for (k = 0; k < j->n_stop; k++) stops[k] = j->stop[k];
+    return lucie_stop_scan(held->data ? held->data : "", held->len, stops, j->n_stop, found);
 }
 
 /* Moves the emittable part of the held text to the choice's output (under
