@@ -2522,6 +2522,11 @@ static FLOAT_INLINE vec16 vec16_fma(vec16 w, vec16 x, vec16 acc) {
     for (j = 0; j < 4; j++) acc.q[j] = vfmaq_f32(acc.q[j], w.q[j], x.q[j]);
     return acc;
 }
+/* sum_lanes' tree: pairwise adds of adjacent lanes, level by level. */
+static FLOAT_INLINE float vec16_sum_lanes(vec16 v) {
+    float32x4_t pairs = vpaddq_f32(vpaddq_f32(v.q[0], v.q[1]), vpaddq_f32(v.q[2], v.q[3]));
+    return vpadds_f32(vget_low_f32(vpaddq_f32(pairs, pairs)));
+}
 static FLOAT_INLINE vec16 vec16_load_bf16(const uint16_t *p) {
     vec16 v;
     int j;
@@ -2543,6 +2548,11 @@ static FLOAT_INLINE vec16 vec16_load(const float *p) { return _mm512_loadu_ps(p)
 static FLOAT_INLINE vec16 vec16_set1(float x) { return _mm512_set1_ps(x); }
 static FLOAT_INLINE void vec16_store(float *p, vec16 v) { _mm512_storeu_ps(p, v); }
 static FLOAT_INLINE vec16 vec16_fma(vec16 w, vec16 x, vec16 acc) { return _mm512_fmadd_ps(w, x, acc); }
+/* sum_lanes' tree on the two halves (see vec16_sum_halves below). */
+static FLOAT_INLINE float vec16_sum_halves(__m256 lo, __m256 hi);
+static FLOAT_INLINE float vec16_sum_lanes(vec16 v) {
+    return vec16_sum_halves(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
 /* bf16 is the top half of an f32: widening puts each 16-bit word in the high
  * half of a 32-bit lane and zeroes the low half (one permute with AVX-512BW). */
 static FLOAT_INLINE vec16 vec16_load_bf16(const uint16_t *p) {
@@ -2596,6 +2606,22 @@ static FLOAT_INLINE vec16 vec16_load_bf16(const uint16_t *p) {
         _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 8))), 16));
     return v;
 }
+#endif
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+/* sum_lanes' tree over lanes 0-7 (lo) and 8-15 (hi). hadd adds adjacent
+ * pairs within each 128-bit half: the first gives the 8 pair sums (l0+l1,
+ * l2+l3, l8+l9, l10+l11 | l4+l5, l6+l7, l12+l13, l14+l15), the second the
+ * 4 sums of adjacent pairs of those; adding the 128-bit halves then pairs
+ * (l0..l3)+(l4..l7) and (l8..l11)+(l12..l15), and a last hadd adds the two. */
+static FLOAT_INLINE float vec16_sum_halves(__m256 lo, __m256 hi) {
+    __m256 pairs = _mm256_hadd_ps(lo, hi), quads = _mm256_hadd_ps(pairs, pairs);
+    __m128 octs = _mm_add_ps(_mm256_castps256_ps128(quads), _mm256_extractf128_ps(quads, 1));
+    return _mm_cvtss_f32(_mm_hadd_ps(octs, octs));
+}
+#endif
+#if !defined(__aarch64__) && !defined(__AVX512F__)
+static FLOAT_INLINE float vec16_sum_lanes(vec16 v) { return vec16_sum_halves(v.lo, v.hi); }
 #endif
 
 #define FLOAT_BLOCK_ROWS 8    /* a multiple of FLOAT_TILE_ROWS */
@@ -2704,6 +2730,10 @@ static void float_rows_simd(float *out, const float *x, const void *w, int is_bf
                 for (t = 0; t < nt; t++) {
                     float *acc = lanes + (r * FLOAT_BLOCK_TOKENS + t) * DOT_LANES;
                     size_t row = (size_t)(rb + r) * cols + whole, tok = (size_t)(tb + t) * cols + whole;
+                    if (whole == cols) { /* no tail: the lanes add up in registers (attention's 128-column rows) */
+                        out[(size_t)(tb + t) * rows + rb + r] = vec16_sum_lanes(vec16_load(acc));
+                        continue;
+                    }
                     for (k = 0; whole + k < cols; k++) {
                         float wk = is_bf16 ? bf16_to_f32(((const uint16_t *)w)[row + k]) : ((const float *)w)[row + k];
                         acc[k] = madd(acc[k], wk, x[tok + k]);
@@ -4618,40 +4648,21 @@ static void linear(lucie_session *s, float *out, const float *x, const tensor *w
 
 static int att_queries(const lucie_config *c) { return ATT_QUERY_TOKENS * (c->n_heads / c->n_kv_heads); }
 
-/* Per thread: queries and accumulators [queries][head_dim], running max and
- * sum [queries], scores [queries][ATT_KEY_BLOCK], keys and values
- * [ATT_KEY_BLOCK][head_dim], one block's accumulator [head_dim]. */
+/* Per thread: queries and accumulators [queries][head_dim], running max,
+ * sum and block correction [queries], scores [queries][ATT_KEY_BLOCK], keys
+ * and values [ATT_KEY_BLOCK][head_dim]. */
 static size_t attention_scratch_floats(const lucie_config *c) {
     size_t nq = (size_t)att_queries(c), hd = (size_t)c->head_dim;
-    return 2 * nq * hd + 2 * nq + nq * ATT_KEY_BLOCK + 2 * (size_t)ATT_KEY_BLOCK * hd + hd;
+    return 2 * nq * hd + 3 * nq + nq * ATT_KEY_BLOCK + 2 * (size_t)ATT_KEY_BLOCK * hd;
 }
 
-/* acc += p[j] * values[j] for j < n_keys, in increasing j; element-wise, so
- * the SIMD loop and the plain one compute the same fused multiply-adds. */
-static void accumulate_values(float *acc, const float *p, const float *values, int n_keys, int hd) {
-    int i = 0, j;
-#ifdef FLOAT_SIMD
-    for (; i + DOT_LANES <= hd; i += DOT_LANES) {
-        vec16 a = vec16_load(acc + i);
-        for (j = 0; j < n_keys; j++) a = vec16_fma(vec16_set1(p[j]), vec16_load(values + (size_t)j * hd + i), a);
-        vec16_store(acc + i, a);
-    }
-#endif
-    for (; i < hd; i++)
-        for (j = 0; j < n_keys; j++) acc[i] = madd(acc[i], p[j], values[(size_t)j * hd + i]);
-}
-
-/* One query takes one block of keys: scores[0..n_keys) (raw dot products,
- * overwritten) against the block's values. The block's weighted values and
- * weights are summed on their own (block_acc, a fresh sum of at most
- * ATT_KEY_BLOCK terms) and then folded into the running ones: a sum over n
- * keys is one of n / ATT_KEY_BLOCK block sums, so its rounding error stays
- * near transformers' at 16k positions instead of growing with n as one long
- * sequential sum's does (test_forward's long-context test measures it). */
-static void online_softmax_block(float *acc, float *max, float *sum, float *scores, const float *values, int n_keys,
-                                 int hd, float scale, float *block_acc) {
+/* One query takes one block of keys, step 1: its raw dot products
+ * scores[0..n_keys) become the block's softmax weights exp(s * scale - m'),
+ * the running max becomes m' and the running sum l * c + (their sum); the
+ * correction c = exp(m - m') is returned for the values (step 2). */
+static float block_weights(float *max, float *sum, float *scores, int n_keys, float scale) {
     float m = *max, correction, block_sum = 0.0f;
-    int j, i;
+    int j;
     for (j = 0; j < n_keys; j++) {
         scores[j] *= scale;
         if (scores[j] > m) m = scores[j];
@@ -4661,11 +4672,84 @@ static void online_softmax_block(float *acc, float *max, float *sum, float *scor
         scores[j] = expf(scores[j] - m);
         block_sum += scores[j];
     }
-    memset(block_acc, 0, (size_t)hd * sizeof(float));
-    accumulate_values(block_acc, scores, values, n_keys, hd);
-    for (i = 0; i < hd; i++) acc[i] = madd(block_acc[i], acc[i], correction);
     *max = m;
     *sum = madd(block_sum, *sum, correction);
+    return correction;
+}
+
+/* Step 2, for n_queries queries that see the same n_keys keys (the heads of
+ * one token): acc[q] = acc[q] * correction[q] + sum_j p[q][j] * values[j].
+ * The block's weighted values are summed on their own (from zero, keys in
+ * increasing order; at most ATT_KEY_BLOCK terms) and then folded into the
+ * running ones: a sum over n keys is one of n / ATT_KEY_BLOCK block sums, so
+ * its rounding error stays near transformers' at 16k positions instead of
+ * growing with n as one long sequential sum's does (test_forward's
+ * long-context test measures it). Element-wise, so the SIMD loops and the
+ * plain ones compute the same fused multiply-adds; the SIMD loop takes up to
+ * ATT_FOLD_QUERIES queries at once, each value vector loaded once for all
+ * of them, and their independent sums keep the FMA units busy. */
+#define ATT_FOLD_QUERIES 4
+#ifdef FLOAT_SIMD
+static FLOAT_INLINE void fold_values_tile(const int Q, float *acc, const float *p, size_t p_stride,
+                                          const float *correction, const float *values, int n_keys, int hd, int i) {
+    vec16 block[ATT_FOLD_QUERIES];
+    int q, j;
+    for (q = 0; q < Q; q++) block[q] = vec16_zero();
+    for (j = 0; j < n_keys; j++) {
+        vec16 v = vec16_load(values + (size_t)j * hd + i);
+        for (q = 0; q < Q; q++) block[q] = vec16_fma(vec16_set1(p[q * p_stride + j]), v, block[q]);
+    }
+    for (q = 0; q < Q; q++) {
+        float *a = acc + (size_t)q * hd + i;
+        vec16_store(a, vec16_fma(vec16_load(a), vec16_set1(correction[q]), block[q]));
+    }
+}
+#endif
+
+static void fold_block_values(float *acc, const float *p, size_t p_stride, const float *correction, int n_queries,
+                              const float *values, int n_keys, int hd) {
+    int i, q, j, tail = 0; /* the SIMD loop does columns [0, tail) */
+#ifdef FLOAT_SIMD
+    for (tail = hd / DOT_LANES * DOT_LANES, i = 0; i < tail; i += DOT_LANES)
+        for (q = 0; q < n_queries; q += ATT_FOLD_QUERIES) {
+            float *a = acc + (size_t)q * hd;
+            const float *pq = p + q * p_stride;
+            switch (n_queries - q) {
+            case 1: fold_values_tile(1, a, pq, p_stride, correction + q, values, n_keys, hd, i); break;
+            case 2: fold_values_tile(2, a, pq, p_stride, correction + q, values, n_keys, hd, i); break;
+            case 3: fold_values_tile(3, a, pq, p_stride, correction + q, values, n_keys, hd, i); break;
+            default: fold_values_tile(ATT_FOLD_QUERIES, a, pq, p_stride, correction + q, values, n_keys, hd, i);
+            }
+        }
+#endif
+    for (q = 0; q < n_queries; q++)
+        for (i = tail; i < hd; i++) {
+            float block = 0.0f;
+            for (j = 0; j < n_keys; j++) block = madd(block, p[q * p_stride + j], values[(size_t)j * hd + i]);
+            acc[(size_t)q * hd + i] = madd(block, acc[(size_t)q * hd + i], correction[q]);
+        }
+}
+
+/* A KV head's slice of a cache row is a few hundred bytes every row_bytes
+ * (4 KB for Lucie's f32 rows): a new page per row, which the hardware
+ * prefetchers do not follow. Attention asks for the rows ATT_PREFETCH_ROWS
+ * ahead of the one it widens, every cache line of the slice. */
+#ifndef ATT_PREFETCH_ROWS
+#define ATT_PREFETCH_ROWS 8
+#endif
+static void prefetch_head_slice(const unsigned char *row, const kv_type *kv, int kv_dim, int kvh, int hd) {
+#if defined(__GNUC__)
+    size_t first = 0, bytes = kv->row_bytes(kv_dim) / (size_t)kv_dim * (size_t)hd, i; /* f32 and f16 */
+    if (kv->type == LUCIE_KV_Q8) { /* the head's scales, then its codes */
+        __builtin_prefetch(row + (size_t)kvh * hd / KV_Q8_GROUP * sizeof(float));
+        first = (size_t)kv_q8_groups(kv_dim) * sizeof(float);
+        bytes = (size_t)hd;
+    }
+    first += (size_t)kvh * bytes;
+    for (i = 0; i < bytes; i += 64) __builtin_prefetch(row + first + i);
+#else
+    (void)row, (void)kv, (void)kv_dim, (void)kvh, (void)hd;
+#endif
 }
 
 /* One session's tokens inside a forward's batch: rows first..first+count-1
@@ -4693,8 +4777,8 @@ static void attention_unit(lucie_session *lead, const batch_segment *seg, int la
     float *att_out = lead->att_out + (size_t)seg->first * q_dim;
     float scale = 1.0f / sqrtf((float)hd);
     float *queries = scratch, *acc = queries + max_q * hd, *max = acc + max_q * hd, *sum = max + max_q;
-    float *scores = sum + max_q, *keys = scores + max_q * ATT_KEY_BLOCK, *values = keys + (size_t)ATT_KEY_BLOCK * hd;
-    float *block_acc = values + (size_t)ATT_KEY_BLOCK * hd;
+    float *correction = sum + max_q, *scores = correction + max_q, *keys = scores + max_q * ATT_KEY_BLOCK;
+    float *values = keys + (size_t)ATT_KEY_BLOCK * hd;
     /* query qi = t * group + g is head kvh * group + g of token t0 + t: the
      * group's heads are adjacent in q */
     for (j = 0; j < nt; j++)
@@ -4708,15 +4792,22 @@ static void attention_unit(lucie_session *lead, const batch_segment *seg, int la
     for (kb = 0; kb < end; kb += ATT_KEY_BLOCK) {
         int n_keys = end - kb < ATT_KEY_BLOCK ? end - kb : ATT_KEY_BLOCK;
         for (j = 0; j < n_keys; j++) {
+            if (ATT_PREFETCH_ROWS && kb + j + ATT_PREFETCH_ROWS < end) {
+                prefetch_head_slice(kc + (size_t)(kb + j + ATT_PREFETCH_ROWS) * row, s->kv, kv_dim, kvh, hd);
+                prefetch_head_slice(vc + (size_t)(kb + j + ATT_PREFETCH_ROWS) * row, s->kv, kv_dim, kvh, hd);
+            }
             s->kv->widen(keys + (size_t)j * hd, kc + (size_t)(kb + j) * row, kv_dim, kvh * hd, hd);
             s->kv->widen(values + (size_t)j * hd, vc + (size_t)(kb + j) * row, kv_dim, kvh * hd, hd);
         }
         float_rows(scores, queries, keys, 0, nq, n_keys, hd, 0, n_keys); /* scores[qi][j] */
-        for (qi = 0; qi < nq; qi++) {
-            int visible = s->pos + t0 + qi / group + 1 - kb; /* keys up to the query's own position */
+        for (j = 0; j < nt; j++) { /* token j's queries see the keys up to its own position */
+            int visible = s->pos + t0 + j + 1 - kb, first = j * group;
             if (visible <= 0) continue;
-            online_softmax_block(acc + (size_t)qi * hd, max + qi, sum + qi, scores + (size_t)qi * n_keys, values,
-                                 visible < n_keys ? visible : n_keys, hd, scale, block_acc);
+            if (visible > n_keys) visible = n_keys;
+            for (qi = first; qi < first + group; qi++)
+                correction[qi] = block_weights(max + qi, sum + qi, scores + (size_t)qi * n_keys, visible, scale);
+            fold_block_values(acc + (size_t)first * hd, scores + (size_t)first * n_keys, (size_t)n_keys,
+                              correction + first, group, values, visible, hd);
         }
     }
     for (qi = 0; qi < nq; qi++) {

@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
     q_dim = c->n_heads * c->head_dim;
     s.model = &model;
     s.context = context;
-    s.n_threads = threads;
+    s.n_threads = s.active_threads = threads;
     s.q = (float *)aligned_alloc64((size_t)64 * q_dim * sizeof(float));
     s.att_out = (float *)aligned_alloc64((size_t)64 * q_dim * sizeof(float));
     s.att_scratch = (float *)aligned_alloc64((size_t)threads * attention_scratch_floats(c) * sizeof(float));

@@ -156,13 +156,15 @@ static void check_shape(tally *tl, rng *g, int rows, int cols, int n) {
 }
 
 /* The KV cache element types (section 6) and attention's accumulation. */
+#define FOLD_QUERIES (ATT_FOLD_QUERIES + 1) /* a whole tile and a partial one */
 static void check_kv_types(tally *tl, rng *g) {
     static uint16_t halves[65536];
     static float wide[65536], want[65536];
-    float x[200], back[200], p[9], values[9 * 200], acc[200], plain[200];
+    static float values[9 * 200], acc[FOLD_QUERIES * 200], plain[FOLD_QUERIES * 200];
+    float x[200], back[200], p[FOLD_QUERIES * 9], correction[FOLD_QUERIES];
     unsigned char row[1024];
     const kv_type *q8 = kv_type_for(LUCIE_KV_Q8), *f16 = kv_type_for(LUCIE_KV_F16);
-    int n = 0, i, j, first, kv_dim;
+    int n = 0, i, j, q, n_queries, first, kv_dim;
     for (i = 0; i < 65536; i++)
         if ((i & 0x7c00) != 0x7c00) { /* a cache never holds inf/NaN halves: loads refuse them */
             halves[n] = (uint16_t)i;
@@ -187,13 +189,22 @@ static void check_kv_types(tally *tl, rng *g) {
                 break;
             }
         }
-        for (i = 0; i < 9; i++) p[i] = fabsf(random_value(g));
-        for (i = 0; i < 9 * kv_dim; i++) values[i] = random_value(g);
-        for (i = 0; i < kv_dim; i++) acc[i] = plain[i] = random_value(g);
-        accumulate_values(acc, p, values, 9, kv_dim);
-        for (i = 0; i < kv_dim; i++)
-            for (j = 0; j < 9; j++) plain[i] = madd(plain[i], p[j], values[(size_t)j * kv_dim + i]);
-        expect_same(tl, acc, plain, (size_t)kv_dim, "attention value accumulation", 9, kv_dim, 1, 1);
+        /* attention's fold of a block's values into 1..FOLD_QUERIES running sums at once, against
+         * the definition: block = sum of p[q][j] * values[j] from zero, then acc * correction + block */
+        for (n_queries = 1; n_queries <= FOLD_QUERIES; n_queries++) {
+            for (i = 0; i < FOLD_QUERIES * 9; i++) p[i] = fabsf(random_value(g));
+            for (i = 0; i < FOLD_QUERIES; i++) correction[i] = fabsf(random_value(g));
+            for (i = 0; i < 9 * kv_dim; i++) values[i] = random_value(g);
+            for (i = 0; i < n_queries * kv_dim; i++) acc[i] = plain[i] = random_value(g);
+            fold_block_values(acc, p, 9, correction, n_queries, values, 9, kv_dim);
+            for (q = 0; q < n_queries; q++)
+                for (i = 0; i < kv_dim; i++) {
+                    float block = 0.0f;
+                    for (j = 0; j < 9; j++) block = madd(block, p[q * 9 + j], values[(size_t)j * kv_dim + i]);
+                    plain[q * kv_dim + i] = madd(block, plain[q * kv_dim + i], correction[q]);
+                }
+            expect_same(tl, acc, plain, (size_t)(n_queries * kv_dim), "attention value fold", n_queries, kv_dim, 9, 1);
+        }
     }
 }
 
