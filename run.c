@@ -449,6 +449,10 @@ static int check_context(const options *o, const lucie_model *model) {
         fprintf(stderr, "run: -c '%s' is out of range: this model's context is 1..%d tokens\n", o->context_arg, max);
         return 2;
     }
+    if (o->mode == MODE_PPL && o->context_arg && o->context < 2) { /* a window predicts its tokens after the first */
+        fprintf(stderr, "run: -c '%s' is out of range for --ppl: a window needs 2..%d tokens\n", o->context_arg, max);
+        return 2;
+    }
     return 0;
 }
 
@@ -951,6 +955,11 @@ static int do_ppl(const lucie_model *model, const options *o) {
         return 1;
     }
     if (window > c->max_seq_len) window = c->max_seq_len;
+    if (window < 2) {
+        fprintf(stderr, "run: a perplexity needs windows of 2 tokens or more; this model's context is %d\n", window);
+        lucie_free(ids);
+        return 1;
+    }
     session_options(model, o, &so);
     so.context = window;
     logits = (float *)malloc((size_t)window * c->vocab_size * sizeof *logits);

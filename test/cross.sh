@@ -26,6 +26,8 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/lucie-cross.XXXXXX") || exit 2
 trap 'rm -rf "$WORK"' EXIT INT TERM
 failed=0
 fail() { echo "FAIL: $*"; failed=1; }
+skipped=""  # targets whose toolchain is missing: said in the summary, never counted as passed
+skip() { echo "  skipped: $*"; skipped="$skipped $target"; }
 have() { command -v "$1" >/dev/null 2>&1; }
 
 # build DIR CC FLAGS...: run, test/logits and the unit tests that include lucie.c ($EXE: suffix)
@@ -164,7 +166,7 @@ for target in $TARGETS; do
     aarch64)
         echo "== aarch64 (qemu-aarch64)"
         if ! have aarch64-linux-gnu-gcc || ! have qemu-aarch64; then
-            echo "  skipped: needs gcc-aarch64-linux-gnu and qemu-user"
+            skip "needs gcc-aarch64-linux-gnu and qemu-user"
             continue
         fi
         for variant in "armv8-a" "armv8.2-a+dotprod"; do
@@ -181,7 +183,7 @@ for target in $TARGETS; do
     windows)
         echo "== windows x86-64 (mingw-w64$(have wine && echo ', wine'))"
         if ! have x86_64-w64-mingw32-gcc; then
-            echo "  skipped: needs mingw-w64"
+            skip "needs mingw-w64"
             continue
         fi
         EXE=.exe
@@ -203,7 +205,7 @@ for target in $TARGETS; do
     win32)
         echo "== windows x86 32-bit (build only)"
         if ! have i686-w64-mingw32-gcc; then
-            echo "  skipped: needs mingw-w64"
+            skip "needs mingw-w64"
             continue
         fi
         EXE=.exe
@@ -217,7 +219,7 @@ for target in $TARGETS; do
     i686)
         echo "== i686, 32-bit size_t (qemu-i386): the hostile-input tests against this build"
         if ! have i686-linux-gnu-gcc || ! have qemu-i386; then
-            echo "  skipped: needs gcc-i686-linux-gnu and qemu-user"
+            skip "needs gcc-i686-linux-gnu and qemu-user"
             continue
         fi
         # SSE arithmetic, as every 32-bit x86 build since the Pentium 4 does; the x87 FPU's
@@ -249,7 +251,7 @@ for target in $TARGETS; do
     s390x)
         echo "== s390x, big-endian (qemu-s390x)"
         if ! have s390x-linux-gnu-gcc || ! have qemu-s390x; then
-            echo "  skipped: needs gcc-s390x-linux-gnu and qemu-user"
+            skip "needs gcc-s390x-linux-gnu and qemu-user"
             continue
         fi
         dir="$WORK/s390x"
@@ -276,5 +278,16 @@ for target in $TARGETS; do
         ;;
     esac
 done
-[ $failed -eq 0 ] && echo "cross.sh: all ok" || echo "cross.sh: FAILED"
+ran=""
+for target in $TARGETS; do
+    case " $skipped " in *" $target "*) ;; *) ran="$ran $target" ;; esac
+done
+summary="ran:${ran:- nothing}; skipped:${skipped:- nothing}"
+if [ $failed -ne 0 ]; then
+    echo "cross.sh: FAILED ($summary)"
+elif [ -z "$ran" ]; then
+    echo "cross.sh: nothing ran, every target was skipped ($summary)"
+else
+    echo "cross.sh: all ok ($summary)"
+fi
 exit $failed

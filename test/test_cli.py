@@ -284,6 +284,16 @@ def test_perplexity_of_too_short_text(stories_bin, tmp_path):
     assert code == 1 and stdout == "" and len(stderr.strip().splitlines()) == 1
 
 
+def test_perplexity_windows_of_one_token_are_refused(stories_bin, tmp_path):
+    """-c 1 leaves nothing to predict: bad usage naming the range, never 'perplexity -nan'."""
+    path = tmp_path / "story.txt"
+    path.write_text(STORY, encoding="utf-8")
+    code, stdout, stderr = run([stories_bin, "--ppl", str(path), "-c", "1"])
+    assert code == 2 and stdout == "" and "2..512" in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    code, stdout, stderr = run([stories_bin, "--ppl", str(path), "-c", "2", "-t", "1"])
+    assert code == 0 and re.match(r"^perplexity \d+\.\d{6} tokens \d+ windows \d+$", stdout.strip()), stdout
+
+
 # ---- --chat ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
