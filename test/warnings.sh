@@ -39,6 +39,7 @@ programs() {
     done
 }
 
+JOBS=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
 failed=0
 for cc in gcc clang; do
     if ! command -v $cc >/dev/null 2>&1; then
@@ -53,15 +54,24 @@ for cc in gcc clang; do
                 continue
             fi
             log="$WORK/log"
-            : >"$log"
-            bad=""
             programs >"$WORK/programs"
-            while read -r name sources; do
+            rm -f "$WORK"/*.log "$WORK"/*.bad
+            running=0
+            while read -r name sources; do # $JOBS compilers at a time
                 # shellcheck disable=SC2086
-                if ! $cc $WARN $opt $omp -o "$WORK/$name" $sources -lm >>"$log" 2>&1; then
-                    bad="$bad $name"
+                ($cc $WARN $opt $omp -o "$WORK/$name" $sources -lm >"$WORK/$name.log" 2>&1 || : >"$WORK/$name.bad") &
+                running=$((running + 1))
+                if [ $running -ge "$JOBS" ]; then
+                    wait
+                    running=0
                 fi
             done <"$WORK/programs"
+            wait
+            cat "$WORK"/*.log >"$log"
+            bad=""
+            for f in "$WORK"/*.bad; do
+                [ -e "$f" ] && bad="$bad $(basename "$f" .bad)"
+            done
             if [ -z "$bad" ]; then
                 echo "$label: ok ($(wc -l <"$WORK/programs") programs)"
             else
