@@ -23,8 +23,7 @@ ifeq ($(OPENMP),1)
   OMPFLAGS = -fopenmp
 endif
 ifeq ($(SANITIZE),1)
-  # -O2: the plain C kernels vectorise (SSE2), which keeps the sanitized suite's long tests in CI's time
-  CFLAGS = -O2 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+  CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 endif
 ALL_CFLAGS = $(WARN) $(CFLAGS) $(OMPFLAGS) $(EXTRA_CFLAGS)
 LDLIBS = -lm
