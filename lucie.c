@@ -3847,40 +3847,71 @@ typedef struct {
  * each of our threads once, and a layer of a mid-size model (dozens of
  * regions per token) can then run several times slower on 2 threads than on
  * 1 (measured with test/bench_threads.py). Which is faster depends on the
- * machine's load right now, so the session measures it: every layer is timed,
- * with all the session's threads or with one, and the faster choice of the
- * two (by a moving average of seconds per layer per token) is the one used;
- * the other is tried again now and then, more rarely the slower it was, so
- * the session follows the load as it changes at a cost of a few percent.
- * Decoding (one token) and batches (prefill) are measured apart. The thread
- * count changes no result (every output element is computed by the same
- * code whatever the split). */
+ * machine's load right now, so the session measures it on the first matrix
+ * of each layer (q_proj): a probe runs that product twice, with all the
+ * session's threads and with one, and the layer goes on with the faster
+ * (by a moving average of seconds per token); between probes the product
+ * runs once with the current choice and keeps its average up to date. The
+ * probe is tried again now and then, more rarely the further apart the two
+ * were, so the session follows the load as it changes. A probe costs one
+ * extra product, never a whole layer on the wrong count: on a busy machine
+ * a model of four layers loses a few percent, not a third. One thread goes
+ * first, so that the first touch of the buffers never counts against all
+ * threads, and the threads are started with the session (start_threads), not
+ * in the first probe. Decoding (one
+ * token) and batches (prefill) are measured apart. The thread count changes
+ * no result (every output element is computed by the same code whatever the
+ * split, and running a product twice writes the same values). */
 typedef struct {
-    double seconds[2]; /* moving average of seconds per layer per token: [0] one thread, [1] all */
+    double seconds[2]; /* moving average of q_proj's seconds per token: [0] one thread, [1] all */
     int samples[2];
-    int until_probe; /* layers to run before the slower choice is tried again */
+    int until_probe; /* layers to run before the next probe */
 } thread_tuner;
 
 #define TUNER_PROBE_EVERY 32 /* layers between probes when both choices are as fast, times the ratio */
 #define TUNER_PROBE_MAX 1024
 
-/* 1: all the threads for the next layer; 0: one thread. */
-static int tuner_choice(thread_tuner *t) {
-    int best;
-    if (!t->samples[0]) return 0; /* one thread first: a busy machine then costs nothing to find out */
-    if (!t->samples[1]) return 1;
-    best = t->seconds[1] <= t->seconds[0];
-    if (--t->until_probe > 0) return best;
-    {
-        double ratio = t->seconds[!best] / (t->seconds[best] > 0.0 ? t->seconds[best] : 1e-9);
-        t->until_probe = ratio * TUNER_PROBE_EVERY < TUNER_PROBE_MAX ? (int)(ratio * TUNER_PROBE_EVERY) : TUNER_PROBE_MAX;
-    }
-    return !best;
+static int tuner_probe_due(thread_tuner *t) {
+    if (!t->samples[0] || !t->samples[1]) return 1;
+    return --t->until_probe <= 0;
 }
 
+/* 1: all the threads; 0: one thread. */
+static int tuner_best(const thread_tuner *t) { return t->seconds[1] <= t->seconds[0]; }
+
 static void tuner_record(thread_tuner *t, int choice, double seconds_per_token) {
-    t->seconds[choice] = t->samples[choice] ? 0.75 * t->seconds[choice] + 0.25 * seconds_per_token : seconds_per_token;
+    int first = !t->samples[choice] || (choice == 1 && t->samples[1] == 1); /* see tuner_schedule */
+    t->seconds[choice] = first ? seconds_per_token : 0.75 * t->seconds[choice] + 0.25 * seconds_per_token;
     t->samples[choice]++;
+}
+
+/* After a probe: the further apart the two choices, the longer until the
+ * next. The session's first run on all threads often pays for waking them
+ * (a sleeping core takes milliseconds to start at idle): when one thread won
+ * that first probe, the next layer probes again and its time replaces it. */
+static void tuner_schedule(thread_tuner *t) {
+    int best = tuner_best(t);
+    double ratio;
+    if (t->samples[1] == 1 && !best) {
+        t->until_probe = 1;
+        return;
+    }
+    ratio = t->seconds[!best] / (t->seconds[best] > 0.0 ? t->seconds[best] : 1e-9);
+    t->until_probe = ratio * TUNER_PROBE_EVERY < TUNER_PROBE_MAX ? (int)(ratio * TUNER_PROBE_EVERY) : TUNER_PROBE_MAX;
+}
+
+/* Starts the OpenMP threads (they then wait for work between regions), so
+ * that the thread tuner's first probe does not pay for creating them. */
+static void start_threads(int n_threads) {
+#ifdef _OPENMP
+    if (n_threads > 1) {
+#pragma omp parallel num_threads(n_threads)
+        {
+        }
+    }
+#else
+    (void)n_threads;
+#endif
 }
 
 /* ---- KV cache element types ----
@@ -3904,14 +3935,33 @@ typedef struct {
     void (*store)(void *row, const float *x, int kv_dim);
     /* out[0..count) = values first..first+count-1 of the row, as f32 */
     void (*widen)(float *out, const void *row, int kv_dim, int first, int count);
+    /* asks the hardware for the cache lines widen(.., first, count) reads */
+    void (*prefetch)(const void *row, int kv_dim, int first, int count);
     int (*row_finite)(const void *row, int kv_dim);
 } kv_type;
+
+/* A KV head's slice of a cache row is a few hundred bytes every row (4 KB
+ * apart for Lucie's f32 rows): a new page per row, which the hardware
+ * prefetchers do not follow, so attention asks for the rows a little ahead. */
+static void prefetch_bytes(const void *p, size_t bytes) {
+#if defined(__GNUC__)
+    size_t i;
+    for (i = 0; i < bytes; i += 64) __builtin_prefetch((const char *)p + i);
+    if (bytes) __builtin_prefetch((const char *)p + bytes - 1);
+#else
+    (void)p, (void)bytes;
+#endif
+}
 
 static size_t kv_f32_row_bytes(int kv_dim) { return (size_t)kv_dim * sizeof(float); }
 static void kv_f32_store(void *row, const float *x, int kv_dim) { memcpy(row, x, (size_t)kv_dim * sizeof(float)); }
 static void kv_f32_widen(float *out, const void *row, int kv_dim, int first, int count) {
     (void)kv_dim;
     memcpy(out, (const float *)row + first, (size_t)count * sizeof(float));
+}
+static void kv_f32_prefetch(const void *row, int kv_dim, int first, int count) {
+    (void)kv_dim;
+    prefetch_bytes((const float *)row + first, (size_t)count * sizeof(float));
 }
 static int kv_f32_row_finite(const void *row, int kv_dim) {
     const float *x = (const float *)row;
@@ -3936,6 +3986,10 @@ static void kv_f16_widen(float *out, const void *row, int kv_dim, int first, int
     for (; i + 8 <= count; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
 #endif
     for (; i < count; i++) out[i] = half_to_float(h[i]);
+}
+static void kv_f16_prefetch(const void *row, int kv_dim, int first, int count) {
+    (void)kv_dim;
+    prefetch_bytes((const uint16_t *)row + first, (size_t)count * sizeof(uint16_t));
 }
 static int kv_f16_row_finite(const void *row, int kv_dim) {
     const uint16_t *h = (const uint16_t *)row;
@@ -3975,6 +4029,13 @@ static void kv_q8_widen(float *out, const void *row, int kv_dim, int first, int 
         for (; i < group_end; i++) out[i - first] = (float)codes[i] * scale;
     }
 }
+static void kv_q8_prefetch(const void *row, int kv_dim, int first, int count) {
+    const float *scales = (const float *)row;
+    const signed char *codes = (const signed char *)row + (size_t)kv_q8_groups(kv_dim) * sizeof(float);
+    int g0 = first / KV_Q8_GROUP, g1 = (first + count + KV_Q8_GROUP - 1) / KV_Q8_GROUP;
+    prefetch_bytes(scales + g0, (size_t)(g1 - g0) * sizeof(float));
+    prefetch_bytes(codes + first, (size_t)count);
+}
 static int kv_q8_row_finite(const void *row, int kv_dim) {
     const unsigned char *scales = (const unsigned char *)row;
     int g;
@@ -3987,9 +4048,9 @@ static int kv_q8_row_finite(const void *row, int kv_dim) {
 }
 
 static const kv_type kv_types[] = {
-    {LUCIE_KV_F32, "f32", kv_f32_row_bytes, kv_f32_store, kv_f32_widen, kv_f32_row_finite},
-    {LUCIE_KV_F16, "f16", kv_f16_row_bytes, kv_f16_store, kv_f16_widen, kv_f16_row_finite},
-    {LUCIE_KV_Q8, "q8", kv_q8_row_bytes, kv_q8_store, kv_q8_widen, kv_q8_row_finite},
+    {LUCIE_KV_F32, "f32", kv_f32_row_bytes, kv_f32_store, kv_f32_widen, kv_f32_prefetch, kv_f32_row_finite},
+    {LUCIE_KV_F16, "f16", kv_f16_row_bytes, kv_f16_store, kv_f16_widen, kv_f16_prefetch, kv_f16_row_finite},
+    {LUCIE_KV_Q8, "q8", kv_q8_row_bytes, kv_q8_store, kv_q8_widen, kv_q8_prefetch, kv_q8_row_finite},
 };
 
 /* The type used when a session asks for LUCIE_KV_DEFAULT (see bench/kv_types.md). */
@@ -4217,6 +4278,7 @@ int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, l
     }
     rope_tables(s->rope_cos, s->rope_sin, context, c->head_dim, c->rope_theta);
     seed_sampler(&s->samp, opts);
+    start_threads(n_threads);
     *out = s;
     return LUCIE_OK;
 }
@@ -4622,6 +4684,28 @@ static void linear(lucie_session *s, float *out, const float *x, const tensor *w
     input_written(s, out);
 }
 
+/* linear with the thread count chosen by the tuner (see thread_tuner), which
+ * stays the session's active count for the rest of the layer. The layer's
+ * rmsnorm ran before it on the previous choice: one region, not worth a probe. */
+static void linear_choosing_threads(lucie_session *s, thread_tuner *t, float *out, const float *x, const tensor *w,
+                                    int n) {
+    int probe, choice;
+    if (s->n_threads == 1) {
+        linear(s, out, x, w, n);
+        return;
+    }
+    probe = tuner_probe_due(t);
+    for (choice = probe ? 0 : tuner_best(t); choice <= 1; choice++) {
+        double start = lucie_time_seconds();
+        s->active_threads = choice ? s->n_threads : 1;
+        linear(s, out, x, w, n);
+        tuner_record(t, choice, (lucie_time_seconds() - start) / n);
+        if (!probe) break;
+    }
+    if (probe) tuner_schedule(t);
+    s->active_threads = tuner_best(t) ? s->n_threads : 1;
+}
+
 /* ---- attention ----
  *
  * Causal grouped-query attention for n new tokens at positions
@@ -4730,27 +4814,8 @@ static void fold_block_values(float *acc, const float *p, size_t p_stride, const
         }
 }
 
-/* A KV head's slice of a cache row is a few hundred bytes every row_bytes
- * (4 KB for Lucie's f32 rows): a new page per row, which the hardware
- * prefetchers do not follow. Attention asks for the rows ATT_PREFETCH_ROWS
- * ahead of the one it widens, every cache line of the slice. */
-#ifndef ATT_PREFETCH_ROWS
+/* Attention asks for the rows this far ahead of the one it widens. */
 #define ATT_PREFETCH_ROWS 8
-#endif
-static void prefetch_head_slice(const unsigned char *row, const kv_type *kv, int kv_dim, int kvh, int hd) {
-#if defined(__GNUC__)
-    size_t first = 0, bytes = kv->row_bytes(kv_dim) / (size_t)kv_dim * (size_t)hd, i; /* f32 and f16 */
-    if (kv->type == LUCIE_KV_Q8) { /* the head's scales, then its codes */
-        __builtin_prefetch(row + (size_t)kvh * hd / KV_Q8_GROUP * sizeof(float));
-        first = (size_t)kv_q8_groups(kv_dim) * sizeof(float);
-        bytes = (size_t)hd;
-    }
-    first += (size_t)kvh * bytes;
-    for (i = 0; i < bytes; i += 64) __builtin_prefetch(row + first + i);
-#else
-    (void)row, (void)kv, (void)kv_dim, (void)kvh, (void)hd;
-#endif
-}
 
 /* One session's tokens inside a forward's batch: rows first..first+count-1
  * of the activation buffers, at that session's positions pos..pos+count-1.
@@ -4792,9 +4857,9 @@ static void attention_unit(lucie_session *lead, const batch_segment *seg, int la
     for (kb = 0; kb < end; kb += ATT_KEY_BLOCK) {
         int n_keys = end - kb < ATT_KEY_BLOCK ? end - kb : ATT_KEY_BLOCK;
         for (j = 0; j < n_keys; j++) {
-            if (ATT_PREFETCH_ROWS && kb + j + ATT_PREFETCH_ROWS < end) {
-                prefetch_head_slice(kc + (size_t)(kb + j + ATT_PREFETCH_ROWS) * row, s->kv, kv_dim, kvh, hd);
-                prefetch_head_slice(vc + (size_t)(kb + j + ATT_PREFETCH_ROWS) * row, s->kv, kv_dim, kvh, hd);
+            if (kb + j + ATT_PREFETCH_ROWS < end) {
+                s->kv->prefetch(kc + (size_t)(kb + j + ATT_PREFETCH_ROWS) * row, kv_dim, kvh * hd, hd);
+                s->kv->prefetch(vc + (size_t)(kb + j + ATT_PREFETCH_ROWS) * row, kv_dim, kvh * hd, hd);
             }
             s->kv->widen(keys + (size_t)j * hd, kc + (size_t)(kb + j) * row, kv_dim, kvh * hd, hd);
             s->kv->widen(values + (size_t)j * hd, vc + (size_t)(kb + j) * row, kv_dim, kvh * hd, hd);
@@ -4914,13 +4979,9 @@ static void forward_layers(lucie_session *lead, const batch_segment *segs, int n
     for (t = 0; t < n; t++) ek->embed_row(lead->x + (size_t)t * dim, m->embed.data, tokens[t], dim, c->group_size);
     for (l = 0; l < c->n_layers; l++) {
         const layer_weights *w = &m->layers[l];
-        thread_tuner *tuner = &lead->tuner[n > 1];
-        int all_threads = lead->n_threads > 1 && tuner_choice(tuner);
-        double layer_start = lucie_time_seconds();
-        lead->active_threads = all_threads ? lead->n_threads : 1;
         /* attention block */
         rmsnorm_rows(lead, lead->xb, lead->x, w->attn_norm, n);
-        linear(lead, lead->q, lead->xb, &w->wq, n);
+        linear_choosing_threads(lead, &lead->tuner[n > 1], lead->q, lead->xb, &w->wq, n);
         linear(lead, lead->k, lead->xb, &w->wk, n);
         linear(lead, lead->v, lead->xb, &w->wv, n);
         rope_and_store(lead, segs, n_segs, l);
@@ -4934,7 +4995,6 @@ static void forward_layers(lucie_session *lead, const batch_segment *segs, int n
         swiglu(lead, n * hidden);
         linear(lead, lead->xb, lead->hb, &w->w_down, n);
         for (i = 0; i < n * dim; i++) lead->x[i] += lead->xb[i];
-        if (lead->n_threads > 1) tuner_record(tuner, all_threads, (lucie_time_seconds() - layer_start) / n);
     }
     for (i = 0; i < n_segs; i++) segs[i].session->pos += segs[i].count;
 }
