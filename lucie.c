@@ -2527,6 +2527,16 @@ static FLOAT_INLINE float vec16_sum_lanes(vec16 v) {
     float32x4_t pairs = vpaddq_f32(vpaddq_f32(v.q[0], v.q[1]), vpaddq_f32(v.q[2], v.q[3]));
     return vpadds_f32(vget_low_f32(vpaddq_f32(pairs, pairs)));
 }
+/* Lanes 0-15 of a and then of b, added in adjacent pairs: one level of
+ * sum_lanes' tree for two vectors at once (vec16_sum16). */
+static FLOAT_INLINE vec16 vec16_pair_sums(vec16 a, vec16 b) {
+    vec16 r;
+    r.q[0] = vpaddq_f32(a.q[0], a.q[1]);
+    r.q[1] = vpaddq_f32(a.q[2], a.q[3]);
+    r.q[2] = vpaddq_f32(b.q[0], b.q[1]);
+    r.q[3] = vpaddq_f32(b.q[2], b.q[3]);
+    return r;
+}
 static FLOAT_INLINE vec16 vec16_load_bf16(const uint16_t *p) {
     vec16 v;
     int j;
@@ -2552,6 +2562,13 @@ static FLOAT_INLINE vec16 vec16_fma(vec16 w, vec16 x, vec16 acc) { return _mm512
 static FLOAT_INLINE float vec16_sum_halves(__m256 lo, __m256 hi);
 static FLOAT_INLINE float vec16_sum_lanes(vec16 v) {
     return vec16_sum_halves(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+/* Lanes 0-15 of a and then of b, added in adjacent pairs: the even lanes of
+ * the 32 plus the odd ones (vec16_sum16). */
+static FLOAT_INLINE vec16 vec16_pair_sums(vec16 a, vec16 b) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    return _mm512_add_ps(_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b));
 }
 /* bf16 is the top half of an f32: widening puts each 16-bit word in the high
  * half of a 32-bit lane and zeroes the low half (one permute with AVX-512BW). */
@@ -2622,6 +2639,18 @@ static FLOAT_INLINE float vec16_sum_halves(__m256 lo, __m256 hi) {
 #endif
 #if !defined(__aarch64__) && !defined(__AVX512F__)
 static FLOAT_INLINE float vec16_sum_lanes(vec16 v) { return vec16_sum_halves(v.lo, v.hi); }
+/* Lanes 0-15 of a and then of b, added in adjacent pairs (vec16_sum16):
+ * hadd(lo, hi) gives the pair sums of 0-3, 8-11, 4-7, 12-15; the 64-bit
+ * permute puts them in order. */
+static FLOAT_INLINE __m256 pair_sums8(__m256 lo, __m256 hi) {
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_hadd_ps(lo, hi)), 0xD8));
+}
+static FLOAT_INLINE vec16 vec16_pair_sums(vec16 a, vec16 b) {
+    vec16 r;
+    r.lo = pair_sums8(a.lo, a.hi);
+    r.hi = pair_sums8(b.lo, b.hi);
+    return r;
+}
 #endif
 
 #define FLOAT_BLOCK_ROWS 8    /* a multiple of FLOAT_TILE_ROWS */
@@ -2697,6 +2726,46 @@ static void widen_panel(float *panel, const uint16_t *w, size_t w_stride, int n_
                         vec16_load_bf16(w + r * w_stride + (size_t)i * DOT_LANES));
 }
 
+/* Short rows (attention's scores: 128-column keys against a few queries):
+ * there a dot product is a handful of FMAs and adding up its 16 lanes costs
+ * as much again. So 16 rows are taken together for one token, and their 16
+ * sums of lanes come out as one vector, one level of sum_lanes' tree for two
+ * vectors at a time (vec16_pair_sums): 15 steps for 16 sums, the same adds in
+ * the same order as sum_lanes on each. Rows [r0, r0 + 16) of f32 weights,
+ * cols a multiple of 16, for n tokens. */
+#define FLOAT_SHORT_COLS 256
+#define FLOAT_SHORT_TOKENS 4 /* tokens per pass: each weight vector loaded serves them all */
+static FLOAT_INLINE void short_rows_tile(const int T, float *out, const float *x, const float *w, int rows, int cols,
+                                         int r0, int t0) {
+    vec16 quads[4][FLOAT_SHORT_TOKENS]; /* [g][t]: rows 4g..4g+3 summed two levels up the tree */
+    int g, t, r, i;
+    for (g = 0; g < 4; g++) {
+        vec16 acc[4][FLOAT_SHORT_TOKENS];
+        for (r = 0; r < 4; r++)
+            for (t = 0; t < T; t++) acc[r][t] = vec16_zero();
+        for (i = 0; i < cols; i += DOT_LANES)
+            for (r = 0; r < 4; r++) {
+                vec16 wv = vec16_load(w + (size_t)(r0 + 4 * g + r) * cols + i);
+                for (t = 0; t < T; t++) acc[r][t] = vec16_fma(wv, vec16_load(x + (size_t)(t0 + t) * cols + i), acc[r][t]);
+            }
+        for (t = 0; t < T; t++)
+            quads[g][t] = vec16_pair_sums(vec16_pair_sums(acc[0][t], acc[1][t]), vec16_pair_sums(acc[2][t], acc[3][t]));
+    }
+    for (t = 0; t < T; t++)
+        vec16_store(out + (size_t)(t0 + t) * rows + r0, vec16_pair_sums(vec16_pair_sums(quads[0][t], quads[1][t]),
+                                                                         vec16_pair_sums(quads[2][t], quads[3][t])));
+}
+
+static void float_rows16_short(float *out, const float *x, const float *w, int n, int rows, int cols, int r0) {
+    int t0;
+    for (t0 = 0; t0 < n; t0 += FLOAT_SHORT_TOKENS) switch (n - t0) {
+        case 1: short_rows_tile(1, out, x, w, rows, cols, r0, t0); break;
+        case 2: short_rows_tile(2, out, x, w, rows, cols, r0, t0); break;
+        case 3: short_rows_tile(3, out, x, w, rows, cols, r0, t0); break;
+        default: short_rows_tile(FLOAT_SHORT_TOKENS, out, x, w, rows, cols, r0, t0);
+        }
+}
+
 /* Rows [r_begin, r_end) (a multiple of FLOAT_TILE_ROWS of them) for n tokens. */
 static void float_rows_simd(float *out, const float *x, const void *w, int is_bf16, int n, int rows, int cols,
                             int r_begin, int r_end) {
@@ -2761,7 +2830,10 @@ static void float_rows(float *out, const float *x, const void *w, int is_bf16, i
                        int r_begin, int r_end) {
 #ifdef FLOAT_SIMD
     /* whole row tiles to the SIMD kernel; a few odd rows (small models only) to the plain one */
-    int r_tiled = r_begin + (r_end - r_begin) / FLOAT_TILE_ROWS * FLOAT_TILE_ROWS;
+    int r_tiled;
+    if (!is_bf16 && cols % DOT_LANES == 0 && cols <= FLOAT_SHORT_COLS)
+        for (; r_begin + 16 <= r_end; r_begin += 16) float_rows16_short(out, x, (const float *)w, n, rows, cols, r_begin);
+    r_tiled = r_begin + (r_end - r_begin) / FLOAT_TILE_ROWS * FLOAT_TILE_ROWS;
     float_rows_simd(out, x, w, is_bf16, n, rows, cols, r_begin, r_tiled);
     r_begin = r_tiled;
 #endif
@@ -3935,14 +4007,19 @@ typedef struct {
     void (*store)(void *row, const float *x, int kv_dim);
     /* out[0..count) = values first..first+count-1 of the row, as f32 */
     void (*widen)(float *out, const void *row, int kv_dim, int first, int count);
-    /* asks the hardware for the cache lines widen(.., first, count) reads */
-    void (*prefetch)(const void *row, int kv_dim, int first, int count);
+    /* widen for n_rows rows row_bytes apart (out: count floats per row), asking
+     * for the rows ATT_PREFETCH_ROWS ahead meanwhile, among the first n_ahead */
+    void (*widen_rows)(float *out, const unsigned char *rows, size_t row_bytes, int n_rows, int n_ahead, int kv_dim,
+                       int first, int count);
     int (*row_finite)(const void *row, int kv_dim);
 } kv_type;
 
 /* A KV head's slice of a cache row is a few hundred bytes every row (4 KB
  * apart for Lucie's f32 rows): a new page per row, which the hardware
- * prefetchers do not follow, so attention asks for the rows a little ahead. */
+ * prefetchers do not follow, so attention asks for the rows a little ahead
+ * (each type's prefetch: the bytes its widen reads). */
+#define ATT_PREFETCH_ROWS 8
+
 static void prefetch_bytes(const void *p, size_t bytes) {
 #if defined(__GNUC__)
     size_t i;
@@ -4047,10 +4124,35 @@ static int kv_q8_row_finite(const void *row, int kv_dim) {
     return 1;
 }
 
+/* One loop for every type's widen_rows; the type's two functions are
+ * constants at each call, so they are inlined (no call per row). */
+static inline void widen_rows_with(void (*widen)(float *, const void *, int, int, int),
+                                   void (*prefetch)(const void *, int, int, int), float *out,
+                                   const unsigned char *rows, size_t row_bytes, int n_rows, int n_ahead, int kv_dim,
+                                   int first, int count) {
+    int r;
+    for (r = 0; r < n_rows; r++) {
+        if (r + ATT_PREFETCH_ROWS < n_ahead) prefetch(rows + (size_t)(r + ATT_PREFETCH_ROWS) * row_bytes, kv_dim, first, count);
+        widen(out + (size_t)r * count, rows + (size_t)r * row_bytes, kv_dim, first, count);
+    }
+}
+static void kv_f32_widen_rows(float *out, const unsigned char *rows, size_t row_bytes, int n_rows, int n_ahead,
+                              int kv_dim, int first, int count) {
+    widen_rows_with(kv_f32_widen, kv_f32_prefetch, out, rows, row_bytes, n_rows, n_ahead, kv_dim, first, count);
+}
+static void kv_f16_widen_rows(float *out, const unsigned char *rows, size_t row_bytes, int n_rows, int n_ahead,
+                              int kv_dim, int first, int count) {
+    widen_rows_with(kv_f16_widen, kv_f16_prefetch, out, rows, row_bytes, n_rows, n_ahead, kv_dim, first, count);
+}
+static void kv_q8_widen_rows(float *out, const unsigned char *rows, size_t row_bytes, int n_rows, int n_ahead,
+                             int kv_dim, int first, int count) {
+    widen_rows_with(kv_q8_widen, kv_q8_prefetch, out, rows, row_bytes, n_rows, n_ahead, kv_dim, first, count);
+}
+
 static const kv_type kv_types[] = {
-    {LUCIE_KV_F32, "f32", kv_f32_row_bytes, kv_f32_store, kv_f32_widen, kv_f32_prefetch, kv_f32_row_finite},
-    {LUCIE_KV_F16, "f16", kv_f16_row_bytes, kv_f16_store, kv_f16_widen, kv_f16_prefetch, kv_f16_row_finite},
-    {LUCIE_KV_Q8, "q8", kv_q8_row_bytes, kv_q8_store, kv_q8_widen, kv_q8_prefetch, kv_q8_row_finite},
+    {LUCIE_KV_F32, "f32", kv_f32_row_bytes, kv_f32_store, kv_f32_widen, kv_f32_widen_rows, kv_f32_row_finite},
+    {LUCIE_KV_F16, "f16", kv_f16_row_bytes, kv_f16_store, kv_f16_widen, kv_f16_widen_rows, kv_f16_row_finite},
+    {LUCIE_KV_Q8, "q8", kv_q8_row_bytes, kv_q8_store, kv_q8_widen, kv_q8_widen_rows, kv_q8_row_finite},
 };
 
 /* The type used when a session asks for LUCIE_KV_DEFAULT (see bench/kv_types.md). */
@@ -4814,9 +4916,6 @@ static void fold_block_values(float *acc, const float *p, size_t p_stride, const
         }
 }
 
-/* Attention asks for the rows this far ahead of the one it widens. */
-#define ATT_PREFETCH_ROWS 8
-
 /* One session's tokens inside a forward's batch: rows first..first+count-1
  * of the activation buffers, at that session's positions pos..pos+count-1.
  * A prefill is one segment; decoding several sessions together is one
@@ -4856,14 +4955,8 @@ static void attention_unit(lucie_session *lead, const batch_segment *seg, int la
     }
     for (kb = 0; kb < end; kb += ATT_KEY_BLOCK) {
         int n_keys = end - kb < ATT_KEY_BLOCK ? end - kb : ATT_KEY_BLOCK;
-        for (j = 0; j < n_keys; j++) {
-            if (kb + j + ATT_PREFETCH_ROWS < end) {
-                s->kv->prefetch(kc + (size_t)(kb + j + ATT_PREFETCH_ROWS) * row, kv_dim, kvh * hd, hd);
-                s->kv->prefetch(vc + (size_t)(kb + j + ATT_PREFETCH_ROWS) * row, kv_dim, kvh * hd, hd);
-            }
-            s->kv->widen(keys + (size_t)j * hd, kc + (size_t)(kb + j) * row, kv_dim, kvh * hd, hd);
-            s->kv->widen(values + (size_t)j * hd, vc + (size_t)(kb + j) * row, kv_dim, kvh * hd, hd);
-        }
+        s->kv->widen_rows(keys, kc + (size_t)kb * row, row, n_keys, end - kb, kv_dim, kvh * hd, hd);
+        s->kv->widen_rows(values, vc + (size_t)kb * row, row, n_keys, end - kb, kv_dim, kvh * hd, hd);
         float_rows(scores, queries, keys, 0, nq, n_keys, hd, 0, n_keys); /* scores[qi][j] */
         for (j = 0; j < nt; j++) { /* token j's queries see the keys up to its own position */
             int visible = s->pos + t0 + j + 1 - kb, first = j * group;

@@ -6,6 +6,10 @@
 #             qemu-aarch64: the C unit tests must pass, and the logits of every test model
 #             must match this machine's (same tolerance as test_forward.py: 1e-4 of the
 #             largest |logit|), greedy text too
+#   x86-simd  this machine's compiler for each x86 vector path the host CPU can run
+#             (-march=haswell: AVX2 + FMA; -march=icelake-server: AVX-512 VNNI), run natively:
+#             the same checks as aarch64 (a host with AVX-512 would otherwise never run the
+#             AVX2 kernels); a path the CPU lacks is reported as skipped
 #   windows   x86_64-w64-mingw32-gcc (the Windows mapping code), warning-free; when wine is
 #             installed the same checks as aarch64 run under wine, with both load modes
 #   win32     i686-w64-mingw32-gcc: a 32-bit size_t build, warning-free (not run)
@@ -21,7 +25,7 @@ set -u
 cd "$(dirname "$0")/.." || exit 2
 PYTHON=${PYTHON:-python3}
 WARN="-std=c99 -Wall -Wextra -pedantic -Werror"
-TARGETS=${*:-aarch64 windows win32 i686 s390x}
+TARGETS=${*:-aarch64 x86-simd windows win32 i686 s390x}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/lucie-cross.XXXXXX") || exit 2
 trap 'rm -rf "$WORK"' EXIT INT TERM
 failed=0
@@ -179,6 +183,30 @@ for target in $TARGETS; do
                 fail "$name: build"
             fi
         done
+        ;;
+    x86-simd)
+        echo "== x86-64 vector paths (native)"
+        paths=0
+        for variant in "haswell:avx2 fma" "icelake-server:avx512f avx512bw avx512_vnni"; do
+            arch=${variant%%:*}
+            missing=""
+            for flag in ${variant#*:}; do
+                grep -qw "$flag" /proc/cpuinfo 2>/dev/null || missing="$missing $flag"
+            done
+            if [ -n "$missing" ]; then
+                echo "-- -march=$arch: this CPU lacks$missing"
+                continue
+            fi
+            echo "-- -march=$arch"
+            paths=1
+            if build "$WORK/x86-$arch" "${CC:-cc}" -O2 -march=$arch -fopenmp; then
+                echo "  build: ok (warning-free)"
+                check "x86-$arch" env
+            else
+                fail "x86-$arch: build"
+            fi
+        done
+        [ $paths -eq 1 ] || skip "this CPU has none of the vector paths"
         ;;
     windows)
         echo "== windows x86-64 (mingw-w64$(have wine && echo ', wine'))"

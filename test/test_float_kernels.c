@@ -210,7 +210,7 @@ static void check_kv_types(tally *tl, rng *g) {
 
 int main(void) {
     static const int rows_list[] = {1, 3, 4, 5, 8, 13, 17, 32, 37};
-    static const int cols_list[] = {1, 7, 15, 16, 17, 31, 48, 100, 511, 512, 513, 1029};
+    static const int cols_list[] = {1, 7, 15, 16, 17, 31, 48, 100, 128, 511, 512, 513, 1029};
     static const int big_n[] = {12, 13, 63, 64, 65, 130};
     tally tl = {0, 0, 0xCBF29CE484222325ull};
     rng g = {0x9E3779B97F4A7C15ull};
