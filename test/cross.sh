@@ -266,11 +266,15 @@ for target in $TARGETS; do
             fi
             printf '#!/bin/sh\nexec qemu-i386 "%s" "$@"\n' "$WORK/i686/run" >"$WORK/i686/run-qemu"
             chmod +x "$WORK/i686/run-qemu"
-            if LUCIE_TEST_RUN="$WORK/i686/run-qemu" $PYTHON -m pytest -q -p no:cacheprovider test/test_hostile.py \
+            # the Python `make test` runs pytest with (python3, or .venv with the references)
+            if ! test_python=$($PYTHON test/setup_env.py 2>"$WORK/i686/setup_env.log"); then
+                fail "i686: test/setup_env.py found no Python to run pytest with"; tail -3 "$WORK/i686/setup_env.log" | sed 's/^/    /'
+            elif LUCIE_TEST_RUN="$WORK/i686/run-qemu" "$test_python" -m pytest -q -p no:cacheprovider test/test_hostile.py \
                 -k "not valgrind and not corpus and not regression" >"$WORK/i686/pytest.log" 2>&1; then
                 echo "  test_hostile.py: $(tail -1 "$WORK/i686/pytest.log")"
             else
-                fail "i686: test_hostile.py"; grep -E "^(FAILED|E  )" "$WORK/i686/pytest.log" | head -20 | sed 's/^/    /'
+                fail "i686: test_hostile.py"
+                { grep -E "^(FAILED|E  )" "$WORK/i686/pytest.log" || tail -3 "$WORK/i686/pytest.log"; } | head -20 | sed 's/^/    /'
             fi
         else
             fail "i686: build"
