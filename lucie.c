@@ -2528,7 +2528,7 @@ static FLOAT_INLINE float vec16_sum_lanes(vec16 v) {
     return vpadds_f32(vget_low_f32(vpaddq_f32(pairs, pairs)));
 }
 /* Lanes 0-15 of a and then of b, added in adjacent pairs: one level of
- * sum_lanes' tree for two vectors at once (vec16_sum16). */
+ * sum_lanes' tree for two vectors at once (float_rows16_short). */
 static FLOAT_INLINE vec16 vec16_pair_sums(vec16 a, vec16 b) {
     vec16 r;
     r.q[0] = vpaddq_f32(a.q[0], a.q[1]);
@@ -2564,7 +2564,7 @@ static FLOAT_INLINE float vec16_sum_lanes(vec16 v) {
     return vec16_sum_halves(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
 /* Lanes 0-15 of a and then of b, added in adjacent pairs: the even lanes of
- * the 32 plus the odd ones (vec16_sum16). */
+ * the 32 plus the odd ones (float_rows16_short). */
 static FLOAT_INLINE vec16 vec16_pair_sums(vec16 a, vec16 b) {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -2639,7 +2639,7 @@ static FLOAT_INLINE float vec16_sum_halves(__m256 lo, __m256 hi) {
 #endif
 #if !defined(__aarch64__) && !defined(__AVX512F__)
 static FLOAT_INLINE float vec16_sum_lanes(vec16 v) { return vec16_sum_halves(v.lo, v.hi); }
-/* Lanes 0-15 of a and then of b, added in adjacent pairs (vec16_sum16):
+/* Lanes 0-15 of a and then of b, added in adjacent pairs (float_rows16_short):
  * hadd(lo, hi) gives the pair sums of 0-3, 8-11, 4-7, 12-15; the 64-bit
  * permute puts them in order. */
 static FLOAT_INLINE __m256 pair_sums8(__m256 lo, __m256 hi) {
@@ -3926,14 +3926,16 @@ typedef struct {
  * runs once with the current choice and keeps its average up to date. The
  * probe is tried again now and then, more rarely the further apart the two
  * were, so the session follows the load as it changes. A probe costs one
- * extra product, never a whole layer on the wrong count: on a busy machine
- * a model of four layers loses a few percent, not a third. One thread goes
- * first, so that the first touch of the buffers never counts against all
- * threads, and the threads are started with the session (start_threads), not
- * in the first probe. Decoding (one
- * token) and batches (prefill) are measured apart. The thread count changes
- * no result (every output element is computed by the same code whatever the
- * split, and running a product twice writes the same values). */
+ * extra product, never a whole layer on the wrong count; on a busy machine
+ * that product still waits for a descheduled thread, so a 65 ms prefill of
+ * a four-layer model ran at 0.75x (q4) to 0.88x (f32) of one thread, where
+ * whole-layer probes gave 0.59x (README). One thread goes first, so that the
+ * first touch of the buffers never counts against all threads, and the
+ * threads are started with the session (start_threads), not in the first
+ * probe. Decoding (one token) and batches (prefill) are measured apart. The
+ * thread count changes no result (every output element is computed by the
+ * same code whatever the split, and running a product twice writes the same
+ * values). */
 typedef struct {
     double seconds[2]; /* moving average of q_proj's seconds per token: [0] one thread, [1] all */
     int samples[2];
