@@ -3990,104 +3990,116 @@ static void start_threads(int n_threads) {
 
 /* ---- KV cache element types ----
  *
- * How one cache row (kv_dim = n_kv_heads * head_dim keys or values of one
- * position and layer) is stored; lucie.h gives the three layouts. Everything
- * that touches the cache goes through a kv_type: the forward pass stores
- * rows, attention widens the part of a row one KV head reads back to f32,
- * the session sizes the cache, saves and loads raw rows, and refuses a file
- * whose rows hold NaN or infinity. Widening is exact for f16 and one f32
+ * How the cache stores one row: the head_dim keys (or values) of one KV head
+ * at one position; lucie.h gives the three layouts. The cache of a layer is
+ * head-major, [n_kv_heads][context] rows, so that attention, which walks one
+ * KV head's keys and values position after position, reads each in one
+ * contiguous stream (position-major rows put one head's 512 bytes every 4 KB
+ * at Lucie's shape: a new page per row, which the hardware prefetchers do not
+ * follow). Everything that touches the cache goes through a kv_type: the
+ * forward pass stores rows, attention reads blocks of rows back as f32, the
+ * session sizes the cache, saves and loads raw rows, and refuses a file whose
+ * rows hold NaN or infinity. Reading back is exact for f16 and one f32
  * product for q8, so attention's dot products and weighted sums have a single
- * f32 definition whatever the type: a block of keys is widened once and then
+ * f32 definition whatever the type: a block of keys is read once and then
  * serves every query head of its group (see attention()). */
 
 #define KV_Q8_GROUP 32
 
+/* Attention reads a KV head's rows as one stream, a block at a time, and
+ * computes on each block before it reads the next: memory would sit idle
+ * meanwhile, and the hardware prefetchers stop at every 4 KB page. So each
+ * read_rows also asks for the next block (measured on one Lucie-7B layer at
+ * depth 16,384, 2 threads: f32 decode 10 -> 7.5 ms, f16 6.2 -> 5.2 ms). */
+static void prefetch_line(const void *p) {
+#if defined(__GNUC__)
+    __builtin_prefetch(p);
+#else
+    (void)p;
+#endif
+}
+static void prefetch_bytes(const void *p, size_t bytes) {
+    size_t i;
+    for (i = 0; i < bytes; i += 64) prefetch_line((const char *)p + i);
+}
+
+
 typedef struct {
     int type; /* LUCIE_KV_* */
     const char *name;
-    size_t (*row_bytes)(int kv_dim);
-    void (*store)(void *row, const float *x, int kv_dim);
-    /* out[0..count) = values first..first+count-1 of the row, as f32 */
-    void (*widen)(float *out, const void *row, int kv_dim, int first, int count);
-    /* widen for n_rows rows row_bytes apart (out: count floats per row), asking
-     * for the rows ATT_PREFETCH_ROWS ahead meanwhile, among the first n_ahead */
-    void (*widen_rows)(float *out, const unsigned char *rows, size_t row_bytes, int n_rows, int n_ahead, int kv_dim,
-                       int first, int count);
-    int (*row_finite)(const void *row, int kv_dim);
+    size_t (*row_bytes)(int n); /* a row of n values */
+    void (*store)(void *row, const float *x, int n);
+    void (*widen)(float *out, const void *row, int n); /* out[0..n) = the row as f32 */
+    /* n_rows consecutive rows of n values as f32, [n_rows][n]: the rows
+     * themselves when they are f32 already, else widened into out; asks for
+     * as many rows at next meanwhile (unless NULL) */
+    const float *(*read_rows)(float *out, const unsigned char *rows, int n_rows, int n, const unsigned char *next);
+    int (*row_finite)(const void *row, int n);
 } kv_type;
 
-/* A KV head's slice of a cache row is a few hundred bytes every row (4 KB
- * apart for Lucie's f32 rows): a new page per row, which the hardware
- * prefetchers do not follow, so attention asks for the rows a little ahead
- * (each type's prefetch: the bytes its widen reads). */
-#define ATT_PREFETCH_ROWS 8
-
-static void prefetch_bytes(const void *p, size_t bytes) {
-#if defined(__GNUC__)
-    size_t i;
-    for (i = 0; i < bytes; i += 64) __builtin_prefetch((const char *)p + i);
-    if (bytes) __builtin_prefetch((const char *)p + bytes - 1);
-#else
-    (void)p, (void)bytes;
-#endif
+static size_t kv_f32_row_bytes(int n) { return (size_t)n * sizeof(float); }
+static void kv_f32_store(void *row, const float *x, int n) { memcpy(row, x, (size_t)n * sizeof(float)); }
+static void kv_f32_widen(float *out, const void *row, int n) { memcpy(out, row, (size_t)n * sizeof(float)); }
+static const float *kv_f32_read_rows(float *out, const unsigned char *rows, int n_rows, int n,
+                                     const unsigned char *next) {
+    (void)out, (void)n_rows, (void)n;
+    if (next) prefetch_bytes(next, (size_t)n_rows * n * 4);
+    return (const float *)(const void *)rows; /* the cache is 64-byte aligned, rows are whole floats */
 }
-
-static size_t kv_f32_row_bytes(int kv_dim) { return (size_t)kv_dim * sizeof(float); }
-static void kv_f32_store(void *row, const float *x, int kv_dim) { memcpy(row, x, (size_t)kv_dim * sizeof(float)); }
-static void kv_f32_widen(float *out, const void *row, int kv_dim, int first, int count) {
-    (void)kv_dim;
-    memcpy(out, (const float *)row + first, (size_t)count * sizeof(float));
-}
-static void kv_f32_prefetch(const void *row, int kv_dim, int first, int count) {
-    (void)kv_dim;
-    prefetch_bytes((const float *)row + first, (size_t)count * sizeof(float));
-}
-static int kv_f32_row_finite(const void *row, int kv_dim) {
+static int kv_f32_row_finite(const void *row, int n) {
     const float *x = (const float *)row;
     int i;
-    for (i = 0; i < kv_dim; i++)
+    for (i = 0; i < n; i++)
         if (!isfinite(x[i])) return 0;
     return 1;
 }
 
-static size_t kv_f16_row_bytes(int kv_dim) { return (size_t)kv_dim * sizeof(uint16_t); }
-static void kv_f16_store(void *row, const float *x, int kv_dim) {
+static size_t kv_f16_row_bytes(int n) { return (size_t)n * sizeof(uint16_t); }
+static void kv_f16_store(void *row, const float *x, int n) {
     uint16_t *h = (uint16_t *)row;
     int i;
-    for (i = 0; i < kv_dim; i++) h[i] = float_to_half(x[i]);
+    for (i = 0; i < n; i++) h[i] = float_to_half(x[i]);
 }
 /* half_to_float is exact, and so is the F16C conversion: same results. */
-static void kv_f16_widen(float *out, const void *row, int kv_dim, int first, int count) {
-    const uint16_t *h = (const uint16_t *)row + first;
+static void kv_f16_widen(float *out, const void *row, int n) {
+    const uint16_t *h = (const uint16_t *)row;
     int i = 0;
-    (void)kv_dim;
 #if defined(FLOAT_SIMD) && defined(__F16C__)
-    for (; i + 8 <= count; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
 #endif
-    for (; i < count; i++) out[i] = half_to_float(h[i]);
+    for (; i < n; i++) out[i] = half_to_float(h[i]);
 }
-static void kv_f16_prefetch(const void *row, int kv_dim, int first, int count) {
-    (void)kv_dim;
-    prefetch_bytes((const uint16_t *)row + first, (size_t)count * sizeof(uint16_t));
+/* f16 rows follow each other unpadded: one run of halves, widened a cache
+ * line at a time, each next to the request for the line one block on (all
+ * the requests at once stall this one: the f32 and q8 rows have no such
+ * loop to spread them over) */
+static const float *kv_f16_read_rows(float *out, const unsigned char *rows, int n_rows, int n,
+                                     const unsigned char *next) {
+    int i, count = n_rows * n;
+    for (i = 0; i < count; i += 32) {
+        if (next) prefetch_line(next + 2 * (size_t)i);
+        kv_f16_widen(out + i, rows + 2 * (size_t)i, count - i < 32 ? count - i : 32);
+    }
+    return out;
 }
-static int kv_f16_row_finite(const void *row, int kv_dim) {
+static int kv_f16_row_finite(const void *row, int n) {
     const uint16_t *h = (const uint16_t *)row;
     int i;
-    for (i = 0; i < kv_dim; i++)
+    for (i = 0; i < n; i++)
         if ((h[i] & 0x7c00) == 0x7c00) return 0;
     return 1;
 }
 
-/* q8 row: ceil(kv_dim / 32) f32 scales, then kv_dim int8 codes. Rows follow
- * each other unpadded, so scales are read and written with memcpy. */
-static int kv_q8_groups(int kv_dim) { return (kv_dim + KV_Q8_GROUP - 1) / KV_Q8_GROUP; }
-static size_t kv_q8_row_bytes(int kv_dim) { return (size_t)kv_q8_groups(kv_dim) * sizeof(float) + (size_t)kv_dim; }
-static void kv_q8_store(void *row, const float *x, int kv_dim) {
+/* q8 row: ceil(n / 32) f32 scales, then n int8 codes. Rows follow each other
+ * unpadded, so scales are read and written with memcpy. */
+static int kv_q8_groups(int n) { return (n + KV_Q8_GROUP - 1) / KV_Q8_GROUP; }
+static size_t kv_q8_row_bytes(int n) { return (size_t)kv_q8_groups(n) * sizeof(float) + (size_t)n; }
+static void kv_q8_store(void *row, const float *x, int n) {
     unsigned char *scales = (unsigned char *)row;
-    signed char *codes = (signed char *)row + (size_t)kv_q8_groups(kv_dim) * sizeof(float);
+    signed char *codes = (signed char *)row + (size_t)kv_q8_groups(n) * sizeof(float);
     int g, i;
-    for (g = 0; g < kv_q8_groups(kv_dim); g++) {
-        int begin = g * KV_Q8_GROUP, end = begin + KV_Q8_GROUP < kv_dim ? begin + KV_Q8_GROUP : kv_dim;
+    for (g = 0; g < kv_q8_groups(n); g++) {
+        int begin = g * KV_Q8_GROUP, end = begin + KV_Q8_GROUP < n ? begin + KV_Q8_GROUP : n;
         float amax = 0.0f, scale;
         for (i = begin; i < end; i++)
             if (fabsf(x[i]) > amax) amax = fabsf(x[i]);
@@ -4097,28 +4109,31 @@ static void kv_q8_store(void *row, const float *x, int kv_dim) {
         memcpy(scales + (size_t)g * sizeof(float), &scale, sizeof(float));
     }
 }
-static void kv_q8_widen(float *out, const void *row, int kv_dim, int first, int count) {
+static void kv_q8_widen(float *out, const void *row, int n) {
     const unsigned char *scales = (const unsigned char *)row;
-    const signed char *codes = (const signed char *)row + (size_t)kv_q8_groups(kv_dim) * sizeof(float);
-    int i = first, end = first + count;
-    while (i < end) {
-        int g = i / KV_Q8_GROUP, group_end = (g + 1) * KV_Q8_GROUP < end ? (g + 1) * KV_Q8_GROUP : end;
+    const signed char *codes = (const signed char *)row + (size_t)kv_q8_groups(n) * sizeof(float);
+    int g, i;
+    for (g = 0; g < kv_q8_groups(n); g++) {
+        int begin = g * KV_Q8_GROUP, end = begin + KV_Q8_GROUP < n ? begin + KV_Q8_GROUP : n;
         float scale;
         memcpy(&scale, scales + (size_t)g * sizeof(float), sizeof(float));
-        for (; i < group_end; i++) out[i - first] = (float)codes[i] * scale;
+        for (i = begin; i < end; i++) out[i] = (float)codes[i] * scale;
     }
 }
-static void kv_q8_prefetch(const void *row, int kv_dim, int first, int count) {
-    const float *scales = (const float *)row;
-    const signed char *codes = (const signed char *)row + (size_t)kv_q8_groups(kv_dim) * sizeof(float);
-    int g0 = first / KV_Q8_GROUP, g1 = (first + count + KV_Q8_GROUP - 1) / KV_Q8_GROUP;
-    prefetch_bytes(scales + g0, (size_t)(g1 - g0) * sizeof(float));
-    prefetch_bytes(codes + first, (size_t)count);
+static const float *kv_q8_read_rows(float *out, const unsigned char *rows, int n_rows, int n,
+                                    const unsigned char *next) {
+    size_t row_bytes = kv_q8_row_bytes(n);
+    int r;
+    for (r = 0; r < n_rows; r++) {
+        if (next) prefetch_bytes(next + (size_t)r * row_bytes, row_bytes);
+        kv_q8_widen(out + (size_t)r * n, rows + (size_t)r * row_bytes, n);
+    }
+    return out;
 }
-static int kv_q8_row_finite(const void *row, int kv_dim) {
+static int kv_q8_row_finite(const void *row, int n) {
     const unsigned char *scales = (const unsigned char *)row;
     int g;
-    for (g = 0; g < kv_q8_groups(kv_dim); g++) {
+    for (g = 0; g < kv_q8_groups(n); g++) {
         float scale;
         memcpy(&scale, scales + (size_t)g * sizeof(float), sizeof(float));
         if (!isfinite(scale)) return 0;
@@ -4126,35 +4141,10 @@ static int kv_q8_row_finite(const void *row, int kv_dim) {
     return 1;
 }
 
-/* One loop for every type's widen_rows; the type's two functions are
- * constants at each call, so they are inlined (no call per row). */
-static inline void widen_rows_with(void (*widen)(float *, const void *, int, int, int),
-                                   void (*prefetch)(const void *, int, int, int), float *out,
-                                   const unsigned char *rows, size_t row_bytes, int n_rows, int n_ahead, int kv_dim,
-                                   int first, int count) {
-    int r;
-    for (r = 0; r < n_rows; r++) {
-        if (r + ATT_PREFETCH_ROWS < n_ahead) prefetch(rows + (size_t)(r + ATT_PREFETCH_ROWS) * row_bytes, kv_dim, first, count);
-        widen(out + (size_t)r * count, rows + (size_t)r * row_bytes, kv_dim, first, count);
-    }
-}
-static void kv_f32_widen_rows(float *out, const unsigned char *rows, size_t row_bytes, int n_rows, int n_ahead,
-                              int kv_dim, int first, int count) {
-    widen_rows_with(kv_f32_widen, kv_f32_prefetch, out, rows, row_bytes, n_rows, n_ahead, kv_dim, first, count);
-}
-static void kv_f16_widen_rows(float *out, const unsigned char *rows, size_t row_bytes, int n_rows, int n_ahead,
-                              int kv_dim, int first, int count) {
-    widen_rows_with(kv_f16_widen, kv_f16_prefetch, out, rows, row_bytes, n_rows, n_ahead, kv_dim, first, count);
-}
-static void kv_q8_widen_rows(float *out, const unsigned char *rows, size_t row_bytes, int n_rows, int n_ahead,
-                             int kv_dim, int first, int count) {
-    widen_rows_with(kv_q8_widen, kv_q8_prefetch, out, rows, row_bytes, n_rows, n_ahead, kv_dim, first, count);
-}
-
 static const kv_type kv_types[] = {
-    {LUCIE_KV_F32, "f32", kv_f32_row_bytes, kv_f32_store, kv_f32_widen, kv_f32_widen_rows, kv_f32_row_finite},
-    {LUCIE_KV_F16, "f16", kv_f16_row_bytes, kv_f16_store, kv_f16_widen, kv_f16_widen_rows, kv_f16_row_finite},
-    {LUCIE_KV_Q8, "q8", kv_q8_row_bytes, kv_q8_store, kv_q8_widen, kv_q8_widen_rows, kv_q8_row_finite},
+    {LUCIE_KV_F32, "f32", kv_f32_row_bytes, kv_f32_store, kv_f32_widen, kv_f32_read_rows, kv_f32_row_finite},
+    {LUCIE_KV_F16, "f16", kv_f16_row_bytes, kv_f16_store, kv_f16_widen, kv_f16_read_rows, kv_f16_row_finite},
+    {LUCIE_KV_Q8, "q8", kv_q8_row_bytes, kv_q8_store, kv_q8_widen, kv_q8_read_rows, kv_q8_row_finite},
 };
 
 /* The type used when a session asks for LUCIE_KV_DEFAULT (see bench/kv_types.md). */
@@ -4179,8 +4169,8 @@ struct lucie_session {
     float *att_scratch; /* per thread: attention's working blocks (ATT_SCRATCH_FLOATS) */
     void *xq;          /* prepared (quantized) activations */
     const kv_type *kv;
-    size_t kv_row_bytes; /* one position of one layer: kv->row_bytes(kv_dim) */
-    unsigned char *key_cache; /* [n_layers][context] rows of kv_row_bytes */
+    size_t kv_row_bytes; /* one KV head at one position: kv->row_bytes(head_dim) */
+    unsigned char *key_cache; /* [n_layers][n_kv_heads][context] rows of kv_row_bytes (cache_rows) */
     unsigned char *value_cache;
     float *rope_cos, *rope_sin; /* [context][head_dim / 2] */
     int *history;      /* every token in the cache, for the repetition penalty */
@@ -4192,6 +4182,12 @@ struct lucie_session {
     sampler samp;
     char error[256];
 };
+
+/* The rows of KV head h in layer l of a cache (key_cache or value_cache):
+ * context rows, position p's at p * kv_row_bytes. */
+static unsigned char *cache_rows(const lucie_session *s, unsigned char *cache, int layer, int h) {
+    return cache + ((size_t)layer * (size_t)s->model->config.n_kv_heads + (size_t)h) * (size_t)s->context * s->kv_row_bytes;
+}
 
 static size_t attention_scratch_floats(const lucie_config *c); /* section 7: attention's per-thread blocks */
 
@@ -4341,7 +4337,7 @@ int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, l
         size_t b = kernels_for(dt)->input_bytes(MAX_BATCH, widest, c->group_size);
         if (b > xq_bytes) xq_bytes = b;
     }
-    if (!mul_size((size_t)c->n_layers * (size_t)context, kv->row_bytes(kv_dim), &kv_bytes)) {
+    if (!mul_size((size_t)c->n_layers * (size_t)c->n_kv_heads * (size_t)context, kv->row_bytes(c->head_dim), &kv_bytes)) {
         set_error(err, err_size, "KV cache for context %d does not fit in memory", context);
         return LUCIE_ENOMEM;
     }
@@ -4354,7 +4350,7 @@ int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, l
     s->context = context;
     s->n_threads = s->active_threads = n_threads;
     s->kv = kv;
-    s->kv_row_bytes = kv->row_bytes(kv_dim);
+    s->kv_row_bytes = kv->row_bytes(c->head_dim);
     s->x = (float *)aligned_alloc64((size_t)MAX_BATCH * c->dim * sizeof(float));
     s->xb = (float *)aligned_alloc64((size_t)MAX_BATCH * widest * sizeof(float));
     s->q = (float *)aligned_alloc64((size_t)MAX_BATCH * q_dim * sizeof(float));
@@ -4427,8 +4423,8 @@ int lucie_session_fork(const lucie_session *src, lucie_session **out, char *err,
     lucie_session_options o;
     lucie_session *s;
     const lucie_config *c;
-    size_t l, layer_bytes, used_bytes;
-    int status;
+    size_t used_bytes;
+    int status, l, h;
     if (out) *out = NULL;
     if (!src || !out) {
         set_error(err, err_size, "lucie_session_fork: NULL argument");
@@ -4447,12 +4443,12 @@ int lucie_session_fork(const lucie_session *src, lucie_session **out, char *err,
     o.repetition_window = src->samp.repetition_window;
     status = lucie_session_new(src->model, &o, &s, err, err_size);
     if (status != LUCIE_OK) return status;
-    layer_bytes = (size_t)src->context * src->kv_row_bytes;
     used_bytes = (size_t)src->pos * src->kv_row_bytes;
-    for (l = 0; l < (size_t)c->n_layers; l++) {
-        memcpy(s->key_cache + l * layer_bytes, src->key_cache + l * layer_bytes, used_bytes);
-        memcpy(s->value_cache + l * layer_bytes, src->value_cache + l * layer_bytes, used_bytes);
-    }
+    for (l = 0; l < c->n_layers; l++)
+        for (h = 0; h < c->n_kv_heads; h++) {
+            memcpy(cache_rows(s, s->key_cache, l, h), cache_rows(src, src->key_cache, l, h), used_bytes);
+            memcpy(cache_rows(s, s->value_cache, l, h), cache_rows(src, src->value_cache, l, h), used_bytes);
+        }
     memcpy(s->history, src->history, (size_t)src->pos * sizeof(int));
     memcpy(s->logits, src->logits, (size_t)c->vocab_size * sizeof(float));
     memcpy(s->penalised, src->penalised, (size_t)c->vocab_size * sizeof(unsigned));
@@ -4467,19 +4463,26 @@ int lucie_session_fork(const lucie_session *src, lucie_session **out, char *err,
 /* ---- saving and restoring a session ----
  *
  * Layout (little-endian like the model file): magic "LUCIESES", u32 version
- * (2), u32 kv_dim, u32 n_layers, u32 pos, u64 model fingerprint (FNV-1a of
+ * (3), u32 kv_dim, u32 n_layers, u32 pos, u64 model fingerprint (FNV-1a of
  * the model's header and entry table), u64 RNG state, u32 KV cache type
- * (LUCIE_KV_F32/F16/Q8), u32 zero; then pos token ids (i32), then for each
- * layer the pos key rows and pos value rows, each row as the cache type
- * stores it (lucie.h). Version 1 files (written before cache types existed)
- * have no type field (a 40-byte header) and hold f32 rows; they still load.
- * A file loads only into a session of the same cache type: converting would
- * silently round the cache differently from a session that computed it. The
- * raw rows are written in host order, which the loader's little-endian check
- * guarantees. */
+ * (LUCIE_KV_F32/F16/Q8), u32 n_kv_heads; then pos token ids (i32), then for
+ * each layer: for each KV head its pos key rows, then for each KV head its pos
+ * value rows (the cache's own order, section 6), each row (head_dim values) as
+ * the cache type stores it (lucie.h). A file loads only into a session of the
+ * same cache type: converting would silently round the cache differently from
+ * a session that computed it. The raw rows are written in host order, which
+ * the loader's little-endian check guarantees.
+ *
+ * Older files still load: they hold, per layer, pos key rows and pos value
+ * rows of all the KV heads at one position (position-major). For f32 and f16
+ * such a row is the heads' rows one after another, so the loader only
+ * reorders them. Version 1 (written before cache types existed) has no type
+ * field, a 40-byte header, and f32 rows. Version 2's q8 rows grouped a whole
+ * position's values into groups of 32 across heads (with head_dim < 32, one
+ * group mixed heads): there is no exact conversion, the file is refused. */
 
 #define SESSION_MAGIC "LUCIESES"
-#define SESSION_VERSION 2
+#define SESSION_VERSION 3
 #define SESSION_HEADER 48
 #define SESSION_V1_HEADER 40
 
@@ -4507,18 +4510,13 @@ static uint64_t model_fingerprint(const lucie_model *m) {
     return h;
 }
 
-/* The first pos rows of layer l of a cache. */
-static unsigned char *cache_rows(const lucie_session *s, unsigned char *cache, size_t l) {
-    return cache + l * (size_t)s->context * s->kv_row_bytes;
-}
-
 int lucie_session_save(const lucie_session *s, const char *path) {
     const lucie_config *c;
     unsigned char header[SESSION_HEADER];
-    size_t l, count;
+    size_t count;
     FILE *f;
     char *tmp_path, *error;
-    int ok, i, rc;
+    int ok, i, rc, l, k;
     if (!s || !path) return LUCIE_EINVAL;
     error = ((lucie_session *)s)->error; /* the message slot is not part of the session's state */
     c = &s->model->config;
@@ -4531,6 +4529,7 @@ int lucie_session_save(const lucie_session *s, const char *path) {
     put_u64(header + 24, model_fingerprint(s->model));
     put_u64(header + 32, s->samp.rng);
     put_u32(header + 40, (uint32_t)s->kv->type);
+    put_u32(header + 44, (uint32_t)c->n_kv_heads);
     /* written aside and renamed: a failed save leaves the previous one intact */
     f = atomic_create(path, &tmp_path, error, sizeof s->error);
     if (!f) {
@@ -4545,9 +4544,10 @@ int lucie_session_save(const lucie_session *s, const char *path) {
         ok = fwrite(b, 1, 4, f) == 4;
     }
     count = (size_t)s->pos * s->kv_row_bytes;
-    for (l = 0; l < (size_t)c->n_layers && ok; l++)
-        ok = fwrite(cache_rows(s, s->key_cache, l), 1, count, f) == count &&
-             fwrite(cache_rows(s, s->value_cache, l), 1, count, f) == count;
+    for (l = 0; l < c->n_layers && ok; l++)
+        for (k = 0; k < 2 * c->n_kv_heads && ok; k++) /* the keys of every head, then the values */
+            ok = fwrite(cache_rows(s, k < c->n_kv_heads ? s->key_cache : s->value_cache, l, k % c->n_kv_heads), 1,
+                        count, f) == count;
     if (!ok) set_error(error, sizeof s->error, "write error on '%s': %s", tmp_path, strerror(errno));
     rc = atomic_finish(f, tmp_path, path, ok, error, sizeof s->error);
     free(tmp_path);
@@ -4570,13 +4570,13 @@ static int stream_size(FILE *f, unsigned long long *size) {
 
 /* Whether the next n cache rows of f all hold finite values (f is left after
  * them). A NaN or infinity in a KV cache would poison every later token. */
-static int stream_rows_finite(FILE *f, const kv_type *kv, int kv_dim, size_t n) {
+static int stream_rows_finite(FILE *f, const kv_type *kv, int row_values, size_t n) {
     unsigned char chunk[16384];
-    size_t row = kv->row_bytes(kv_dim), per_read = sizeof chunk / row, i;
+    size_t row = kv->row_bytes(row_values), per_read = sizeof chunk / row, i;
     if (per_read == 0) { /* rows wider than the chunk: one at a time */
         unsigned char *one = (unsigned char *)malloc(row);
         int ok = one != NULL;
-        for (i = 0; i < n && ok; i++) ok = fread(one, 1, row, f) == row && kv->row_finite(one, kv_dim);
+        for (i = 0; i < n && ok; i++) ok = fread(one, 1, row, f) == row && kv->row_finite(one, row_values);
         free(one);
         return ok;
     }
@@ -4584,16 +4584,38 @@ static int stream_rows_finite(FILE *f, const kv_type *kv, int kv_dim, size_t n) 
         size_t k = n < per_read ? n : per_read;
         if (fread(chunk, row, k, f) != k) return 0;
         for (i = 0; i < k; i++)
-            if (!kv->row_finite(chunk + i * row, kv_dim)) return 0;
+            if (!kv->row_finite(chunk + i * row, row_values)) return 0;
         n -= k;
     }
     return 1;
 }
 
+/* Reads the cache rows of a file (after its token ids) into s, pos positions:
+ * in the cache's order (version 3), or position-major (versions 1 and 2,
+ * f32 and f16 only: a position's row is its heads' rows one after another). */
+static int read_cache_rows(lucie_session *s, FILE *f, uint32_t version, uint32_t pos) {
+    const lucie_config *c = &s->model->config;
+    size_t count = (size_t)pos * s->kv_row_bytes, row = s->kv_row_bytes;
+    int ok = 1, l, k, h;
+    uint32_t p;
+    for (l = 0; l < c->n_layers && ok; l++)
+        if (version == SESSION_VERSION) {
+            for (k = 0; k < 2 * c->n_kv_heads && ok; k++)
+                ok = fread(cache_rows(s, k < c->n_kv_heads ? s->key_cache : s->value_cache, l, k % c->n_kv_heads), 1,
+                           count, f) == count;
+        } else {
+            for (k = 0; k < 2; k++)
+                for (p = 0; p < pos && ok; p++)
+                    for (h = 0; h < c->n_kv_heads && ok; h++)
+                        ok = fread(cache_rows(s, k ? s->value_cache : s->key_cache, l, h) + p * row, 1, row, f) == row;
+        }
+    return ok;
+}
+
 int lucie_session_load(lucie_session *s, const char *path) {
     const lucie_config *c;
     unsigned char header[SESSION_HEADER];
-    size_t l, count, header_size = SESSION_HEADER;
+    size_t count, header_size = SESSION_HEADER;
     uint32_t pos, version, type;
     int kv_dim;
     unsigned long long size;
@@ -4614,7 +4636,7 @@ int lucie_session_load(lucie_session *s, const char *path) {
         header_size = SESSION_V1_HEADER;
         type = LUCIE_KV_F32;
     } else {
-        ok = version == SESSION_VERSION &&
+        ok = (version == 2 || version == SESSION_VERSION) &&
              fread(header + SESSION_V1_HEADER, 1, SESSION_HEADER - SESSION_V1_HEADER, f) ==
                  SESSION_HEADER - SESSION_V1_HEADER;
         type = ok ? read_u32(header + 40) : 0;
@@ -4626,6 +4648,7 @@ int lucie_session_load(lucie_session *s, const char *path) {
     }
     pos = read_u32(header + 20);
     if (read_u32(header + 12) != (uint32_t)kv_dim || read_u32(header + 16) != (uint32_t)c->n_layers ||
+        (version == SESSION_VERSION && read_u32(header + 44) != (uint32_t)c->n_kv_heads) ||
         read_u64(header + 24) != model_fingerprint(s->model)) {
         fclose(f);
         snprintf(s->error, sizeof s->error, "session file '%s' was saved with another model", path);
@@ -4641,6 +4664,13 @@ int lucie_session_load(lucie_session *s, const char *path) {
             snprintf(s->error, sizeof s->error, "session file '%s' has an unknown KV cache type %u", path, type);
         return LUCIE_EFORMAT;
     }
+    if (version != SESSION_VERSION && type == LUCIE_KV_Q8) {
+        fclose(f);
+        snprintf(s->error, sizeof s->error,
+                 "session file '%s' holds a q8 KV cache in the layout of version %u, which this version cannot "
+                 "convert exactly; evaluate the prompt again and save a new one", path, version);
+        return LUCIE_EFORMAT;
+    }
     if (pos > (uint32_t)s->context) {
         fclose(f);
         snprintf(s->error, sizeof s->error, "session file holds %u tokens, more than this session's context (%d)", pos,
@@ -4648,9 +4678,10 @@ int lucie_session_load(lucie_session *s, const char *path) {
         return LUCIE_ECONTEXT;
     }
     /* The exact size must match before anything is overwritten. */
-    count = (size_t)pos * s->kv_row_bytes;
+    count = (size_t)pos * s->kv_row_bytes; /* one head's rows of one layer */
     if (!stream_size(f, &size) ||
-        size != header_size + (unsigned long long)pos * 4 + (unsigned long long)c->n_layers * 2 * count ||
+        size != header_size + (unsigned long long)pos * 4 +
+                    (unsigned long long)c->n_layers * 2 * (unsigned long long)c->n_kv_heads * count ||
         fseek(f, (long)header_size, SEEK_SET) != 0) {
         fclose(f);
         snprintf(s->error, sizeof s->error, "session file '%s' is truncated or has trailing data", path);
@@ -4677,7 +4708,7 @@ int lucie_session_load(lucie_session *s, const char *path) {
     }
     /* so is every cached value, in a first pass: a refused file must leave
      * the session as it was */
-    if (!stream_rows_finite(f, s->kv, kv_dim, (size_t)c->n_layers * 2 * pos) ||
+    if (!stream_rows_finite(f, s->kv, c->head_dim, (size_t)c->n_layers * 2 * (size_t)c->n_kv_heads * pos) ||
         fseek(f, (long)(header_size + (size_t)pos * 4), SEEK_SET) != 0) {
         free(ids);
         fclose(f);
@@ -4687,9 +4718,7 @@ int lucie_session_load(lucie_session *s, const char *path) {
     }
     for (i = 0; i < (int)pos; i++) s->history[i] = read_i32(ids + 4 * (size_t)i);
     free(ids);
-    for (l = 0; l < (size_t)c->n_layers && ok; l++)
-        ok = fread(cache_rows(s, s->key_cache, l), 1, count, f) == count &&
-             fread(cache_rows(s, s->value_cache, l), 1, count, f) == count;
+    ok = read_cache_rows(s, f, version, pos);
     fclose(f);
     if (!ok) { /* a read error after the size check: the cache is half overwritten */
         s->pos = 0;
@@ -4820,8 +4849,8 @@ static void linear_choosing_threads(lucie_session *s, thread_tuner *t, float *ou
  * memory once per unit, not once per query head (decoding: once per token).
  *
  * Online softmax over blocks of ATT_KEY_BLOCK keys, so that the working set
- * stays in cache however long the context: for each block, widen its keys and
- * values to f32 (kv_type), compute the scores of all the unit's queries with
+ * stays in cache however long the context: for each block, read its keys and
+ * values as f32 (kv_type.read_rows: the cache itself when it is f32), compute the scores of all the unit's queries with
  * the float tile kernel (keys as weight rows, queries as tokens: the 16-lane
  * dot product contract), then per query, over the keys it may see:
  *   m' = max(m, scores);  c = exp(m - m');  l = l * c + sum exp(s - m');
@@ -4845,8 +4874,10 @@ static size_t attention_scratch_floats(const lucie_config *c) {
 }
 
 /* exp(x) for the softmax weights, x <= 0 (a score minus the running max):
- * within 1.01 ulp of the true value over [-87, 0] (checked against double
- * exp for every float there), 0 below -87 and for -inf, NaN for NaN. Written
+ * within 1.011 ulp of the true value over [-87, 0] (checked against double
+ * exp for every float there: 1.0103 at worst with FMA, 0.982 without;
+ * test_float_kernels checks every 7th), 0 below -87 and for -inf, NaN for
+ * NaN. Written
  * without calls or branches (n = round(x / ln 2), r = x - n ln 2 in two
  * exact-enough steps, a degree-7 polynomial for e^r, times 2^n built from its
  * bits), so the compiler runs 16 of them per instruction (gcc and clang do
@@ -4964,17 +4995,16 @@ static void attention_unit(lucie_session *lead, const batch_segment *seg, int la
                            float *scratch) {
     const lucie_session *s = seg->session;
     const lucie_config *c = &s->model->config;
-    int hd = c->head_dim, group = c->n_heads / c->n_kv_heads, kv_dim = c->n_kv_heads * hd;
+    int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
     int q_dim = c->n_heads * hd, nq = nt * group, end = s->pos + t0 + nt, kb, qi, j;
-    size_t max_q = (size_t)att_queries(c), row = s->kv_row_bytes, layer_bytes = (size_t)s->context * row;
-    const unsigned char *kc = s->key_cache + (size_t)layer * layer_bytes;
-    const unsigned char *vc = s->value_cache + (size_t)layer * layer_bytes;
+    size_t max_q = (size_t)att_queries(c), row = s->kv_row_bytes;
+    const unsigned char *kc = cache_rows(s, s->key_cache, layer, kvh), *vc = cache_rows(s, s->value_cache, layer, kvh);
     const float *q = lead->q + (size_t)seg->first * q_dim;
     float *att_out = lead->att_out + (size_t)seg->first * q_dim;
     float scale = 1.0f / sqrtf((float)hd);
     float *queries = scratch, *acc = queries + max_q * hd, *max = acc + max_q * hd, *sum = max + max_q;
-    float *correction = sum + max_q, *scores = correction + max_q, *keys = scores + max_q * ATT_KEY_BLOCK;
-    float *values = keys + (size_t)ATT_KEY_BLOCK * hd;
+    float *correction = sum + max_q, *scores = correction + max_q, *key_block = scores + max_q * ATT_KEY_BLOCK;
+    float *value_block = key_block + (size_t)ATT_KEY_BLOCK * hd;
     /* query qi = t * group + g is head kvh * group + g of token t0 + t: the
      * group's heads are adjacent in q */
     for (j = 0; j < nt; j++)
@@ -4987,8 +5017,11 @@ static void attention_unit(lucie_session *lead, const batch_segment *seg, int la
     }
     for (kb = 0; kb < end; kb += ATT_KEY_BLOCK) {
         int n_keys = end - kb < ATT_KEY_BLOCK ? end - kb : ATT_KEY_BLOCK;
-        s->kv->widen_rows(keys, kc + (size_t)kb * row, row, n_keys, end - kb, kv_dim, kvh * hd, hd);
-        s->kv->widen_rows(values, vc + (size_t)kb * row, row, n_keys, end - kb, kv_dim, kvh * hd, hd);
+        int whole_next = kb + 2 * ATT_KEY_BLOCK <= end; /* (a shorter last block is not asked for) */
+        const unsigned char *next_keys = whole_next ? kc + (size_t)(kb + ATT_KEY_BLOCK) * row : NULL;
+        const unsigned char *next_values = whole_next ? vc + (size_t)(kb + ATT_KEY_BLOCK) * row : NULL;
+        const float *keys = s->kv->read_rows(key_block, kc + (size_t)kb * row, n_keys, hd, next_keys);
+        const float *values = s->kv->read_rows(value_block, vc + (size_t)kb * row, n_keys, hd, next_values);
         float_rows(scores, queries, keys, 0, nq, n_keys, hd, 0, n_keys); /* scores[qi][j] */
         for (j = 0; j < nt; j++) { /* token j's queries see the keys up to its own position */
             int visible = s->pos + t0 + j + 1 - kb, first = j * group;
@@ -5074,19 +5107,19 @@ static void swiglu(lucie_session *s, int count) {
  * position, then into its own session's cache. */
 static void rope_and_store(lucie_session *lead, const batch_segment *segs, int n_segs, int layer) {
     const lucie_config *c = &lead->model->config;
-    int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd, half = hd / 2, i, t;
+    int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd, half = hd / 2, i, t, h;
     for (i = 0; i < n_segs; i++) {
         lucie_session *s = segs[i].session;
-        size_t layer_bytes = (size_t)s->context * s->kv_row_bytes;
-        unsigned char *kc = s->key_cache + (size_t)layer * layer_bytes;
-        unsigned char *vc = s->value_cache + (size_t)layer * layer_bytes;
         for (t = segs[i].first; t < segs[i].first + segs[i].count; t++) {
             int p = s->pos + t - segs[i].first;
             const float *cr = s->rope_cos + (size_t)p * half, *sr = s->rope_sin + (size_t)p * half;
             apply_rope(lead->q + (size_t)t * q_dim, c->n_heads, hd, cr, sr);
             apply_rope(lead->k + (size_t)t * kv_dim, c->n_kv_heads, hd, cr, sr);
-            s->kv->store(kc + (size_t)p * s->kv_row_bytes, lead->k + (size_t)t * kv_dim, kv_dim);
-            s->kv->store(vc + (size_t)p * s->kv_row_bytes, lead->v + (size_t)t * kv_dim, kv_dim);
+            for (h = 0; h < c->n_kv_heads; h++) {
+                size_t at = (size_t)p * s->kv_row_bytes, in = (size_t)t * kv_dim + (size_t)h * hd;
+                s->kv->store(cache_rows(s, s->key_cache, layer, h) + at, lead->k + in, hd);
+                s->kv->store(cache_rows(s, s->value_cache, layer, h) + at, lead->v + in, hd);
+            }
         }
     }
     input_written(lead, lead->q);

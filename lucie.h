@@ -265,15 +265,15 @@ typedef struct {
     int kv_type;      /* LUCIE_KV_*: how the KV cache stores keys and values; 0 = LUCIE_KV_DEFAULT */
 } lucie_session_options;
 
-/* KV cache element types. The cache holds, per layer and position, a row of
- * n_kv_heads * head_dim keys (after RoPE) and one of values, in one of:
+/* KV cache element types. The cache holds, per layer, KV head and position,
+ * a row of head_dim keys (after RoPE) and one of values, in one of:
  *   F32: the floats as computed (4 bytes per value);
  *   F16: IEEE half, rounded to nearest even, |x| saturating at 65504 (2 bytes);
- *   Q8:  the row in groups of 32 consecutive values (the last one shorter; a
- *        group lies inside one head when head_dim is a multiple of 32), each an
- *        f32 scale = max|x| / 127 of its group and int8 codes
- *        round_half_even(x / scale); a value reads back as code * scale
- *        (scales first, then the codes: 1.125 bytes per value).
+ *   Q8:  the row in groups of 32 consecutive values (the last one shorter when
+ *        head_dim is not a multiple of 32), each an f32 scale = max|x| / 127 of
+ *        its group and int8 codes round_half_even(x / scale); a value reads
+ *        back as code * scale (scales first, then the codes: 1.125 bytes per
+ *        value at head_dim 128).
  * Attention reads every row back as f32, so the types differ only in these
  * roundings (bench/kv_types.md measures what they cost in accuracy). */
 enum { LUCIE_KV_DEFAULT = 0, LUCIE_KV_F32 = 1, LUCIE_KV_F16 = 2, LUCIE_KV_Q8 = 3 };

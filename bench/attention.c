@@ -38,7 +38,7 @@ int main(int argc, char **argv) {
     lucie_model model;
     lucie_session s;
     lucie_config *c = &model.config;
-    int threads = argc > 1 ? atoi(argv[1]) : 2, context = 16384 + 64, kv_dim, q_dim, k, d, i;
+    int threads = argc > 1 ? atoi(argv[1]) : 2, context = 16384 + 64, kv_dim, q_dim, k, d, i, h;
     uint64_t state = 88172645463325252ull;
     float *rows;
     memset(&model, 0, sizeof model);
@@ -58,9 +58,9 @@ int main(int argc, char **argv) {
     for (i = 0; i < 64 * q_dim; i++) s.q[i] = (float)((state = state * 6364136223846793005ull + 1) >> 40) / 16777216.0f - 0.5f;
     if (argc > 4) { /* one call */
         s.kv = kv_type_for(strcmp(argv[4], "q8") == 0 ? LUCIE_KV_Q8 : strcmp(argv[4], "f16") == 0 ? LUCIE_KV_F16 : LUCIE_KV_F32);
-        s.kv_row_bytes = s.kv->row_bytes(kv_dim);
-        s.key_cache = (unsigned char *)calloc((size_t)context, s.kv_row_bytes);
-        s.value_cache = (unsigned char *)calloc((size_t)context, s.kv_row_bytes);
+        s.kv_row_bytes = s.kv->row_bytes(c->head_dim);
+        s.key_cache = (unsigned char *)calloc((size_t)context * c->n_kv_heads, s.kv_row_bytes);
+        s.value_cache = (unsigned char *)calloc((size_t)context * c->n_kv_heads, s.kv_row_bytes);
         s.pos = atoi(argv[2]);
         attention_alone(&s, 0, atoi(argv[3]));
         return 0;
@@ -69,13 +69,15 @@ int main(int argc, char **argv) {
            threads);
     for (k = 0; k < 3; k++) {
         s.kv = kv_type_for(kinds[k]);
-        s.kv_row_bytes = s.kv->row_bytes(kv_dim);
-        s.key_cache = (unsigned char *)aligned_alloc64((size_t)context * s.kv_row_bytes);
-        s.value_cache = (unsigned char *)aligned_alloc64((size_t)context * s.kv_row_bytes);
+        s.kv_row_bytes = s.kv->row_bytes(c->head_dim);
+        s.key_cache = (unsigned char *)aligned_alloc64((size_t)context * c->n_kv_heads * s.kv_row_bytes);
+        s.value_cache = (unsigned char *)aligned_alloc64((size_t)context * c->n_kv_heads * s.kv_row_bytes);
         for (d = 0; d < context; d++) {
             for (i = 0; i < kv_dim; i++) rows[i] = (float)((state = state * 6364136223846793005ull + 1) >> 40) / 16777216.0f - 0.5f;
-            s.kv->store(s.key_cache + (size_t)d * s.kv_row_bytes, rows, kv_dim);
-            s.kv->store(s.value_cache + (size_t)d * s.kv_row_bytes, rows, kv_dim);
+            for (h = 0; h < c->n_kv_heads; h++) {
+                s.kv->store(cache_rows(&s, s.key_cache, 0, h) + (size_t)d * s.kv_row_bytes, rows + h * c->head_dim, c->head_dim);
+                s.kv->store(cache_rows(&s, s.value_cache, 0, h) + (size_t)d * s.kv_row_bytes, rows + h * c->head_dim, c->head_dim);
+            }
         }
         for (d = 0; d < 3; d++)
             printf("kv %-3s depth %5d: decode %8.1f   prefill chunk of 64 %8.1f\n", s.kv->name, depths[d],

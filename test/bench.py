@@ -272,23 +272,23 @@ def percent_of_peak(tokens_per_s, macs_per_token, peak_gmacs):
     return 100.0 * tokens_per_s * macs_per_token / (peak_gmacs * 1e9)
 
 
-def kv_row_bytes(kv_type, kv_dim):
-    """Bytes of one cached key (or value) row of kv_dim values, as lucie.h defines each type:
-    f32 4 bytes a value, f16 2, q8 one code byte a value plus an f32 scale per group of 32."""
+def kv_row_bytes(kv_type, head_dim):
+    """Bytes of one cached key (or value) row, one KV head's head_dim values, as lucie.h
+    defines each type: f32 4 bytes a value, f16 2, q8 one code byte a value plus an f32
+    scale per group of 32."""
     if kv_type == "f32":
-        return 4 * kv_dim
+        return 4 * head_dim
     if kv_type == "f16":
-        return 2 * kv_dim
+        return 2 * head_dim
     if kv_type == "q8":
-        return kv_dim + 4 * -(-kv_dim // KV_Q8_GROUP)
+        return head_dim + 4 * -(-head_dim // KV_Q8_GROUP)
     raise ValueError("unknown KV cache type %r" % kv_type)
 
 
 def kv_bytes_per_token(shape, kv_type, depth):
     """KV cache bytes one decode step reads at `depth` cached positions: every layer's key
-    and value rows (depth x layers x 2 x kv_dim x bytes per value)."""
-    kv_dim = shape["n_kv_heads"] * shape["head_dim"]
-    return depth * shape["n_layers"] * 2 * kv_row_bytes(kv_type, kv_dim)
+    and value rows (depth x layers x 2 x n_kv_heads rows)."""
+    return depth * shape["n_layers"] * 2 * shape["n_kv_heads"] * kv_row_bytes(kv_type, shape["head_dim"])
 
 
 def mean_decode_depth(depth, prompt, n_gen):
@@ -379,7 +379,7 @@ def long_context_checkpoint(cache, key, ckpt, long_config_path):
 
 
 SESSION_MAGIC = b"LUCIESES"
-SESSION_VERSION = 2
+SESSION_VERSION = 3
 SESSION_HEADER = 48
 SESSION_POS_OFFSET = 20
 
@@ -390,17 +390,19 @@ def tile_session(seed_path, out_path, depth):
     model fingerprint, KV type and row layout, finite values of the right type, at a
     fraction of the cost of prefilling `depth` tokens (decode speed does not depend on the
     values). Layout (lucie.c, section 6): a 48-byte header whose u32 at offset 20 is the
-    token count, the token ids (i32), then per layer the key rows and the value rows."""
+    token count and at 44 n_kv_heads, the token ids (i32), then per layer, for each KV head
+    its key rows, then for each KV head its value rows (rows in position order)."""
     size = os.path.getsize(seed_path)
     with open(seed_path, "rb") as f:
         header = bytearray(f.read(SESSION_HEADER))
         if header[:8] != SESSION_MAGIC or struct.unpack_from("<I", header, 8)[0] != SESSION_VERSION:
             raise ValueError("%s is not a version-%d session file" % (seed_path, SESSION_VERSION))
         n_layers, pos = struct.unpack_from("<I", header, 16)[0], struct.unpack_from("<I", header, SESSION_POS_OFFSET)[0]
+        n_blocks = 2 * n_layers * struct.unpack_from("<I", header, 44)[0]  # (layer, keys or values, KV head)
         row_block = size - SESSION_HEADER - 4 * pos
-        if pos == 0 or row_block % (2 * n_layers * pos):
+        if pos == 0 or n_blocks == 0 or row_block % (n_blocks * pos):
             raise ValueError("%s: %d tokens do not divide its cache" % (seed_path, pos))
-        rows_bytes = row_block // (2 * n_layers)  # one layer's keys (or values)
+        rows_bytes = row_block // n_blocks  # one KV head's keys (or values) in one layer
         ids = f.read(4 * pos)
         struct.pack_into("<I", header, SESSION_POS_OFFSET, depth)
         whole, part = divmod(depth, pos)
@@ -409,7 +411,7 @@ def tile_session(seed_path, out_path, depth):
             out.write(header)
             out.write(ids * whole + ids[:4 * part])
             row = rows_bytes // pos
-            for _ in range(2 * n_layers):
+            for _ in range(n_blocks):
                 block = f.read(rows_bytes)
                 out.write(block * whole + block[:row * part])
     os.replace(tmp, out_path)

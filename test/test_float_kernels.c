@@ -13,6 +13,7 @@
  * The KV cache element types: widening every finite f16 (F16C when built
  * with it) equals half_to_float; attention's SIMD value accumulation equals
  * the plain fused multiply-adds; q8 rows read back within half a step.
+ * attention's softmax exp stays within its stated error and special values.
  * Build it like lucie.c (any compiler, flags, with or without OpenMP):
  *   cc -std=c99 -O3 -march=native -fopenmp test/test_float_kernels.c -o t -lm && ./t
  * Prints one line per failure and a summary with a hash of all the results:
@@ -171,13 +172,13 @@ static void check_kv_types(tally *tl, rng *g) {
             want[n++] = half_to_float((uint16_t)i);
         }
     for (first = 0; first < 3; first++) { /* unaligned starts and a tail */
-        f16->widen(wide, halves, n, first, n - first);
+        f16->widen(wide, halves + first, n - first);
         expect_same(tl, wide, want + first, (size_t)(n - first), "f16 widen", 1, n, 1, 1);
     }
     for (kv_dim = 1; kv_dim <= 200; kv_dim += 13) {
         for (i = 0; i < kv_dim; i++) x[i] = random_value(g);
         q8->store(row, x, kv_dim);
-        q8->widen(back, row, kv_dim, 0, kv_dim);
+        q8->widen(back, row, kv_dim);
         tl->checks++;
         for (i = 0; i < kv_dim; i++) {
             float scale;
@@ -208,6 +209,54 @@ static void check_kv_types(tally *tl, rng *g) {
     }
 }
 
+/* attention's softmax exp (attention_exp) keeps what its comment promises:
+ * within 1.011 ulp of double exp on [-87, 0] (every 7th float there, which
+ * still meets every exponent and the ends), exp(0) = exp(-0) = 1 exactly,
+ * 0 for -inf and below -87, NaN for NaN. */
+static void check_attention_exp(tally *tl) {
+    static const float specials[] = {0.0f, -0.0f, -1e-30f, -87.0f, -87.0001f, -88.0f, -1000.0f};
+    static const float special_want[] = {1.0f, 1.0f, 1.0f, -1.0f, 0.0f, 0.0f, 0.0f}; /* -1: check by ulps */
+    double worst = 0.0, worst_x = 0.0;
+    uint32_t bits;
+    size_t i;
+    float nan_in = (float)NAN, got;
+    for (bits = 0x80000000u; bits <= 0xC2AE0000u; bits += 7) { /* -0 down to -87 (0xC2AE0000) */
+        float x, y;
+        double want, ulp, err;
+        int e;
+        memcpy(&x, &bits, sizeof x);
+        if (x < -87.0f) break;
+        y = attention_exp(x);
+        want = exp((double)x);
+        frexp(want, &e);
+        ulp = ldexp(1.0, e - 24); /* the float spacing at want (normal: exp(-87) > FLT_MIN) */
+        err = fabs((double)y - want) / ulp;
+        if (!(err <= worst)) worst = err, worst_x = x;
+    }
+    tl->checks++;
+    if (!(worst <= 1.011)) {
+        printf("FAIL attention_exp: %.4f ulp at x = %.9g (bound 1.011)\n", worst, worst_x);
+        tl->failures++;
+    }
+    for (i = 0; i < sizeof specials / sizeof *specials; i++) {
+        got = attention_exp(specials[i]);
+        tl->checks++;
+        if (special_want[i] >= 0.0f && got != special_want[i]) {
+            printf("FAIL attention_exp(%.9g) = %.9g, want %.9g\n", (double)specials[i], (double)got,
+                   (double)special_want[i]);
+            tl->failures++;
+        }
+    }
+    got = attention_exp(-INFINITY);
+    tl->checks++;
+    if (got != 0.0f || !isnan(attention_exp(nan_in))) {
+        printf("FAIL attention_exp(-inf) = %.9g (want 0), attention_exp(NaN) = %.9g (want NaN)\n", (double)got,
+               (double)attention_exp(nan_in));
+        tl->failures++;
+    }
+    printf("attention_exp: %.4f ulp at most on [-87, 0]; ", worst);
+}
+
 int main(void) {
     static const int rows_list[] = {1, 3, 4, 5, 8, 13, 17, 32, 37};
     static const int cols_list[] = {1, 7, 15, 16, 17, 31, 48, 100, 128, 511, 512, 513, 1029};
@@ -227,6 +276,7 @@ int main(void) {
     check_shape(&tl, &g, 44, 2600, 66); /* and more than one token block */
     check_shape(&tl, &g, 100, 1043, 70); /* several row blocks, partial panels, a tail */
     check_kv_types(&tl, &g);
+    check_attention_exp(&tl);
 #ifdef FLOAT_SIMD
     printf("kernel: %s tiles %dx%d; ", FLOAT_SIMD_NAME, FLOAT_TILE_ROWS, FLOAT_TILE_TOKENS);
 #else

@@ -46,13 +46,13 @@ TEXT = ("Once upon a time, there was a little girl named Lily. She loved to play
 CASES = {
     "stories260K": None,
     "lucie-base": (LUCIE_BASE, dict(hidden=64, ffn=192, layers=2, heads=4, kv_heads=2)),
-    # head_dim 64: q8 groups of 32 lie inside a head, as with Lucie's 128
+    # head_dim 64: a cache row holds two q8 groups of 32 (Lucie's 128: four); the others' rows one short group
     "lucie-instruct-hd64": (LUCIE_INSTRUCT, dict(hidden=128, ffn=256, layers=2, heads=4, kv_heads=2, head_dim=64)),
 }
 
 
 def round_rows(x, kind, nudge=0.0):
-    """x [..., kv_dim] float32 rounded as the cache type stores it (lucie.h). nudge
+    """x [..., head_dim] float32 rounded as the cache type stores it (lucie.h). nudge
     moves each value by nudge x its row's largest |value| before the rounding
     decision (q8: of the codes; the scales stay those of x)."""
     torch, _ = need_torch()
@@ -89,10 +89,8 @@ def rounded_kv(kind, flipped=False):
     import transformers.models.llama.modeling_llama as llama
     original = llama.eager_attention_forward
 
-    def as_rows(t):  # [batch, kv_heads, seq, head_dim] -> [batch, seq, kv_dim], the cache row order
-        b, h, s, d = t.shape
-        rows = (round_rows_flipped if flipped else round_rows)(t.transpose(1, 2).reshape(b, s, h * d), kind)
-        return rows.reshape(b, s, h, d).transpose(1, 2)
+    def as_rows(t):  # [batch, kv_heads, seq, head_dim]: a cache row is one KV head at one position
+        return (round_rows_flipped if flipped else round_rows)(t, kind)
 
     def patched(module, query, key, value, *args, **kwargs):
         return original(module, query, as_rows(key), as_rows(value), *args, **kwargs)

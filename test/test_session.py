@@ -171,6 +171,11 @@ def damaged_files(good, tmp_path, other_model_files):
         kv_type = bytearray(data)
         kv_type[40:44] = np.uint32(value).tobytes()
         add(desc, bytes(kv_type))
+    for desc, value in (("n_kv_heads changed", 2), ("n_kv_heads zero", 0)):  # stories260K has 4
+        heads = bytearray(data)
+        assert data[44:48] == np.uint32(4).tobytes()
+        heads[44:48] = np.uint32(value).tobytes()
+        add(desc, bytes(heads))
     # NaN / infinity in the KV cache (after the header and the ids): the first key of
     # the first layer, and the last value of the last layer.
     kv_start = HEADER + 4 * N_PROMPT
@@ -294,29 +299,70 @@ def test_interrupted_save_keeps_the_previous_file(models, token_ids, tmp_path):
     assert line(lines, "load") == "ok" and line(lines, "pos") == str(N_PROMPT)
 
 
-def test_version_1_file_loads_as_f32(models, token_ids, tmp_path):
-    """Files written before cache types existed (version 1: a 40-byte header without
-    the type, f32 rows) restore into an f32 session exactly; other types refuse them
-    with a message naming both types."""
+def position_major(data, version):
+    """A version-3 session file (data) rewritten as `version` (1 or 2) wrote it: the same
+    tokens and rows, but per layer the key rows and the value rows position by position,
+    all KV heads of a position together (version 3: KV head by KV head, each head's rows
+    in position order). Version 1 has no KV type field (a 40-byte header)."""
+    kv_dim, n_layers, pos = (int(v) for v in np.frombuffer(data[12:24], "<u4"))
+    n_kv_heads = int(np.frombuffer(data[44:48], "<u4")[0])
+    assert data[8:12] == np.uint32(3).tobytes() and n_kv_heads > 0 and kv_dim % n_kv_heads == 0
+    body = np.frombuffer(data[HEADER + 4 * pos:], np.uint8)
+    row = body.size // (n_layers * 2 * n_kv_heads * pos)
+    assert body.size == n_layers * 2 * n_kv_heads * pos * row
+    rows = body.reshape(n_layers, 2, n_kv_heads, pos, row).transpose(0, 1, 3, 2, 4)
+    header = data[:8] + np.uint32(version).tobytes() + data[12:V1_HEADER]
+    if version == 2:
+        header += data[V1_HEADER:44] + np.uint32(0).tobytes()
+    return header + data[HEADER:HEADER + 4 * pos] + rows.tobytes()
+
+
+@pytest.mark.parametrize("version,kv", [(1, "f32"), (2, "f32"), (2, "f16")])
+def test_position_major_files_load(version, kv, models, token_ids, tmp_path):
+    """Files written before the head-major cache (version 2: per position, every head's
+    row; version 1: the same without a KV type, f32) restore exactly: the loader
+    reorders their rows. A version-1 file refuses to load into other cache types with a
+    message naming both."""
     model = models("stories")
     prompt, more = token_ids
-    saved = str(tmp_path / "v2.session")
-    _, ref = run(model, ["--ctx", "64", "--kv", "f32"], ["eval", ids_arg(prompt), "save", saved, "step",
+    saved = str(tmp_path / "v3.session")
+    _, ref = run(model, ["--ctx", "64", "--kv", kv], ["eval", ids_arg(prompt), "save", saved, "step",
                  ids_arg(more)], tmp_path, "ref")
     with open(saved, "rb") as f:
         data = f.read()
-    assert data[8:12] == np.uint32(2).tobytes() and data[40:44] == np.uint32(1).tobytes()
-    old = str(tmp_path / "v1.session")
+    assert data[40:44] == np.uint32({"f32": 1, "f16": 2}[kv]).tobytes()
+    old = str(tmp_path / ("v%d.session" % version))
     with open(old, "wb") as f:
-        f.write(data[:8] + np.uint32(1).tobytes() + data[12:V1_HEADER] + data[HEADER:])
-    lines, got = run(model, ["--ctx", "64", "--kv", "f32"], ["load", old, "pos", "step", ids_arg(more)], tmp_path, "v1")
+        f.write(position_major(data, version))
+    lines, got = run(model, ["--ctx", "64", "--kv", kv], ["load", old, "pos", "step", ids_arg(more)], tmp_path, "old")
     assert line(lines, "load") == "ok" and line(lines, "pos") == str(N_PROMPT)
     assert got == ref
-    for kv in ("f16", "q8"):
-        lines, _ = run(model, ["--ctx", "64", "--kv", kv], ["load", old, "pos"], tmp_path, "v1-" + kv)
-        status = line(lines, "load")
-        assert status.startswith("-2 ") and "holds a f32 KV cache" in status and kv in status, status
-        assert line(lines, "pos") == "0"
+    if version == 1:
+        for other in ("f16", "q8"):
+            lines, _ = run(model, ["--ctx", "64", "--kv", other], ["load", old, "pos"], tmp_path, "v1-" + other)
+            status = line(lines, "load")
+            assert status.startswith("-2 ") and "holds a f32 KV cache" in status and other in status, status
+            assert line(lines, "pos") == "0"
+
+
+def test_version_2_q8_file_is_refused(models, token_ids, tmp_path):
+    """Version 2's q8 rows grouped a whole position (all heads) by 32: not convertible
+    exactly to per-head groups, so such a file is refused with a message saying so,
+    and the session is left as it was."""
+    model = models("stories")
+    prompt, _ = token_ids
+    saved = str(tmp_path / "v3.session")
+    run(model, ["--ctx", "64", "--kv", "q8"], ["eval", ids_arg(prompt), "save", saved], tmp_path, "ref")
+    with open(saved, "rb") as f:
+        data = f.read()
+    old = str(tmp_path / "v2.session")
+    with open(old, "wb") as f:
+        f.write(position_major(data, 2))
+    lines, _ = run(model, ["--ctx", "64", "--kv", "q8"], ["eval", ids_arg(prompt[:3]), "load", old, "pos"], tmp_path,
+                   "v2-q8")
+    status = line(lines, "load")
+    assert status.startswith("-2 ") and "q8" in status and "version 2" in status, status
+    assert line(lines, "pos") == "3"
 
 
 @pytest.mark.parametrize("kv", ["f16", "q8"])
