@@ -5,8 +5,10 @@
  * token. Build it like lucie.c, e.g.
  *   cc -std=c99 -O3 -march=native -fopenmp bench/attention.c -o attention -lm && ./attention [threads]
  * The cache holds random values; attention's cost does not depend on them.
- *   ./attention 1 DEPTH N TYPE   one call (N tokens at DEPTH, TYPE f32/f16/q8),
- * for instruction counts: valgrind --tool=callgrind ./attention 1 4096 1 f32 */
+ *   ./attention THREADS DEPTH N TYPE [REPS]   one case only (N tokens at DEPTH,
+ * TYPE f32/f16/q8): one call, for instruction counts (valgrind
+ * --tool=callgrind ./attention 1 4096 1 f32), or the best of REPS calls after
+ * as many unmeasured ones, printed in microseconds per token. */
 #include "../lucie.c"
 
 /* n tokens of session s, alone in the batch. */
@@ -16,6 +18,25 @@ static void attention_alone(lucie_session *s, int layer, int n) {
     seg.first = 0;
     seg.count = n;
     attention(s, &seg, 1, layer);
+}
+
+/* A random cache of s->context positions (the values do not change the
+ * cost, but untouched memory would read as one shared zero page). */
+static void fill_cache(lucie_session *s, uint64_t *state) {
+    const lucie_config *c = &s->model->config;
+    size_t bytes = (size_t)s->context * c->n_kv_heads * s->kv_row_bytes;
+    float *row = (float *)malloc((size_t)c->head_dim * sizeof(float));
+    int d, h, i;
+    s->key_cache = (unsigned char *)aligned_alloc64(bytes);
+    s->value_cache = (unsigned char *)aligned_alloc64(bytes);
+    for (d = 0; d < s->context; d++)
+        for (h = 0; h < c->n_kv_heads; h++) {
+            size_t at = (size_t)d * s->kv_row_bytes;
+            for (i = 0; i < c->head_dim; i++) row[i] = (float)((*state = *state * 6364136223846793005ull + 1) >> 40) / 16777216.0f - 0.5f;
+            s->kv->store(cache_rows(s, s->key_cache, 0, h) + at, row, c->head_dim);
+            s->kv->store(cache_rows(s, s->value_cache, 0, h) + at, row, c->head_dim);
+        }
+    free(row);
 }
 
 static double best_us_per_token(lucie_session *s, int depth, int n, int reps) {
@@ -38,15 +59,13 @@ int main(int argc, char **argv) {
     lucie_model model;
     lucie_session s;
     lucie_config *c = &model.config;
-    int threads = argc > 1 ? atoi(argv[1]) : 2, context = 16384 + 64, kv_dim, q_dim, k, d, i, h;
+    int threads = argc > 1 ? atoi(argv[1]) : 2, context = 16384 + 64, q_dim, k, d, i;
     uint64_t state = 88172645463325252ull;
-    float *rows;
     memset(&model, 0, sizeof model);
     memset(&s, 0, sizeof s);
     c->n_heads = 32;
     c->n_kv_heads = 8;
     c->head_dim = 128;
-    kv_dim = c->n_kv_heads * c->head_dim;
     q_dim = c->n_heads * c->head_dim;
     s.model = &model;
     s.context = context;
@@ -54,15 +73,24 @@ int main(int argc, char **argv) {
     s.q = (float *)aligned_alloc64((size_t)64 * q_dim * sizeof(float));
     s.att_out = (float *)aligned_alloc64((size_t)64 * q_dim * sizeof(float));
     s.att_scratch = (float *)aligned_alloc64((size_t)threads * attention_scratch_floats(c) * sizeof(float));
-    rows = (float *)malloc((size_t)kv_dim * sizeof(float));
     for (i = 0; i < 64 * q_dim; i++) s.q[i] = (float)((state = state * 6364136223846793005ull + 1) >> 40) / 16777216.0f - 0.5f;
-    if (argc > 4) { /* one call */
+    if (argc > 4) { /* one case */
+        int depth = atoi(argv[2]), n = atoi(argv[3]), reps = argc > 5 ? atoi(argv[5]) : 0;
+        if (depth < 0 || n < 1 || n > 64 || depth + n > context) {
+            fprintf(stderr, "attention: DEPTH + N must be at most %d, N 1..64\n", context);
+            return 2;
+        }
         s.kv = kv_type_for(strcmp(argv[4], "q8") == 0 ? LUCIE_KV_Q8 : strcmp(argv[4], "f16") == 0 ? LUCIE_KV_F16 : LUCIE_KV_F32);
         s.kv_row_bytes = s.kv->row_bytes(c->head_dim);
-        s.key_cache = (unsigned char *)calloc((size_t)context * c->n_kv_heads, s.kv_row_bytes);
-        s.value_cache = (unsigned char *)calloc((size_t)context * c->n_kv_heads, s.kv_row_bytes);
-        s.pos = atoi(argv[2]);
-        attention_alone(&s, 0, atoi(argv[3]));
+        fill_cache(&s, &state);
+        if (reps < 1) {
+            s.pos = depth;
+            attention_alone(&s, 0, n);
+            return 0;
+        }
+        best_us_per_token(&s, depth, n, reps); /* unmeasured */
+        printf("kv %s depth %d, %d tokens, %d threads: %.1f us per token (best of %d)\n", s.kv->name, depth, n, threads,
+               best_us_per_token(&s, depth, n, reps), reps);
         return 0;
     }
     printf("attention, one layer of 32 heads / 8 KV heads / head_dim 128, %d threads, best of 5, us per token\n",
@@ -70,21 +98,12 @@ int main(int argc, char **argv) {
     for (k = 0; k < 3; k++) {
         s.kv = kv_type_for(kinds[k]);
         s.kv_row_bytes = s.kv->row_bytes(c->head_dim);
-        s.key_cache = (unsigned char *)aligned_alloc64((size_t)context * c->n_kv_heads * s.kv_row_bytes);
-        s.value_cache = (unsigned char *)aligned_alloc64((size_t)context * c->n_kv_heads * s.kv_row_bytes);
-        for (d = 0; d < context; d++) {
-            for (i = 0; i < kv_dim; i++) rows[i] = (float)((state = state * 6364136223846793005ull + 1) >> 40) / 16777216.0f - 0.5f;
-            for (h = 0; h < c->n_kv_heads; h++) {
-                s.kv->store(cache_rows(&s, s.key_cache, 0, h) + (size_t)d * s.kv_row_bytes, rows + h * c->head_dim, c->head_dim);
-                s.kv->store(cache_rows(&s, s.value_cache, 0, h) + (size_t)d * s.kv_row_bytes, rows + h * c->head_dim, c->head_dim);
-            }
-        }
+        fill_cache(&s, &state);
         for (d = 0; d < 3; d++)
             printf("kv %-3s depth %5d: decode %8.1f   prefill chunk of 64 %8.1f\n", s.kv->name, depths[d],
                    best_us_per_token(&s, depths[d], 1, 5), best_us_per_token(&s, depths[d], 64, 5));
         aligned_free64(s.key_cache);
         aligned_free64(s.value_cache);
     }
-    free(rows);
     return 0;
 }
