@@ -88,8 +88,9 @@ test-quick:
 demo: run
 	$(PYTHON) tools/demo.py
 
+# with the test environment's Python (test/setup_env.py): the random 7B checkpoint needs numpy
 bench: run
-	$(PYTHON) test/bench.py
+	py=$$($(PYTHON) test/setup_env.py) && "$$py" test/bench.py
 
 LUCIE_REPO ?= OpenLLM-France/Lucie-7B-Instruct
 LUCIE_BIN ?= lucie-7b-instruct-q4.bin

@@ -3953,9 +3953,12 @@ static int tuner_probe_due(thread_tuner *t) {
 /* 1: all the threads; 0: one thread. */
 static int tuner_best(const thread_tuner *t) { return t->seconds[1] <= t->seconds[0]; }
 
+/* A first sample starts the average, except that the first all-thread one
+ * is a warm-up: it may include waking the threads, so the second all-thread
+ * sample replaces it rather than averaging with it (tuner_schedule). */
 static void tuner_record(thread_tuner *t, int choice, double seconds_per_token) {
-    int first = !t->samples[choice] || (choice == 1 && t->samples[1] == 1); /* see tuner_schedule */
-    t->seconds[choice] = first ? seconds_per_token : 0.75 * t->seconds[choice] + 0.25 * seconds_per_token;
+    int replace = t->samples[choice] == 0 || (choice == 1 && t->samples[1] == 1);
+    t->seconds[choice] = replace ? seconds_per_token : 0.75 * t->seconds[choice] + 0.25 * seconds_per_token;
     t->samples[choice]++;
 }
 
@@ -4485,9 +4488,10 @@ int lucie_session_fork(const lucie_session *src, lucie_session **out, char *err,
  * rows of all the KV heads at one position (position-major). For f32 and f16
  * such a row is the heads' rows one after another, so the loader only
  * reorders them. Version 1 (written before cache types existed) has no type
- * field, a 40-byte header, and f32 rows. Version 2's q8 rows grouped a whole
- * position's values into groups of 32 across heads (with head_dim < 32, one
- * group mixed heads): there is no exact conversion, the file is refused. */
+ * field, a 40-byte header, and f32 rows. Version 2's q8 rows are not the
+ * heads' rows one after another (all the scales first, and with head_dim < 32
+ * a group spans heads, which has no exact conversion): such a file is refused;
+ * evaluating its prompt again makes a new one. */
 
 #define SESSION_MAGIC "LUCIESES"
 #define SESSION_VERSION 3

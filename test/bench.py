@@ -491,6 +491,10 @@ def ensure_checkpoint(launcher, cache, key, config_path, small, shards):
         for flag, value in SMALL_SHAPE.items():
             cmd += ["--" + flag, str(value)]
     cmd.append(out)
+    if not small and importlib.util.find_spec("numpy") is None:
+        log("numpy is not importable by %s: make_checkpoint.py falls back to the standard library, which "
+            "takes hours at 7B (numpy: minutes); `make bench` runs with the test environment's Python, "
+            "which has it" % sys.executable)
     log("creating the random checkpoint %s (once; cached)" % out)
     m = launcher.run(cmd)
     if m.returncode != 0:
