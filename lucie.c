@@ -4045,6 +4045,10 @@ typedef struct {
      * as many rows at next meanwhile (unless NULL) */
     const float *(*read_rows)(float *out, const unsigned char *rows, int n_rows, int n, const unsigned char *next);
     int (*row_finite)(const void *row, int n);
+    /* the row of values first..first+n (one KV head) cut from a row of all
+     * kv_dim values of a position, as session files before version 3 hold
+     * them (q8: only when first and n are whole groups; see the loader) */
+    void (*from_position_row)(void *row, const void *position_row, int kv_dim, int first, int n);
 } kv_type;
 
 static size_t kv_f32_row_bytes(int n) { return (size_t)n * sizeof(float); }
@@ -4055,6 +4059,10 @@ static const float *kv_f32_read_rows(float *out, const unsigned char *rows, int 
     (void)out, (void)n_rows, (void)n;
     if (next) prefetch_bytes(next, (size_t)n_rows * n * 4);
     return (const float *)(const void *)rows; /* the cache is 64-byte aligned, rows are whole floats */
+}
+static void kv_f32_from_position_row(void *row, const void *position_row, int kv_dim, int first, int n) {
+    (void)kv_dim;
+    memcpy(row, (const float *)position_row + first, (size_t)n * sizeof(float));
 }
 static int kv_f32_row_finite(const void *row, int n) {
     const float *x = (const float *)row;
@@ -4089,6 +4097,10 @@ static const float *kv_f16_read_rows(float *out, const unsigned char *rows, int 
         kv_f16_widen(out + i, rows + 2 * (size_t)i, count - i < 32 ? count - i : 32);
     }
     return out;
+}
+static void kv_f16_from_position_row(void *row, const void *position_row, int kv_dim, int first, int n) {
+    (void)kv_dim;
+    memcpy(row, (const uint16_t *)position_row + first, (size_t)n * sizeof(uint16_t));
 }
 static int kv_f16_row_finite(const void *row, int n) {
     const uint16_t *h = (const uint16_t *)row;
@@ -4141,6 +4153,15 @@ static const float *kv_q8_read_rows(float *out, const unsigned char *rows, int n
     }
     return out;
 }
+/* A position row holds all its scales, then all its codes: the head's
+ * groups are whole groups of it, so their scales and codes move as they are. */
+static void kv_q8_from_position_row(void *row, const void *position_row, int kv_dim, int first, int n) {
+    const unsigned char *in = (const unsigned char *)position_row;
+    unsigned char *out = (unsigned char *)row;
+    size_t scale_bytes = (size_t)kv_q8_groups(n) * sizeof(float);
+    memcpy(out, in + (size_t)(first / KV_Q8_GROUP) * sizeof(float), scale_bytes);
+    memcpy(out + scale_bytes, in + (size_t)kv_q8_groups(kv_dim) * sizeof(float) + (size_t)first, (size_t)n);
+}
 static int kv_q8_row_finite(const void *row, int n) {
     const unsigned char *scales = (const unsigned char *)row;
     int g;
@@ -4153,9 +4174,12 @@ static int kv_q8_row_finite(const void *row, int n) {
 }
 
 static const kv_type kv_types[] = {
-    {LUCIE_KV_F32, "f32", kv_f32_row_bytes, kv_f32_store, kv_f32_widen, kv_f32_read_rows, kv_f32_row_finite},
-    {LUCIE_KV_F16, "f16", kv_f16_row_bytes, kv_f16_store, kv_f16_widen, kv_f16_read_rows, kv_f16_row_finite},
-    {LUCIE_KV_Q8, "q8", kv_q8_row_bytes, kv_q8_store, kv_q8_widen, kv_q8_read_rows, kv_q8_row_finite},
+    {LUCIE_KV_F32, "f32", kv_f32_row_bytes, kv_f32_store, kv_f32_widen, kv_f32_read_rows, kv_f32_row_finite,
+     kv_f32_from_position_row},
+    {LUCIE_KV_F16, "f16", kv_f16_row_bytes, kv_f16_store, kv_f16_widen, kv_f16_read_rows, kv_f16_row_finite,
+     kv_f16_from_position_row},
+    {LUCIE_KV_Q8, "q8", kv_q8_row_bytes, kv_q8_store, kv_q8_widen, kv_q8_read_rows, kv_q8_row_finite,
+     kv_q8_from_position_row},
 };
 
 /* The type used when a session asks for LUCIE_KV_DEFAULT (see bench/kv_types.md). */
@@ -4485,13 +4509,14 @@ int lucie_session_fork(const lucie_session *src, lucie_session **out, char *err,
  * the loader's little-endian check guarantees.
  *
  * Older files still load: they hold, per layer, pos key rows and pos value
- * rows of all the KV heads at one position (position-major). For f32 and f16
- * such a row is the heads' rows one after another, so the loader only
- * reorders them. Version 1 (written before cache types existed) has no type
- * field, a 40-byte header, and f32 rows. Version 2's q8 rows are not the
- * heads' rows one after another (all the scales first, and with head_dim < 32
- * a group spans heads, which has no exact conversion): such a file is refused;
- * evaluating its prompt again makes a new one. */
+ * rows, each of all the KV heads' values at one position (position-major),
+ * which the loader cuts into head rows (kv_type.from_position_row): f32 and
+ * f16 rows are the heads' values one after another; a q8 row has all its
+ * scales, then all its codes, in groups of 32 across the row. Version 1
+ * (written before cache types existed) has no type field, a 40-byte header,
+ * and f32 rows. A version 2 q8 file whose head_dim is not a multiple of 32
+ * has groups that span two heads, which no head row can hold exactly: it is
+ * refused, and evaluating its prompt again makes a new one. */
 
 #define SESSION_MAGIC "LUCIESES"
 #define SESSION_VERSION 3
@@ -4603,12 +4628,12 @@ static int stream_rows_finite(FILE *f, const kv_type *kv, int row_values, size_t
 }
 
 /* Reads the cache rows of a file (after its token ids) into s, pos positions:
- * in the cache's order (version 3), or position-major (versions 1 and 2,
- * f32 and f16 only: a position's row is its heads' rows one after another). */
-static int read_cache_rows(lucie_session *s, FILE *f, uint32_t version, uint32_t pos) {
+ * in the cache's order (version 3), or position-major (older versions: each
+ * row read into position_row, then cut into the heads' rows). */
+static int read_cache_rows(lucie_session *s, FILE *f, uint32_t version, uint32_t pos, unsigned char *position_row) {
     const lucie_config *c = &s->model->config;
-    size_t count = (size_t)pos * s->kv_row_bytes, row = s->kv_row_bytes;
-    int ok = 1, l, k, h;
+    int ok = 1, l, k, h, hd = c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    size_t count = (size_t)pos * s->kv_row_bytes, position_bytes = s->kv->row_bytes(kv_dim);
     uint32_t p;
     for (l = 0; l < c->n_layers && ok; l++)
         if (version == SESSION_VERSION) {
@@ -4617,9 +4642,13 @@ static int read_cache_rows(lucie_session *s, FILE *f, uint32_t version, uint32_t
                            count, f) == count;
         } else {
             for (k = 0; k < 2; k++)
-                for (p = 0; p < pos && ok; p++)
+                for (p = 0; p < pos && ok; p++) {
+                    ok = fread(position_row, 1, position_bytes, f) == position_bytes;
                     for (h = 0; h < c->n_kv_heads && ok; h++)
-                        ok = fread(cache_rows(s, k ? s->value_cache : s->key_cache, l, h) + p * row, 1, row, f) == row;
+                        s->kv->from_position_row(cache_rows(s, k ? s->value_cache : s->key_cache, l, h) +
+                                                     (size_t)p * s->kv_row_bytes,
+                                                 position_row, kv_dim, h * hd, hd);
+                }
         }
     return ok;
 }
@@ -4627,12 +4656,12 @@ static int read_cache_rows(lucie_session *s, FILE *f, uint32_t version, uint32_t
 int lucie_session_load(lucie_session *s, const char *path) {
     const lucie_config *c;
     unsigned char header[SESSION_HEADER];
-    size_t count, header_size = SESSION_HEADER;
+    size_t header_size = SESSION_HEADER, file_rows;
     uint32_t pos, version, type;
-    int kv_dim;
+    int kv_dim, row_values;
     unsigned long long size;
     FILE *f;
-    unsigned char *ids;
+    unsigned char *ids, *position_row = NULL;
     int i, ok = 1;
     if (!s || !path) return LUCIE_EINVAL;
     c = &s->model->config;
@@ -4676,11 +4705,12 @@ int lucie_session_load(lucie_session *s, const char *path) {
             snprintf(s->error, sizeof s->error, "session file '%s' has an unknown KV cache type %u", path, type);
         return LUCIE_EFORMAT;
     }
-    if (version != SESSION_VERSION && type == LUCIE_KV_Q8) {
+    if (version != SESSION_VERSION && type == LUCIE_KV_Q8 && c->head_dim % KV_Q8_GROUP != 0) {
         fclose(f);
         snprintf(s->error, sizeof s->error,
-                 "session file '%s' holds a q8 KV cache in the layout of version %u, which this version cannot "
-                 "convert exactly; evaluate the prompt again and save a new one", path, version);
+                 "session file '%s' holds a q8 KV cache of version %u whose groups span two heads (head_dim %d), "
+                 "which this version cannot convert exactly; evaluate the prompt again and save a new one", path,
+                 version, c->head_dim);
         return LUCIE_EFORMAT;
     }
     if (pos > (uint32_t)s->context) {
@@ -4689,11 +4719,13 @@ int lucie_session_load(lucie_session *s, const char *path) {
                  s->context);
         return LUCIE_ECONTEXT;
     }
-    /* The exact size must match before anything is overwritten. */
-    count = (size_t)pos * s->kv_row_bytes; /* one head's rows of one layer */
+    /* The exact size must match before anything is overwritten: rows of one
+     * KV head (version 3) or of a whole position (older versions). */
+    row_values = version == SESSION_VERSION ? c->head_dim : kv_dim;
+    file_rows = (size_t)c->n_layers * 2 * pos * (version == SESSION_VERSION ? (size_t)c->n_kv_heads : 1);
     if (!stream_size(f, &size) ||
         size != header_size + (unsigned long long)pos * 4 +
-                    (unsigned long long)c->n_layers * 2 * (unsigned long long)c->n_kv_heads * count ||
+                    (unsigned long long)file_rows * s->kv->row_bytes(row_values) ||
         fseek(f, (long)header_size, SEEK_SET) != 0) {
         fclose(f);
         snprintf(s->error, sizeof s->error, "session file '%s' is truncated or has trailing data", path);
@@ -4702,7 +4734,10 @@ int lucie_session_load(lucie_session *s, const char *path) {
     /* The token ids are checked before the session is touched, so a corrupt
      * file leaves it as it was. */
     ids = (unsigned char *)malloc((size_t)pos * 4 + 1);
-    if (!ids) {
+    if (version != SESSION_VERSION) position_row = (unsigned char *)malloc(s->kv->row_bytes(kv_dim));
+    if (!ids || (version != SESSION_VERSION && !position_row)) {
+        free(ids);
+        free(position_row);
         fclose(f);
         snprintf(s->error, sizeof s->error, "out of memory");
         return LUCIE_ENOMEM;
@@ -4714,15 +4749,17 @@ int lucie_session_load(lucie_session *s, const char *path) {
     }
     if (!ok) {
         free(ids);
+        free(position_row);
         fclose(f);
         snprintf(s->error, sizeof s->error, "session file '%s' is corrupt (token id out of range)", path);
         return LUCIE_EFORMAT;
     }
     /* so is every cached value, in a first pass: a refused file must leave
      * the session as it was */
-    if (!stream_rows_finite(f, s->kv, c->head_dim, (size_t)c->n_layers * 2 * (size_t)c->n_kv_heads * pos) ||
+    if (!stream_rows_finite(f, s->kv, row_values, file_rows) ||
         fseek(f, (long)(header_size + (size_t)pos * 4), SEEK_SET) != 0) {
         free(ids);
+        free(position_row);
         fclose(f);
         snprintf(s->error, sizeof s->error, "session file '%s' is corrupt (NaN or infinite values in its KV cache)",
                  path);
@@ -4730,7 +4767,8 @@ int lucie_session_load(lucie_session *s, const char *path) {
     }
     for (i = 0; i < (int)pos; i++) s->history[i] = read_i32(ids + 4 * (size_t)i);
     free(ids);
-    ok = read_cache_rows(s, f, version, pos);
+    ok = read_cache_rows(s, f, version, pos, position_row);
+    free(position_row);
     fclose(f);
     if (!ok) { /* a read error after the size check: the cache is half overwritten */
         s->pos = 0;
@@ -4913,7 +4951,7 @@ static inline float attention_exp(float x) {
     t = r * r;
     p = madd(r, p, t); /* e^r = 1 + r + r^2 p(r) */
     p = p + 1.0f;
-    bits = ((int32_t)n + 127) * (1 << 23); /* 2^n, n in [-125, 0] */
+    bits = ((int32_t)n + 127) * (1 << 23); /* 2^n, n in [-126, 0]: a normal float */
     memcpy(&scale, &bits, sizeof scale);
     p = p * scale;
     return in_range ? p : below ? 0.0f : x;

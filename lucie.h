@@ -321,7 +321,9 @@ int lucie_session_fork(const lucie_session *src, lucie_session **out, char *err,
  * one token after a load). The file is validated on load like a model file
  * (LUCIE_EFORMAT when it does not match this model; the session is unchanged).
  * The file records the KV cache type and loads only into a session of the same
- * type (files written before cache types existed hold f32 caches).
+ * type (files written before cache types existed hold f32 caches). Files of
+ * earlier versions load too, except a q8 cache of a model whose head_dim is
+ * not a multiple of 32 (LUCIE_EFORMAT: evaluate the prompt again).
  * Saving writes path + ".tmp" and renames it over path: a save that fails
  * (full disk, crash) leaves the previous file as it was. */
 int lucie_session_save(const lucie_session *session, const char *path);

@@ -1575,7 +1575,7 @@ def benchmark(args, launcher):
             "to the depth in a session file (same fingerprint, type and layout), from which `run --bench "
             "--prompt-cache FILE --bench-prompt 1` decodes. Roofline = bandwidth / (weights + KV bytes read per "
             "token), KV bytes = positions attended (mean over the timed steps) x layers x 2 x kv_dim x bytes per "
-            "value (f32 4, f16 2, q8 1 + an f32 scale per 32). llama.cpp's row: `llama-bench -d DEPTH -p 0 -n N` "
+            "value (f32 4, f16 2, q8 1 + an f32 scale per 32 values of a KV head). llama.cpp's row: `llama-bench -d DEPTH -p 0 -n N` "
             "with its default f16 cache, against lucie.c's f16 cache at the same depth.",
             "",
             "## Batched decoding",

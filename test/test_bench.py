@@ -136,10 +136,11 @@ def make_model_with_kv_dim(tmp_path, hidden, heads, kv_heads):
 
 
 @pytest.mark.parametrize("kv", bench.KV_TYPES)
-@pytest.mark.parametrize("hidden,heads,kv_heads", [(64, 4, 2), (80, 4, 2)], ids=["kv_dim32", "kv_dim40"])
+@pytest.mark.parametrize("hidden,heads,kv_heads", [(128, 2, 2), (80, 4, 2)], ids=["head_dim64", "head_dim20"])
 def test_kv_bytes_and_tiled_sessions_match_the_library(tmp_path, kv, hidden, heads, kv_heads):
-    """The KV byte count is the size of the cache the library saves (kv_dim 40: a q8 row
-    ends in a short group); a session tiled from it to a depth loads and decodes there."""
+    """The KV byte count is the size of the cache the library saves (a q8 row holds one
+    KV head: head_dim 64 is two whole groups, 20 one short group); a session tiled from it
+    to a depth loads and decodes there."""
     need_dir(LUCIE_BASE)
     need_binary(RUN)
     model = make_model_with_kv_dim(tmp_path, hidden, heads, kv_heads)

@@ -42,6 +42,13 @@ def models(tmp_path_factory):
                 export_model(need_dir(STORIES_UNTIED), out, "f32")
             elif name == "stories-tied":
                 export_model(need_dir(STORIES_TIED), out, "f32")
+            elif name == "wide":  # head_dim 64: q8 groups of 32 never span two heads, whatever the layout
+                import make_checkpoint
+                hf_dir = make_checkpoint.make_checkpoint(
+                    str(tmp_path_factory.mktemp(name)), config=os.path.join(need_dir(LUCIE_INSTRUCT), "config.json"),
+                    tokenizer_dir=LUCIE_INSTRUCT, hidden=128, ffn=256, layers=2, heads=4, kv_heads=2, head_dim=64,
+                    std=0.1, seed=3)
+                export_model(hf_dir, out, "f32")
             else:  # "random-1", "random-2": same Lucie-like shape, different weights
                 import make_checkpoint
                 seed = int(name.split("-")[1])
@@ -301,36 +308,45 @@ def test_interrupted_save_keeps_the_previous_file(models, token_ids, tmp_path):
 
 def position_major(data, version):
     """A version-3 session file (data) rewritten as `version` (1 or 2) wrote it: the same
-    tokens and rows, but per layer the key rows and the value rows position by position,
-    all KV heads of a position together (version 3: KV head by KV head, each head's rows
-    in position order). Version 1 has no KV type field (a 40-byte header)."""
+    tokens and values, but per layer the key rows and the value rows position by position,
+    one row holding every KV head's values of its position (version 3: KV head by KV head,
+    each head's rows in position order). A version-3 q8 row is its head's scales (one per
+    32 values) then its codes; a version-2 row had all the position's scales, then all its
+    codes. Version 1 has no KV type field (a 40-byte header)."""
     kv_dim, n_layers, pos = (int(v) for v in np.frombuffer(data[12:24], "<u4"))
-    n_kv_heads = int(np.frombuffer(data[44:48], "<u4")[0])
+    kv_type, n_kv_heads = (int(v) for v in np.frombuffer(data[40:48], "<u4"))
     assert data[8:12] == np.uint32(3).tobytes() and n_kv_heads > 0 and kv_dim % n_kv_heads == 0
+    head_dim = kv_dim // n_kv_heads
     body = np.frombuffer(data[HEADER + 4 * pos:], np.uint8)
     row = body.size // (n_layers * 2 * n_kv_heads * pos)
     assert body.size == n_layers * 2 * n_kv_heads * pos * row
-    rows = body.reshape(n_layers, 2, n_kv_heads, pos, row).transpose(0, 1, 3, 2, 4)
+    scale_bytes = 4 * -(-head_dim // 32) if kv_type == 3 else 0  # LUCIE_KV_Q8
+    assert row == scale_bytes + head_dim * {1: 4, 2: 2, 3: 1}[kv_type]
+    rows = body.reshape(n_layers, 2, n_kv_heads, pos, row).transpose(0, 1, 3, 2, 4)  # [layer][k/v][pos][head]
+    scales = rows[..., :scale_bytes].reshape(n_layers, 2, pos, n_kv_heads * scale_bytes)
+    values = rows[..., scale_bytes:].reshape(n_layers, 2, pos, n_kv_heads * (row - scale_bytes))
     header = data[:8] + np.uint32(version).tobytes() + data[12:V1_HEADER]
     if version == 2:
         header += data[V1_HEADER:44] + np.uint32(0).tobytes()
-    return header + data[HEADER:HEADER + 4 * pos] + rows.tobytes()
+    return header + data[HEADER:HEADER + 4 * pos] + np.concatenate([scales, values], axis=-1).tobytes()
 
 
-@pytest.mark.parametrize("version,kv", [(1, "f32"), (2, "f32"), (2, "f16")])
-def test_position_major_files_load(version, kv, models, token_ids, tmp_path):
-    """Files written before the head-major cache (version 2: per position, every head's
-    row; version 1: the same without a KV type, f32) restore exactly: the loader
-    reorders their rows. A version-1 file refuses to load into other cache types with a
-    message naming both."""
-    model = models("stories")
+@pytest.mark.parametrize("version,kv,name", [(1, "f32", "stories"), (2, "f32", "stories"), (2, "f16", "stories"),
+                                             (2, "q8", "wide")])
+def test_position_major_files_load(version, kv, name, models, token_ids, tmp_path):
+    """Files written before the head-major cache (version 2: per position, one row of all
+    the heads' values; version 1: the same without a KV type, f32) restore exactly: the
+    loader cuts their rows into head rows (q8: when head_dim is a multiple of 32, so that
+    no group spans two heads). A version-1 file refuses to load into other cache types
+    with a message naming both."""
+    model = models(name)
     prompt, more = token_ids
     saved = str(tmp_path / "v3.session")
     _, ref = run(model, ["--ctx", "64", "--kv", kv], ["eval", ids_arg(prompt), "save", saved, "step",
                  ids_arg(more)], tmp_path, "ref")
     with open(saved, "rb") as f:
         data = f.read()
-    assert data[40:44] == np.uint32({"f32": 1, "f16": 2}[kv]).tobytes()
+    assert data[40:44] == np.uint32({"f32": 1, "f16": 2, "q8": 3}[kv]).tobytes()
     old = str(tmp_path / ("v%d.session" % version))
     with open(old, "wb") as f:
         f.write(position_major(data, version))
@@ -346,9 +362,9 @@ def test_position_major_files_load(version, kv, models, token_ids, tmp_path):
 
 
 def test_version_2_q8_file_is_refused(models, token_ids, tmp_path):
-    """Version 2's q8 rows grouped a whole position (all heads) by 32: not convertible
-    exactly to per-head groups, so such a file is refused with a message saying so,
-    and the session is left as it was."""
+    """Version 2's q8 rows grouped a whole position's values by 32: with stories260K's
+    head_dim 8 a group spans 4 heads, which no head row can hold exactly, so such a file
+    is refused with a message saying so, and the session is left as it was."""
     model = models("stories")
     prompt, _ = token_ids
     saved = str(tmp_path / "v3.session")
@@ -361,7 +377,7 @@ def test_version_2_q8_file_is_refused(models, token_ids, tmp_path):
     lines, _ = run(model, ["--ctx", "64", "--kv", "q8"], ["eval", ids_arg(prompt[:3]), "load", old, "pos"], tmp_path,
                    "v2-q8")
     status = line(lines, "load")
-    assert status.startswith("-2 ") and "q8" in status and "version 2" in status, status
+    assert status.startswith("-2 ") and "q8" in status and "version 2" in status and "head_dim 8" in status, status
     assert line(lines, "pos") == "3"
 
 
