@@ -4039,7 +4039,9 @@ typedef struct {
     const char *name;
     size_t (*row_bytes)(int n); /* a row of n values */
     void (*store)(void *row, const float *x, int n);
-    void (*widen)(float *out, const void *row, int n); /* out[0..n) = the row as f32 */
+    /* out[0..n) = one row as f32: the definition read_rows keeps (and
+     * test_float_kernels checks it against) */
+    void (*widen)(float *out, const void *row, int n);
     /* n_rows consecutive rows of n values as f32, [n_rows][n]: the rows
      * themselves when they are f32 already, else widened into out; asks for
      * as many rows at next meanwhile (unless NULL) */
@@ -4057,7 +4059,7 @@ static void kv_f32_widen(float *out, const void *row, int n) { memcpy(out, row, 
 static const float *kv_f32_read_rows(float *out, const unsigned char *rows, int n_rows, int n,
                                      const unsigned char *next) {
     (void)out, (void)n_rows, (void)n;
-    if (next) prefetch_bytes(next, (size_t)n_rows * n * 4);
+    if (next) prefetch_bytes(next, (size_t)n_rows * n * sizeof(float));
     return (const float *)(const void *)rows; /* the cache is 64-byte aligned, rows are whole floats */
 }
 static void kv_f32_from_position_row(void *row, const void *position_row, int kv_dim, int first, int n) {
@@ -4145,10 +4147,10 @@ static void kv_q8_widen(float *out, const void *row, int n) {
 }
 static const float *kv_q8_read_rows(float *out, const unsigned char *rows, int n_rows, int n,
                                     const unsigned char *next) {
-    size_t row_bytes = kv_q8_row_bytes(n), line;
+    size_t row_bytes = kv_q8_row_bytes(n), line = 0; /* the next block's lines, each asked for once */
     int r;
     for (r = 0; r < n_rows; r++) {
-        for (line = 0; next && line < row_bytes; line += 64) prefetch_line_to_l2(next + (size_t)r * row_bytes + line);
+        for (; next && line < (size_t)(r + 1) * row_bytes; line += 64) prefetch_line_to_l2(next + line);
         kv_q8_widen(out + (size_t)r * n, rows + (size_t)r * row_bytes, n);
     }
     return out;

@@ -12,7 +12,8 @@
  * double-precision dot product, within the error bound of a float sum.
  * The KV cache element types: widening every finite f16 (F16C when built
  * with it) equals half_to_float; attention's SIMD value accumulation equals
- * the plain fused multiply-adds; q8 rows read back within half a step.
+ * the plain fused multiply-adds; q8 rows read back within half a step;
+ * reading a block of rows (read_rows, for every type) equals widening each.
  * attention's softmax exp stays within its stated error and special values.
  * Build it like lucie.c (any compiler, flags, with or without OpenMP):
  *   cc -std=c99 -O3 -march=native -fopenmp test/test_float_kernels.c -o t -lm && ./t
@@ -209,6 +210,32 @@ static void check_kv_types(tally *tl, rng *g) {
     }
 }
 
+/* read_rows (what attention reads a block of cache rows with) equals widen
+ * row by row, for each type, with and without a next block to ask for. */
+static void check_read_rows(tally *tl, rng *g) {
+    static float row_store[2 * 5 * 1024 / sizeof(float)]; /* aligned as the cache is: f32 rows are read in place */
+    unsigned char *rows = (unsigned char *)row_store;
+    static float x[200], scratch[5 * 200], want[5 * 200];
+    int type, n, n_rows, r, i, with_next;
+    for (type = 0; type < (int)(sizeof kv_types / sizeof kv_types[0]); type++) {
+        const kv_type *kv = &kv_types[type];
+        for (n = 1; n <= 200; n += 19) {
+            size_t row_bytes = kv->row_bytes(n);
+            for (r = 0; r < 10; r++) { /* a block of 5 rows and the next one */
+                for (i = 0; i < n; i++) x[i] = random_value(g);
+                kv->store(rows + (size_t)r * row_bytes, x, n);
+            }
+            for (n_rows = 1; n_rows <= 5; n_rows++)
+                for (with_next = 0; with_next < 2; with_next++) {
+                    const float *got = kv->read_rows(scratch, rows, n_rows, n,
+                                                     with_next ? rows + (size_t)5 * row_bytes : NULL);
+                    for (r = 0; r < n_rows; r++) kv->widen(want + (size_t)r * n, rows + (size_t)r * row_bytes, n);
+                    expect_same(tl, got, want, (size_t)n_rows * n, kv->name, n_rows, n, with_next, 1);
+                }
+        }
+    }
+}
+
 /* attention's softmax exp (attention_exp) keeps what its comment promises:
  * within 1.011 ulp of double exp on [-87, 0] (every 7th float there, which
  * meets every exponent, and both ends), exp(0) = exp(-0) = 1 exactly, 0 for
@@ -277,6 +304,7 @@ int main(void) {
     check_shape(&tl, &g, 44, 2600, 66); /* and more than one token block */
     check_shape(&tl, &g, 100, 1043, 70); /* several row blocks, partial panels, a tail */
     check_kv_types(&tl, &g);
+    check_read_rows(&tl, &g);
     check_attention_exp(&tl);
 #ifdef FLOAT_SIMD
     printf("kernel: %s tiles %dx%d; ", FLOAT_SIMD_NAME, FLOAT_TILE_ROWS, FLOAT_TILE_TOKENS);
