@@ -3922,7 +3922,7 @@ typedef struct {
  * machine's load right now, so the session measures it on the first matrix
  * of each layer (q_proj): a probe runs that product twice, with all the
  * session's threads and with one, and the layer goes on with the faster
- * (by a moving average of seconds per token); between probes the product
+ * (by the median of its last three times per token); between probes the product
  * runs once with the current choice and keeps its average up to date. The
  * probe is tried again now and then, more rarely the further apart the two
  * were, so the session follows the load as it changes. A probe costs one
@@ -3936,10 +3936,13 @@ typedef struct {
  * thread count changes no result (every output element is computed by the
  * same code whatever the split, and running a product twice writes the same
  * values). */
+#define TUNER_SAMPLES 3 /* each choice's time is the median of its last 3 samples */
+
 typedef struct {
-    double seconds[2]; /* moving average of q_proj's seconds per token: [0] one thread, [1] all */
-    int samples[2];
-    int until_probe; /* layers to run before the next probe */
+    double recent[2][TUNER_SAMPLES]; /* q_proj's latest seconds per token: [0] one thread, [1] all */
+    int samples[2];                  /* how many were taken (the all-thread warm-up not counted) */
+    int warmed_up;                   /* the first all-thread sample was taken and dropped */
+    int until_probe;                 /* layers to run before the next probe */
 } thread_tuner;
 
 #define TUNER_PROBE_EVERY 32 /* layers between probes when both choices are as fast, times the ratio */
@@ -3950,30 +3953,47 @@ static int tuner_probe_due(thread_tuner *t) {
     return --t->until_probe <= 0;
 }
 
-/* 1: all the threads; 0: one thread. */
-static int tuner_best(const thread_tuner *t) { return t->seconds[1] <= t->seconds[0]; }
+/* A choice's time: the median of its last three samples (fewer at the
+ * start: the one, or the mean of the two). One sample slowed by a moment
+ * of the machine's other work (a thread descheduled once) moves nothing;
+ * a load that lasts makes most samples slow and moves the median. A moving
+ * average took one slow all-thread sample for a trend and ran several
+ * tokens on one thread (7B q4 decoding on a quiet 2-core VM: 5.0-7.3 tok/s,
+ * 7.4-8.7 with all threads always). */
+static double tuner_seconds(const thread_tuner *t, int choice) {
+    const double *r = t->recent[choice];
+    double lo, hi;
+    if (t->samples[choice] < TUNER_SAMPLES) return t->samples[choice] == 1 ? r[0] : 0.5 * (r[0] + r[1]);
+    lo = r[0] < r[1] ? r[0] : r[1];
+    hi = r[0] < r[1] ? r[1] : r[0];
+    return r[2] < lo ? lo : r[2] > hi ? hi : r[2];
+}
 
-/* A first sample starts the average, except that the first all-thread one
- * is a warm-up: it may include waking the threads, so the second all-thread
- * sample replaces it rather than averaging with it (tuner_schedule). */
+/* 1: all the threads (also until both choices have a sample); 0: one thread. */
+static int tuner_best(const thread_tuner *t) {
+    return !t->samples[0] || !t->samples[1] || tuner_seconds(t, 1) <= tuner_seconds(t, 0);
+}
+
+/* The first all-thread sample is a warm-up: it may include waking the
+ * threads, so it is dropped (tuner_schedule probes again at once). */
 static void tuner_record(thread_tuner *t, int choice, double seconds_per_token) {
-    int replace = t->samples[choice] == 0 || (choice == 1 && t->samples[1] == 1);
-    t->seconds[choice] = replace ? seconds_per_token : 0.75 * t->seconds[choice] + 0.25 * seconds_per_token;
+    if (choice == 1 && !t->warmed_up) {
+        t->warmed_up = 1;
+        return;
+    }
+    t->recent[choice][t->samples[choice] % TUNER_SAMPLES] = seconds_per_token;
     t->samples[choice]++;
 }
 
 /* After a probe: the further apart the two choices, the longer until the
- * next. The session's first run on all threads often pays for waking them
- * (a sleeping core takes milliseconds to start at idle): when one thread won
- * that first probe, the next layer probes again and its time replaces it. */
+ * next. After the first (whose all-thread run was the warm-up: a sleeping
+ * core takes milliseconds to start at idle), the next layer probes again. */
 static void tuner_schedule(thread_tuner *t) {
-    int best = tuner_best(t);
+    int best;
     double ratio;
-    if (t->samples[1] == 1 && !best) {
-        t->until_probe = 1;
-        return;
-    }
-    ratio = t->seconds[!best] / (t->seconds[best] > 0.0 ? t->seconds[best] : 1e-9);
+    if (!t->samples[1]) return; /* the warm-up only: tuner_probe_due probes again */
+    best = tuner_best(t);
+    ratio = tuner_seconds(t, !best) / (tuner_seconds(t, best) > 0.0 ? tuner_seconds(t, best) : 1e-9);
     t->until_probe = ratio * TUNER_PROBE_EVERY < TUNER_PROBE_MAX ? (int)(ratio * TUNER_PROBE_EVERY) : TUNER_PROBE_MAX;
 }
 
