@@ -1476,21 +1476,9 @@ def benchmark(args, launcher):
         log("prepared %s: %s" % (key, ", ".join(args.formats)))
         return 0
 
-    bw_exe = build_bandwidth(cache)
-    bandwidth = {}
-    for t in sorted(set(args.threads)):
-        variants = [(name, measure_bandwidth(bw_exe, t, args.bandwidth_mb, 10, huge, prefetch))
-                    for name, huge, prefetch in BANDWIDTH_VARIANTS]
-        bandwidth[t] = {"variants": variants, "best": max(v["best_gbs"] for _, v in variants), "load": load_average()}
-        log("bandwidth %d thread(s): best %.1f GB/s (%s)" % (t, bandwidth[t]["best"], ", ".join(
-            "%s %.1f" % (name, v["best_gbs"]) for name, v in variants)))
-    peak_exe = build_peak(cache)
-    peaks = {}
-    for t in sorted(set(args.threads)):
-        peaks[t] = measure_peak(peak_exe, t)
-        peaks[t]["load"] = load_average()
-        log("compute peak %d thread(s): int8 %.1f GMAC/s, f32 FMA %.1f GMAC/s"
-            % (t, peaks[t]["int8_gmacs"], peaks[t]["f32_gmacs"]))
+    bw_exe, peak_exe = build_bandwidth(cache), build_peak(cache)
+    bandwidth, peaks = {}, {}
+    probe_machine(bw_exe, peak_exe, args, bandwidth, peaks, "start")
 
     runner = Runner(launcher, args.run)
     rows, depth_rows, batch_rows = [], [], []
@@ -1500,6 +1488,7 @@ def benchmark(args, launcher):
         """Writes what is measured so far (after each format: a run cut short keeps it)."""
         notes_now = list(notes)
         shape_now = next((st["shape"] for st in state.values() if "shape" in st), None)
+        apply_rooflines(rows, depth_rows, bandwidth)
         add_ratios(rows, args.prefill)
         add_depth_ratios(depth_rows)
         add_batch_ratios(batch_rows)
@@ -1512,12 +1501,18 @@ def benchmark(args, launcher):
         notes_now.append("Peak RSS is read from wait4(); it cannot be below the RSS of the launcher process "
                      "that starts each program (%.0f MB here)." % (launcher.baseline_bytes / 1e6))
         table = build_table(rows, args.prefill)
-        bw_lines = ["- memory read bandwidth, %d thread(s): **%.1f GB/s** (best of 10 passes of each variant; %s; "
-                    "load avg %s)" % (t, b["best"], "; ".join("%s: best %.1f, median %.1f" % (
-                        name, v["best_gbs"], v["median_gbs"]) for name, v in b["variants"]), b["load"])
+        bw_lines = ["- memory read bandwidth, %d thread(s): **%.1f GB/s**, the best of the probes at the start and "
+                    "at the end of the run (each: best of 10 passes of each variant); %s"
+                    % (t, b["best"], "; ".join("at the %s: %s, load avg %s" % (when, "; ".join(
+                        "%s: best %.1f, median %.1f" % (name, v["best_gbs"], v["median_gbs"])
+                        for name, v in probe["variants"]), probe["load"]) for when, probe in b["probes"]))
                     for t, b in sorted(bandwidth.items())]
         peak_lines = ["- compute peak, %d thread(s) (test/peak.c, best of 5): **int8 %.1f GMAC/s**, **f32 FMA %.1f "
-                      "GMAC/s** (load avg %s)" % (t, p["int8_gmacs"], p["f32_gmacs"], p["load"])
+                      "GMAC/s**, the best of the probes at the start and at the end of the run (%s)"
+                      % (t, p["int8_gmacs"], p["f32_gmacs"], "; ".join(
+                          "at the %s: int8 %.1f, f32 FMA %.1f, load avg %s" % (
+                              when, probe["int8_gmacs"], probe["f32_gmacs"], probe["load"])
+                          for when, probe in p["probes"]))
                       for t, p in sorted(peaks.items())]
         doc = "\n".join([
             "# lucie.c benchmark (%s)%s" % (key, " (partial: the formats measured so far)" if partial else ""),
@@ -1649,8 +1644,7 @@ def benchmark(args, launcher):
                 row["samples"] = s
                 row["load_s"] = statistics.median(s["load_s"])
                 row["rss"] = max(s["rss"])
-                row["roofline"] = roofline_tokens_per_s(bandwidth[t]["best"], st["per_token"])
-                row["percent"] = 100 * statistics.median(s["decode"]) / row["roofline"]
+                row["bytes_per_token"] = st["per_token"]
                 rows.append(row)
 
     def ours_depths(fmt, t):
@@ -1661,7 +1655,7 @@ def benchmark(args, launcher):
             d.update(format=fmt, threads=t, weight_bytes=st["per_token"])
             d["kv_bytes"] = kv_bytes_per_token(st["shape"], d["kv"], mean_decode_depth(d["depth"], d["prompt"],
                                                                                       args.decode_tokens))
-            d["roofline"] = roofline_tokens_per_s(bandwidth[t]["best"], st["per_token"], d["kv_bytes"])
+            d["bytes_per_token"] = st["per_token"] + d["kv_bytes"]
             depth_rows.append(d)
 
     def ours_batches(fmt, t):
@@ -1714,9 +1708,7 @@ def benchmark(args, launcher):
                 rows.append(row)
                 continue
             row.update(samples=s, rss=max(s["rss"]), llama_build=build)
-            row["roofline"] = roofline_tokens_per_s(bandwidth[t]["best"], st["gguf_per_token"])
-            if s["decode"]:
-                row["percent"] = 100 * statistics.median(s["decode"]) / row["roofline"]
+            row["bytes_per_token"] = st["gguf_per_token"]
             rows.append(row)
 
     def llama_batches(fmt, t):
@@ -1746,7 +1738,7 @@ def benchmark(args, launcher):
                                          args.repeats, llama_modes[0][1] if llama_modes else True))
             d["kv_bytes"] = kv_bytes_per_token(st["shape"], "f16", mean_decode_depth(args.llama_depth, 0,
                                                                               args.decode_tokens))
-            d["roofline"] = roofline_tokens_per_s(bandwidth[t]["best"], st["gguf_per_token"], d["kv_bytes"])
+            d["bytes_per_token"] = st["gguf_per_token"] + d["kv_bytes"]
         except (RuntimeError, ValueError) as e:
             d["error"] = str(e)
         depth_rows.append(d)
@@ -1770,6 +1762,7 @@ def benchmark(args, launcher):
         if due(what) and (step is ours_classic or step_args[0] in state):
             step(*step_args)
             report(partial=True)
+    probe_machine(bw_exe, peak_exe, args, bandwidth, peaks, "end")
     if skipped:
         notes.append("Not measured, the --deadline having passed: %s." % "; ".join(skipped))
     if not args.keep:
@@ -1781,6 +1774,42 @@ def benchmark(args, launcher):
 
     report(partial=False)
     return 0
+
+
+def probe_machine(bw_exe, peak_exe, args, bandwidth, peaks, when):
+    """Measures read bandwidth and compute peak at each thread count, at the start and again at the end
+    of the run: a probe that a neighbour's burst slows reads low (prefill then shows more than 100% of
+    the "peak"), so each figure is the best of the two and the report lists both."""
+    for t in sorted(set(args.threads)):
+        variants = [(name, measure_bandwidth(bw_exe, t, args.bandwidth_mb, 10, huge, prefetch))
+                    for name, huge, prefetch in BANDWIDTH_VARIANTS]
+        b = bandwidth.setdefault(t, {"probes": []})
+        b["probes"].append((when, {"variants": variants, "load": load_average()}))
+        b["best"] = max(v["best_gbs"] for _, probe in b["probes"] for _, v in probe["variants"])
+        log("bandwidth %d thread(s), %s of the run: best %.1f GB/s (%s)" % (
+            t, when, max(v["best_gbs"] for _, v in variants),
+            ", ".join("%s %.1f" % (name, v["best_gbs"]) for name, v in variants)))
+    for t in sorted(set(args.threads)):
+        probe = measure_peak(peak_exe, t)
+        probe["load"] = load_average()
+        p = peaks.setdefault(t, {"probes": []})
+        p["probes"].append((when, probe))
+        for k in ("int8_gmacs", "f32_gmacs"):
+            p[k] = max(q[k] for _, q in p["probes"])
+        log("compute peak %d thread(s), %s of the run: int8 %.1f GMAC/s, f32 FMA %.1f GMAC/s"
+            % (t, when, probe["int8_gmacs"], probe["f32_gmacs"]))
+
+
+def apply_rooflines(rows, depth_rows, bandwidth):
+    """Each decode figure's roofline (bandwidth / bytes read per token) and % of it, against the best
+    bandwidth measured so far."""
+    for r in rows + depth_rows:
+        if "bytes_per_token" not in r:
+            continue
+        r["roofline"] = roofline_tokens_per_s(bandwidth[r["threads"]]["best"], r["bytes_per_token"])
+        decode = r["samples"]["decode"] if "samples" in r else None
+        if decode:
+            r["percent"] = 100 * statistics.median(decode) / r["roofline"]
 
 
 def add_depth_ratios(depth_rows):
