@@ -3941,7 +3941,7 @@ typedef struct {
 typedef struct {
     double recent[2][TUNER_SAMPLES]; /* q_proj's latest seconds per token: [0] one thread, [1] all */
     int samples[2];                  /* how many were taken (the all-thread warm-up not counted) */
-    int warmed_up;                   /* the first all-thread sample was taken and dropped */
+    int warmed_up;                   /* the first all-thread sample (not counted) was taken */
     int until_probe;                 /* layers to run before the next probe */
 } thread_tuner;
 
@@ -3954,7 +3954,8 @@ static int tuner_probe_due(thread_tuner *t) {
 }
 
 /* A choice's time: the median of its last three samples (fewer at the
- * start: the one, or the mean of the two). One sample slowed by a moment
+ * start: the one, or the mean of the two; before the first all-thread
+ * sample, the warm-up, which recent[1][0] then holds). One sample slowed by a moment
  * of the machine's other work (a thread descheduled once) moves nothing;
  * a load that lasts makes most samples slow and moves the median. A moving
  * average took one slow all-thread sample for a trend and ran several
@@ -3963,22 +3964,28 @@ static int tuner_probe_due(thread_tuner *t) {
 static double tuner_seconds(const thread_tuner *t, int choice) {
     const double *r = t->recent[choice];
     double lo, hi;
-    if (t->samples[choice] < TUNER_SAMPLES) return t->samples[choice] == 1 ? r[0] : 0.5 * (r[0] + r[1]);
+    if (t->samples[choice] < TUNER_SAMPLES) return t->samples[choice] <= 1 ? r[0] : 0.5 * (r[0] + r[1]);
     lo = r[0] < r[1] ? r[0] : r[1];
     hi = r[0] < r[1] ? r[1] : r[0];
     return r[2] < lo ? lo : r[2] > hi ? hi : r[2];
 }
 
-/* 1: all the threads (also until both choices have a sample); 0: one thread. */
+/* 1: all the threads (also before the first probe); 0: one thread, when it
+ * is faster by more than TUNER_MARGIN: beside a busy core it is 1.5-2x
+ * faster, and a smaller difference is more likely noise than load. */
+#define TUNER_MARGIN 1.1
 static int tuner_best(const thread_tuner *t) {
-    return !t->samples[0] || !t->samples[1] || tuner_seconds(t, 1) <= tuner_seconds(t, 0);
+    return !t->samples[0] || tuner_seconds(t, 1) <= TUNER_MARGIN * tuner_seconds(t, 0);
 }
 
 /* The first all-thread sample is a warm-up: it may include waking the
- * threads, so it is dropped (tuner_schedule probes again at once). */
+ * threads, so it only decides the rest of its layer (beside a busy core,
+ * one thread then) and the next sample replaces it (tuner_schedule probes
+ * again at once). */
 static void tuner_record(thread_tuner *t, int choice, double seconds_per_token) {
     if (choice == 1 && !t->warmed_up) {
         t->warmed_up = 1;
+        t->recent[1][0] = seconds_per_token;
         return;
     }
     t->recent[choice][t->samples[choice] % TUNER_SAMPLES] = seconds_per_token;

@@ -1097,8 +1097,9 @@ def repo_revision():
     try:
         rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True).stdout.strip()
+        # bench/results.md is this program's own output: rewriting it does not change what is measured
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":!bench/results.md"], capture_output=True, text=True).stdout.strip()
         return rev + ("+changes" if dirty else "") if rev else "unknown"
     except OSError:
         return "unknown"
