@@ -55,14 +55,19 @@ typedef struct {
     uint64_t hash; /* FNV-1a of every reference output: equal hashes = same results across builds */
 } tally;
 
-static void expect_same(tally *tl, const float *got, const float *want, size_t count, const char *what, int rows,
-                        int cols, int n, int threads) {
+/* got == want bit for bit; a failure names the check (a printf format and
+ * its arguments) and the first element that differs. */
+static void expect_same(tally *tl, const float *got, const float *want, size_t count, const char *check, ...) {
     tl->checks++;
     if (memcmp(got, want, count * sizeof(float)) != 0) {
         size_t i = 0;
+        va_list args;
         while (memcmp(got + i, want + i, sizeof(float)) == 0) i++;
-        printf("FAIL %s: rows %d cols %d n %d threads %d: element %zu is %.9g, expected %.9g\n", what, rows, cols, n,
-               threads, i, (double)got[i], (double)want[i]);
+        printf("FAIL ");
+        va_start(args, check);
+        vprintf(check, args);
+        va_end(args);
+        printf(": element %zu is %.9g, expected %.9g\n", i, (double)got[i], (double)want[i]);
         tl->failures++;
     }
 }
@@ -126,28 +131,30 @@ static void check_shape(tally *tl, rng *g, int rows, int cols, int n) {
         ctx.n_threads = threads;
         /* the kernels as the forward pass calls them, bf16 and f32 weights */
         bf16_kernels.matmul(&ctx, got, x, NULL, wb, n, rows, cols, 0);
-        expect_same(tl, got, ref, on, "bf16 matmul vs plain C", rows, cols, n, threads);
+        expect_same(tl, got, ref, on, "bf16 matmul vs plain C: rows %d cols %d n %d threads %d", rows, cols, n,
+                    threads);
         f32_kernels.matmul(&ctx, got, x, NULL, wf, n, rows, cols, 0);
-        expect_same(tl, got, ref, on, "f32 matmul vs plain C", rows, cols, n, threads);
+        expect_same(tl, got, ref, on, "f32 matmul vs plain C: rows %d cols %d n %d threads %d", rows, cols, n,
+                    threads);
         /* one token at a time, as decoding does (2 threads: each call is a parallel region) */
         for (t = 0; t < n && threads == 2; t++) {
             bf16_kernels.matmul(&ctx, one, x + (size_t)t * cols, NULL, wb, 1, rows, cols, 0);
-            expect_same(tl, one, ref + (size_t)t * rows, (size_t)rows, "bf16 one token vs batch", rows, cols, n,
-                        threads);
+            expect_same(tl, one, ref + (size_t)t * rows, (size_t)rows,
+                        "bf16 one token vs batch: rows %d cols %d n %d threads %d", rows, cols, n, threads);
             f32_kernels.matmul(&ctx, one, x + (size_t)t * cols, NULL, wf, 1, rows, cols, 0);
-            expect_same(tl, one, ref + (size_t)t * rows, (size_t)rows, "f32 one token vs batch", rows, cols, n,
-                        threads);
+            expect_same(tl, one, ref + (size_t)t * rows, (size_t)rows,
+                        "f32 one token vs batch: rows %d cols %d n %d threads %d", rows, cols, n, threads);
         }
     }
     /* the plain C row kernels too (they serve the rows the tiles leave over) */
     rows_bf16_portable(got, x, wb, n, rows, cols, 0, rows);
-    expect_same(tl, got, ref, on, "rows_bf16_portable", rows, cols, n, 1);
+    expect_same(tl, got, ref, on, "rows_bf16_portable: rows %d cols %d n %d", rows, cols, n);
     rows_f32_portable(got, x, wf, n, rows, cols, 0, rows);
-    expect_same(tl, got, ref, on, "rows_f32_portable", rows, cols, n, 1);
+    expect_same(tl, got, ref, on, "rows_f32_portable: rows %d cols %d n %d", rows, cols, n);
     /* dot_f32 (attention) agrees with dot_bf16 on the same values */
     for (r = 0; r < rows; r++) {
         float d = dot_f32(wf + (size_t)r * cols, x, cols);
-        expect_same(tl, &d, ref + r, 1, "dot_f32 vs dot_bf16", rows, cols, 1, 1);
+        expect_same(tl, &d, ref + r, 1, "dot_f32 vs dot_bf16: row %d of %d, cols %d", r, rows, cols);
     }
     free(wb);
     free(wf);
@@ -174,7 +181,7 @@ static void check_kv_types(tally *tl, rng *g) {
         }
     for (first = 0; first < 3; first++) { /* unaligned starts and a tail */
         f16->widen(wide, halves + first, n - first);
-        expect_same(tl, wide, want + first, (size_t)(n - first), "f16 widen", 1, n, 1, 1);
+        expect_same(tl, wide, want + first, (size_t)(n - first), "f16 widen: %d values from %d", n - first, first);
     }
     for (kv_dim = 1; kv_dim <= 200; kv_dim += 13) {
         for (i = 0; i < kv_dim; i++) x[i] = random_value(g);
@@ -205,7 +212,8 @@ static void check_kv_types(tally *tl, rng *g) {
                     for (j = 0; j < 9; j++) block = madd(block, p[q * 9 + j], values[(size_t)j * kv_dim + i]);
                     plain[q * kv_dim + i] = madd(block, plain[q * kv_dim + i], correction[q]);
                 }
-            expect_same(tl, acc, plain, (size_t)(n_queries * kv_dim), "attention value fold", n_queries, kv_dim, 9, 1);
+            expect_same(tl, acc, plain, (size_t)(n_queries * kv_dim),
+                        "attention value fold: %d queries, rows of %d, 9 values", n_queries, kv_dim);
         }
     }
 }
@@ -230,7 +238,8 @@ static void check_read_rows(tally *tl, rng *g) {
                     const float *got = kv->read_rows(scratch, rows, n_rows, n,
                                                      with_next ? rows + (size_t)5 * row_bytes : NULL);
                     for (r = 0; r < n_rows; r++) kv->widen(want + (size_t)r * n, rows + (size_t)r * row_bytes, n);
-                    expect_same(tl, got, want, (size_t)n_rows * n, kv->name, n_rows, n, with_next, 1);
+                    expect_same(tl, got, want, (size_t)n_rows * n, "%s read_rows: %d rows of %d, %s", kv->name,
+                                n_rows, n, with_next ? "with a next block" : "last block");
                 }
         }
     }
