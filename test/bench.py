@@ -1286,6 +1286,12 @@ def median_of(values):
     return statistics.median(values) if values else None
 
 
+def row_name(r, rows):
+    """A lucie.c row's format, with its load mode when the run measured more than one."""
+    modes = {x["load"] for x in rows if x["engine"] == "lucie.c" and "error" not in x}
+    return r["format"] if len(modes) < 2 else "%s (%s)" % (r["format"], r["load"])
+
+
 def prefill_table(rows, prefills, peaks, ttft):
     head = ["format", "threads", "GMAC/token", "peak"] + sum(
         (["pp%d tok/s" % p, "% of peak"] for p in prefills), []) + (["TTFT %d s" % ttft] if ttft else []) + [
@@ -1295,7 +1301,7 @@ def prefill_table(rows, prefills, peaks, ttft):
         if r["engine"] != "lucie.c" or "error" in r or "macs" not in r:
             continue
         peak = peaks[r["threads"]][PEAK_OF_FORMAT[r["format"]]]
-        cells = [r["format"], str(r["threads"]), "%.2f" % (r["macs"] / 1e9),
+        cells = [row_name(r, rows), str(r["threads"]), "%.2f" % (r["macs"] / 1e9),
                  "%s %.0f GMAC/s" % ("int8" if PEAK_OF_FORMAT[r["format"]] == "int8_gmacs" else "f32 FMA", peak)]
         loads = []
         for p in prefills:
@@ -1328,7 +1334,7 @@ def summary_tables(rows, depth_rows, batch_rows, prefills, peaks, ttft):
             continue
         s = r["samples"]
         peak = peaks[r["threads"]][PEAK_OF_FORMAT[r["format"]]]
-        cells = [r["format"], cell(s["decode"], fmt_num(r.get("percent"), "%.0f%%"))]
+        cells = [row_name(r, rows), cell(s["decode"], fmt_num(r.get("percent"), "%.0f%%"))]
         for p in prefills:
             med = median_of(s.get("pp%d" % p, []))
             cells.append(cell(s.get("pp%d" % p, []), fmt_num(med and percent_of_peak(med, r["macs"], peak), "%.0f%%")))

@@ -124,6 +124,15 @@ def test_percent_of_peak_and_rooflines():
     assert bench.mean_decode_depth(10, 1, 3) == pytest.approx((12 + 13 + 14) / 3)
 
 
+def test_rows_name_their_load_mode_when_a_run_has_several():
+    one = [{"engine": "lucie.c", "format": "q4", "load": "mmap"},
+           {"engine": "llama.cpp", "format": "Q4_0", "load": "no-mmap"}]
+    assert [bench.row_name(r, one) for r in one[:1]] == ["q4"]
+    two = one + [{"engine": "lucie.c", "format": "q4", "load": "read"},
+                 {"engine": "lucie.c", "format": "q8", "load": "—", "error": "export failed"}]
+    assert [bench.row_name(r, two) for r in (two[0], two[2])] == ["q4 (mmap)", "q4 (read)"]
+
+
 def make_model_with_kv_dim(tmp_path, hidden, heads, kv_heads):
     hf = tmp_path / "hf"
     subprocess.run([sys.executable, MAKE_CHECKPOINT, "--config", os.path.join(LUCIE_BASE, "config.json"),
