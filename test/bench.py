@@ -1572,7 +1572,8 @@ def benchmark(args, launcher):
             "",
             depth_table(depth_rows),
             "",
-            "Depth = tokens already in the cache. Caches deeper than 0 are synthesised: the library saves the "
+            "lucie.c's weights are loaded with `--load %s` here (the first of --load-modes). " % args.load_modes[0]
+            + "Depth = tokens already in the cache. Caches deeper than 0 are synthesised: the library saves the "
             "session of a short real prompt (`run --prompt-cache`, with that KV type) and its rows are repeated "
             "to the depth in a session file (same fingerprint, type and layout), from which `run --bench "
             "--prompt-cache FILE --bench-prompt 1` decodes. Roofline = bandwidth / (weights + KV bytes read per "
@@ -1584,14 +1585,15 @@ def benchmark(args, launcher):
             "",
             batch_table(batch_rows),
             "",
-            "lucie.c: `run --bench --bench-batch B`: one %d-token prompt, the session forked B-1 times "
+            "lucie.c (weights loaded with `--load %s`): `run --bench --bench-batch B`: one %d-token prompt, the "
+            "session forked B-1 times "
             "(lucie_session_fork), then %d steps of lucie_eval_batch over the B sessions; tok/s counts the "
             "tokens of all B. llama.cpp: `llama-batched-bench -npp %d -ntg %d -pps -kvu` (shared prompt, "
             "unified cache), its speed_tg. B processes: B separate `run --bench` processes at once, the "
             "threads shared out (at least one each), the sum of their decode rates: the weights are mapped "
             "once in the page cache (RAM is not the limit) but every process reads all of them per token, so "
-            "B processes share one memory bandwidth." % (args.decode_prompt, args.decode_tokens, args.decode_prompt,
-                                                         args.decode_tokens),
+            "B processes share one memory bandwidth." % (args.load_modes[0], args.decode_prompt, args.decode_tokens,
+                                                         args.decode_prompt, args.decode_tokens),
             "",
             ] + ["- " + n for n in notes_now]) + "\n"
         if not partial:
