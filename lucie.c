@@ -4108,24 +4108,31 @@ static void kv_f16_store(void *row, const float *x, int n) {
     int i;
     for (i = 0; i < n; i++) h[i] = float_to_half(x[i]);
 }
-/* half_to_float is exact, and so is the F16C conversion: same results. */
+/* half_to_float is exact, and so are the F16C and AVX-512 conversions: same
+ * results. */
 static void kv_f16_widen(float *out, const void *row, int n) {
     const uint16_t *h = (const uint16_t *)row;
     int i = 0;
+#if defined(FLOAT_SIMD) && defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + i))));
+#endif
 #if defined(FLOAT_SIMD) && defined(__F16C__)
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
 #endif
     for (; i < n; i++) out[i] = half_to_float(h[i]);
 }
 /* f16 rows follow each other unpadded: one run of halves, widened a cache
- * line at a time, each next to the request for the line one block on */
+ * line (32 halves, a constant count the conversions unroll over) at a time,
+ * each next to the request for the line one block on */
 static const float *kv_f16_read_rows(float *out, const unsigned char *rows, int n_rows, int n,
                                      const unsigned char *next) {
-    int i, count = n_rows * n;
-    for (i = 0; i < count; i += 32) {
+    int i, count = n_rows * n, whole = count / 32 * 32;
+    for (i = 0; i < whole; i += 32) {
         if (next) prefetch_line_to_l2(next + 2 * (size_t)i);
-        kv_f16_widen(out + i, rows + 2 * (size_t)i, count - i < 32 ? count - i : 32);
+        kv_f16_widen(out + i, rows + 2 * (size_t)i, 32);
     }
+    if (next && whole < count) prefetch_line_to_l2(next + 2 * (size_t)whole);
+    kv_f16_widen(out + whole, rows + 2 * (size_t)whole, count - whole);
     return out;
 }
 static void kv_f16_from_position_row(void *row, const void *position_row, int kv_dim, int first, int n) {
@@ -4990,19 +4997,33 @@ static inline float attention_exp(float x) {
 /* One query takes one block of keys, step 1: its raw dot products
  * scores[0..n_keys) become the block's softmax weights exp(s * scale - m'),
  * the running max becomes m' and the running sum l * c + (their sum); the
- * correction c = exp(m - m') is returned for the values (step 2). */
+ * correction c = exp(m - m') is returned for the values (step 2). The max and
+ * the block's sum run in DOT_LANES lanes, key j in lane j % 16, and the sum's
+ * lanes add up in sum_lanes' tree: a plain loop the compiler turns into a few
+ * vector instructions per 16 keys (one running max and one running sum over
+ * the block made two chains of dependent scalar steps, a sixth of decoding's
+ * attention). Max is exact in any order; the sum's order is this one on
+ * every build. */
 static float block_weights(float *max, float *sum, float *scores, int n_keys, float scale) {
-    float m = *max, correction, block_sum = 0.0f;
-    int j;
-    for (j = 0; j < n_keys; j++) {
-        scores[j] *= scale;
-        if (scores[j] > m) m = scores[j];
+    float lane_max[DOT_LANES], lane_sum[DOT_LANES], m = *max, correction;
+    int j, k;
+    for (k = 0; k < DOT_LANES; k++) {
+        lane_max[k] = m;
+        lane_sum[k] = 0.0f;
     }
+    for (j = 0; j < n_keys; j++) scores[j] *= scale;
+    for (j = 0; j + DOT_LANES <= n_keys; j += DOT_LANES)
+        for (k = 0; k < DOT_LANES; k++) lane_max[k] = scores[j + k] > lane_max[k] ? scores[j + k] : lane_max[k];
+    for (k = 0; j + k < n_keys; k++) lane_max[k] = scores[j + k] > lane_max[k] ? scores[j + k] : lane_max[k];
+    for (k = 0; k < DOT_LANES; k++)
+        if (lane_max[k] > m) m = lane_max[k];
     correction = attention_exp(*max - m); /* 0 for the first block (max = -inf), 1 when the max stays */
     for (j = 0; j < n_keys; j++) scores[j] = attention_exp(scores[j] - m);
-    for (j = 0; j < n_keys; j++) block_sum += scores[j];
+    for (j = 0; j + DOT_LANES <= n_keys; j += DOT_LANES)
+        for (k = 0; k < DOT_LANES; k++) lane_sum[k] += scores[j + k];
+    for (k = 0; j + k < n_keys; k++) lane_sum[k] += scores[j + k];
     *max = m;
-    *sum = madd(block_sum, *sum, correction);
+    *sum = madd(sum_lanes(lane_sum), *sum, correction);
     return correction;
 }
 
