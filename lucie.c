@@ -2547,6 +2547,14 @@ static FLOAT_INLINE vec16 vec16_load_bf16(const uint16_t *p) {
     }
     return v;
 }
+/* IEEE halves (the f16 KV cache), widened exactly as half_to_float does. */
+#define VEC16_HALF 1
+static FLOAT_INLINE vec16 vec16_load_half(const uint16_t *p) {
+    vec16 v;
+    int j;
+    for (j = 0; j < 4; j++) v.q[j] = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p + 4 * j)));
+    return v;
+}
 #elif defined(__AVX512F__)
 #include <immintrin.h>
 #define FLOAT_SIMD_NAME "avx512"
@@ -2582,6 +2590,10 @@ static FLOAT_INLINE vec16 vec16_load_bf16(const uint16_t *p) {
 #else
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(words), 16));
 #endif
+}
+#define VEC16_HALF 1
+static FLOAT_INLINE vec16 vec16_load_half(const uint16_t *p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
 }
 #else
 #include <immintrin.h>
@@ -2623,6 +2635,15 @@ static FLOAT_INLINE vec16 vec16_load_bf16(const uint16_t *p) {
         _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 8))), 16));
     return v;
 }
+#if defined(__F16C__)
+#define VEC16_HALF 1
+static FLOAT_INLINE vec16 vec16_load_half(const uint16_t *p) {
+    vec16 v;
+    v.lo = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    v.hi = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8)));
+    return v;
+}
+#endif
 #endif
 
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -2731,12 +2752,21 @@ static void widen_panel(float *panel, const uint16_t *w, size_t w_stride, int n_
  * as much again. So 16 rows are taken together for one token, and their 16
  * sums of lanes come out as one vector, one level of sum_lanes' tree for two
  * vectors at a time (vec16_pair_sums): 15 steps for 16 sums, the same adds in
- * the same order as sum_lanes on each. Rows [r0, r0 + 16) of f32 weights,
- * cols a multiple of 16, for n tokens. */
+ * the same order as sum_lanes on each. Rows [r0, r0 + 16) of f32 weights, or
+ * of IEEE halves (half: the f16 KV cache read as it is stored, widened
+ * exactly as it is loaded), cols a multiple of 16, for n tokens. */
 #define FLOAT_SHORT_COLS 256
 #define FLOAT_SHORT_TOKENS 4 /* tokens per pass: each weight vector loaded serves them all */
-static FLOAT_INLINE void short_rows_tile(const int T, float *out, const float *x, const float *w, int rows, int cols,
-                                         int r0, int t0) {
+static FLOAT_INLINE vec16 vec16_load_row(const void *w, int half, size_t at) {
+#ifdef VEC16_HALF
+    if (half) return vec16_load_half((const uint16_t *)w + at);
+#endif
+    (void)half;
+    return vec16_load((const float *)w + at);
+}
+
+static FLOAT_INLINE void short_rows_tile(const int T, const int half, float *out, const float *x, const void *w,
+                                         int rows, int cols, int r0, int t0) {
     vec16 quads[4][FLOAT_SHORT_TOKENS]; /* [g][t]: rows 4g..4g+3 summed two levels up the tree */
     int g, t, r, i;
     for (g = 0; g < 4; g++) {
@@ -2745,7 +2775,7 @@ static FLOAT_INLINE void short_rows_tile(const int T, float *out, const float *x
             for (t = 0; t < T; t++) acc[r][t] = vec16_zero();
         for (i = 0; i < cols; i += DOT_LANES)
             for (r = 0; r < 4; r++) {
-                vec16 wv = vec16_load(w + (size_t)(r0 + 4 * g + r) * cols + i);
+                vec16 wv = vec16_load_row(w, half, (size_t)(r0 + 4 * g + r) * cols + i);
                 for (t = 0; t < T; t++) acc[r][t] = vec16_fma(wv, vec16_load(x + (size_t)(t0 + t) * cols + i), acc[r][t]);
             }
         for (t = 0; t < T; t++)
@@ -2756,15 +2786,28 @@ static FLOAT_INLINE void short_rows_tile(const int T, float *out, const float *x
                                                                          vec16_pair_sums(quads[2][t], quads[3][t])));
 }
 
-static void float_rows16_short(float *out, const float *x, const float *w, int n, int rows, int cols, int r0) {
+#define SHORT_ROWS_TILES(half)                                                                  \
+    switch (n - t0) {                                                                           \
+    case 1: short_rows_tile(1, half, out, x, w, rows, cols, r0, t0); break;                     \
+    case 2: short_rows_tile(2, half, out, x, w, rows, cols, r0, t0); break;                     \
+    case 3: short_rows_tile(3, half, out, x, w, rows, cols, r0, t0); break;                     \
+    default: short_rows_tile(FLOAT_SHORT_TOKENS, half, out, x, w, rows, cols, r0, t0);          \
+    }
+static void float_rows16_short(float *out, const float *x, const void *w, int half, int n, int rows, int cols,
+                               int r0) {
     int t0;
-    for (t0 = 0; t0 < n; t0 += FLOAT_SHORT_TOKENS) switch (n - t0) {
-        case 1: short_rows_tile(1, out, x, w, rows, cols, r0, t0); break;
-        case 2: short_rows_tile(2, out, x, w, rows, cols, r0, t0); break;
-        case 3: short_rows_tile(3, out, x, w, rows, cols, r0, t0); break;
-        default: short_rows_tile(FLOAT_SHORT_TOKENS, out, x, w, rows, cols, r0, t0);
+    (void)half; /* (no half loads on this target: attention never asks) */
+    for (t0 = 0; t0 < n; t0 += FLOAT_SHORT_TOKENS) {
+#ifdef VEC16_HALF
+        if (half) {
+            SHORT_ROWS_TILES(1)
+            continue;
         }
+#endif
+        SHORT_ROWS_TILES(0)
+    }
 }
+#undef SHORT_ROWS_TILES
 
 /* Rows [r_begin, r_end) (a multiple of FLOAT_TILE_ROWS of them) for n tokens. */
 static void float_rows_simd(float *out, const float *x, const void *w, int is_bf16, int n, int rows, int cols,
@@ -2832,7 +2875,7 @@ static void float_rows(float *out, const float *x, const void *w, int is_bf16, i
     /* whole row tiles to the SIMD kernel; a few odd rows (small models only) to the plain one */
     int r_tiled;
     if (!is_bf16 && cols % DOT_LANES == 0 && cols <= FLOAT_SHORT_COLS)
-        for (; r_begin + 16 <= r_end; r_begin += 16) float_rows16_short(out, x, (const float *)w, n, rows, cols, r_begin);
+        for (; r_begin + 16 <= r_end; r_begin += 16) float_rows16_short(out, x, w, 0, n, rows, cols, r_begin);
     r_tiled = r_begin + (r_end - r_begin) / FLOAT_TILE_ROWS * FLOAT_TILE_ROWS;
     float_rows_simd(out, x, w, is_bf16, n, rows, cols, r_begin, r_tiled);
     r_begin = r_tiled;
@@ -4028,7 +4071,8 @@ static void start_threads(int n_threads) {
  * contiguous stream (position-major rows put one head's 512 bytes every 4 KB
  * at Lucie's shape: a new page per row, which the hardware prefetchers do not
  * follow). Everything that touches the cache goes through a kv_type: the
- * forward pass stores rows, attention reads blocks of rows back as f32, the
+ * forward pass stores rows, attention reads blocks of rows back as f32 (f16
+ * ones, on SIMD builds, widened by the kernels as they load them), the
  * session sizes the cache, saves and loads raw rows, and refuses a file whose
  * rows hold NaN or infinity. Reading back is exact for f16 and one f32
  * product for q8, so attention's dot products and weighted sums have a single
@@ -4936,10 +4980,12 @@ static void linear_choosing_threads(lucie_session *s, thread_tuner *t, float *ou
  * memory once per unit, not once per query head (decoding: once per token).
  *
  * Online softmax over blocks of ATT_KEY_BLOCK keys, so that the working set
- * stays in cache however long the context: for each block, read its keys and
- * values as f32 (kv_type.read_rows: the cache itself when it is f32), compute the scores of all the unit's queries with
- * the float tile kernel (keys as weight rows, queries as tokens: the 16-lane
- * dot product contract), then per query, over the keys it may see:
+ * stays in cache however long the context: for each block, take its keys and
+ * values as f32 (the cache itself when it is f32 or, on SIMD builds, f16, whose
+ * halves the kernels widen as they load them; else kv_type.read_rows widens
+ * them into a block), compute the scores of all the unit's queries with the
+ * float tile kernel (keys as weight rows, queries as tokens: the 16-lane dot
+ * product contract), then per query, over the keys it may see:
  *   m' = max(m, scores);  c = exp(m - m');  l = l * c + sum exp(s - m');
  *   acc = acc * c + sum exp(s - m') * value      (keys in increasing order)
  * and at the end out = acc / l. Blocks are cut at absolute positions
@@ -5039,14 +5085,19 @@ static float block_weights(float *max, float *sum, float *scores, int n_keys, fl
  * ATT_FOLD_QUERIES queries at once, each value vector loaded once for all
  * of them, and their independent sums keep the FMA units busy. */
 #define ATT_FOLD_QUERIES 4
+/* A value of a block: f32, or an IEEE half (rows read as stored, see
+ * attention_reads_halves). */
+static float block_value(const void *values, int half, size_t at) {
+    return half ? half_to_float(((const uint16_t *)values)[at]) : ((const float *)values)[at];
+}
 #ifdef FLOAT_SIMD
-static FLOAT_INLINE void fold_values_tile(const int Q, float *acc, const float *p, size_t p_stride,
-                                          const float *correction, const float *values, int n_keys, int hd, int i) {
+static FLOAT_INLINE void fold_values_tile(const int Q, const int half, float *acc, const float *p, size_t p_stride,
+                                          const float *correction, const void *values, int n_keys, int hd, int i) {
     vec16 block[ATT_FOLD_QUERIES];
     int q, j;
     for (q = 0; q < Q; q++) block[q] = vec16_zero();
     for (j = 0; j < n_keys; j++) {
-        vec16 v = vec16_load(values + (size_t)j * hd + i);
+        vec16 v = vec16_load_row(values, half, (size_t)j * hd + i);
         for (q = 0; q < Q; q++) block[q] = vec16_fma(vec16_set1(p[q * p_stride + j]), v, block[q]);
     }
     for (q = 0; q < Q; q++) {
@@ -5054,30 +5105,80 @@ static FLOAT_INLINE void fold_values_tile(const int Q, float *acc, const float *
         vec16_store(a, vec16_fma(vec16_load(a), vec16_set1(correction[q]), block[q]));
     }
 }
+#define FOLD_TILES(half)                                                                                   \
+    switch (n_queries - q) {                                                                               \
+    case 1: fold_values_tile(1, half, a, pq, p_stride, correction + q, values, n_keys, hd, i); break;      \
+    case 2: fold_values_tile(2, half, a, pq, p_stride, correction + q, values, n_keys, hd, i); break;      \
+    case 3: fold_values_tile(3, half, a, pq, p_stride, correction + q, values, n_keys, hd, i); break;      \
+    default: fold_values_tile(ATT_FOLD_QUERIES, half, a, pq, p_stride, correction + q, values, n_keys, hd, i); \
+    }
 #endif
 
 static void fold_block_values(float *acc, const float *p, size_t p_stride, const float *correction, int n_queries,
-                              const float *values, int n_keys, int hd) {
+                              const void *values, int half, int n_keys, int hd) {
     int i, q, j, tail = 0; /* the SIMD loop does columns [0, tail) */
 #ifdef FLOAT_SIMD
-    for (tail = hd / DOT_LANES * DOT_LANES, i = 0; i < tail; i += DOT_LANES)
-        for (q = 0; q < n_queries; q += ATT_FOLD_QUERIES) {
-            float *a = acc + (size_t)q * hd;
-            const float *pq = p + q * p_stride;
-            switch (n_queries - q) {
-            case 1: fold_values_tile(1, a, pq, p_stride, correction + q, values, n_keys, hd, i); break;
-            case 2: fold_values_tile(2, a, pq, p_stride, correction + q, values, n_keys, hd, i); break;
-            case 3: fold_values_tile(3, a, pq, p_stride, correction + q, values, n_keys, hd, i); break;
-            default: fold_values_tile(ATT_FOLD_QUERIES, a, pq, p_stride, correction + q, values, n_keys, hd, i);
+#ifndef VEC16_HALF
+    if (!half) /* (halves then take the plain loop below) */
+#endif
+        for (tail = hd / DOT_LANES * DOT_LANES, i = 0; i < tail; i += DOT_LANES)
+            for (q = 0; q < n_queries; q += ATT_FOLD_QUERIES) {
+                float *a = acc + (size_t)q * hd;
+                const float *pq = p + q * p_stride;
+#ifdef VEC16_HALF
+                if (half) {
+                    FOLD_TILES(1)
+                    continue;
+                }
+#endif
+                FOLD_TILES(0)
             }
-        }
+#undef FOLD_TILES
 #endif
     for (q = 0; q < n_queries; q++)
         for (i = tail; i < hd; i++) {
             float block = 0.0f;
-            for (j = 0; j < n_keys; j++) block = madd(block, p[q * p_stride + j], values[(size_t)j * hd + i]);
+            for (j = 0; j < n_keys; j++) block = madd(block, p[q * p_stride + j], block_value(values, half, (size_t)j * hd + i));
             acc[(size_t)q * hd + i] = madd(block, acc[(size_t)q * hd + i], correction[q]);
         }
+}
+
+/* Whether attention reads the f16 cache's rows as they are stored: the
+ * vec16 layer widens halves as it loads them (exactly, like read_rows), so
+ * the scores and the value sums take them straight from the cache, and no
+ * widened block is stored and loaded again (that was a quarter of f16
+ * decoding's attention: bench/attention). Builds whose vec16 lacks half
+ * loads, and head sizes the short-row kernel does not take, read through
+ * read_rows; the results are the same bits either way. */
+static int attention_reads_halves(const lucie_session *s, int hd) {
+#if defined(FLOAT_SIMD) && defined(VEC16_HALF)
+    return s->kv->type == LUCIE_KV_F16 && hd % DOT_LANES == 0 && hd <= FLOAT_SHORT_COLS;
+#else
+    (void)s, (void)hd;
+    return 0;
+#endif
+}
+
+/* scores[q][k] = the dot product of query q and key k, for n_queries queries
+ * and n_keys keys of hd values: f32 rows, or halves (with row: hd floats of
+ * scratch) when attention_reads_halves. The same contract either way. */
+static void block_scores(float *scores, const float *queries, const void *keys, int half, int n_queries, int n_keys,
+                         int hd, float *row) {
+    int k = 0, q;
+    if (!half) {
+        float_rows(scores, queries, keys, 0, n_queries, n_keys, hd, 0, n_keys);
+        return;
+    }
+#if defined(FLOAT_SIMD) && defined(VEC16_HALF)
+    if (hd % DOT_LANES == 0 && hd <= FLOAT_SHORT_COLS)
+        for (; k + 16 <= n_keys; k += 16) float_rows16_short(scores, queries, keys, 1, n_queries, n_keys, hd, k);
+#endif
+    for (; k < n_keys; k++) { /* a short last block's odd keys (or any shape the kernel does not take): widened,
+                               * then the plain dot product */
+        int i;
+        for (i = 0; i < hd; i++) row[i] = half_to_float(((const uint16_t *)keys)[(size_t)k * hd + i]);
+        for (q = 0; q < n_queries; q++) scores[(size_t)q * n_keys + k] = dot_f32(row, queries + (size_t)q * hd, hd);
+    }
 }
 
 /* One session's tokens inside a forward's batch: rows first..first+count-1
@@ -5106,6 +5207,7 @@ static void attention_unit(lucie_session *lead, const batch_segment *seg, int la
     float *queries = scratch, *acc = queries + max_q * hd, *max = acc + max_q * hd, *sum = max + max_q;
     float *correction = sum + max_q, *scores = correction + max_q, *key_block = scores + max_q * ATT_KEY_BLOCK;
     float *value_block = key_block + (size_t)ATT_KEY_BLOCK * hd;
+    int half = attention_reads_halves(s, hd);
     /* query qi = t * group + g is head kvh * group + g of token t0 + t: the
      * group's heads are adjacent in q */
     for (j = 0; j < nt; j++)
@@ -5121,9 +5223,18 @@ static void attention_unit(lucie_session *lead, const batch_segment *seg, int la
         int whole_next = kb + 2 * ATT_KEY_BLOCK <= end; /* (a shorter last block is not asked for) */
         const unsigned char *next_keys = whole_next ? kc + (size_t)(kb + ATT_KEY_BLOCK) * row : NULL;
         const unsigned char *next_values = whole_next ? vc + (size_t)(kb + ATT_KEY_BLOCK) * row : NULL;
-        const float *keys = s->kv->read_rows(key_block, kc + (size_t)kb * row, n_keys, hd, next_keys);
-        const float *values = s->kv->read_rows(value_block, vc + (size_t)kb * row, n_keys, hd, next_values);
-        float_rows(scores, queries, keys, 0, nq, n_keys, hd, 0, n_keys); /* scores[qi][j] */
+        const void *keys = kc + (size_t)kb * row, *values = vc + (size_t)kb * row;
+        if (half) { /* the rows as they are; the next block asked for into L2 */
+            size_t at, bytes = next_keys ? (size_t)n_keys * row : 0;
+            for (at = 0; at < bytes; at += 64) {
+                prefetch_line_to_l2(next_keys + at);
+                prefetch_line_to_l2(next_values + at);
+            }
+        } else {
+            keys = s->kv->read_rows(key_block, (const unsigned char *)keys, n_keys, hd, next_keys);
+            values = s->kv->read_rows(value_block, (const unsigned char *)values, n_keys, hd, next_values);
+        }
+        block_scores(scores, queries, keys, half, nq, n_keys, hd, value_block); /* scores[qi][j] */
         for (j = 0; j < nt; j++) { /* token j's queries see the keys up to its own position */
             int visible = s->pos + t0 + j + 1 - kb, first = j * group;
             if (visible <= 0) continue;
@@ -5131,7 +5242,7 @@ static void attention_unit(lucie_session *lead, const batch_segment *seg, int la
             for (qi = first; qi < first + group; qi++)
                 correction[qi] = block_weights(max + qi, sum + qi, scores + (size_t)qi * n_keys, visible, scale);
             fold_block_values(acc + (size_t)first * hd, scores + (size_t)first * n_keys, (size_t)n_keys,
-                              correction + first, group, values, visible, hd);
+                              correction + first, group, values, half, visible, hd);
         }
     }
     for (qi = 0; qi < nq; qi++) {

@@ -170,6 +170,7 @@ static void check_kv_types(tally *tl, rng *g) {
     static uint16_t halves[65536];
     static float wide[65536], want[65536];
     static float values[9 * 200], acc[FOLD_QUERIES * 200], plain[FOLD_QUERIES * 200];
+    static uint16_t value_halves[9 * 200];
     float x[200], back[200], p[FOLD_QUERIES * 9], correction[FOLD_QUERIES];
     unsigned char row[1024];
     const kv_type *q8 = kv_type_for(LUCIE_KV_Q8), *f16 = kv_type_for(LUCIE_KV_F16);
@@ -205,7 +206,7 @@ static void check_kv_types(tally *tl, rng *g) {
             for (i = 0; i < FOLD_QUERIES; i++) correction[i] = fabsf(random_value(g));
             for (i = 0; i < 9 * kv_dim; i++) values[i] = random_value(g);
             for (i = 0; i < n_queries * kv_dim; i++) acc[i] = plain[i] = random_value(g);
-            fold_block_values(acc, p, 9, correction, n_queries, values, 9, kv_dim);
+            fold_block_values(acc, p, 9, correction, n_queries, values, 0, 9, kv_dim);
             for (q = 0; q < n_queries; q++)
                 for (i = 0; i < kv_dim; i++) {
                     float block = 0.0f;
@@ -214,7 +215,46 @@ static void check_kv_types(tally *tl, rng *g) {
                 }
             expect_same(tl, acc, plain, (size_t)(n_queries * kv_dim),
                         "attention value fold: %d queries, rows of %d, 9 values", n_queries, kv_dim);
+            /* the same values as f16 rows read as they are (attention_reads_halves): the same
+             * sums as those rows widened to f32 first */
+            for (i = 0; i < 9 * kv_dim; i++) {
+                value_halves[i] = float_to_half(values[i]);
+                values[i] = half_to_float(value_halves[i]);
+            }
+            for (i = 0; i < n_queries * kv_dim; i++) acc[i] = plain[i];
+            fold_block_values(acc, p, 9, correction, n_queries, value_halves, 1, 9, kv_dim);
+            fold_block_values(plain, p, 9, correction, n_queries, values, 0, 9, kv_dim);
+            expect_same(tl, acc, plain, (size_t)(n_queries * kv_dim),
+                        "attention value fold of f16 rows: %d queries, rows of %d, 9 values", n_queries, kv_dim);
         }
+    }
+}
+
+/* Attention's scores from f16 keys read as they are stored (block_scores
+ * with halves: the short-row kernel's half loads, the plain dot product for
+ * a block's odd keys) equal the scores of the same keys widened to f32, for
+ * whole and partial blocks, 1..9 queries (a partial token tile), head sizes
+ * the kernel takes and some it does not. */
+static void check_half_scores(tally *tl, rng *g) {
+    static const int head_dims[] = {16, 64, 128, 256, 40, 272};
+    static uint16_t key_halves[ATT_KEY_BLOCK * 272];
+    static float keys[ATT_KEY_BLOCK * 272], queries[9 * 272], got[9 * ATT_KEY_BLOCK], want[9 * ATT_KEY_BLOCK];
+    static float row[272];
+    int d, n_keys, n_queries, i;
+    for (d = 0; d < (int)(sizeof head_dims / sizeof head_dims[0]); d++) {
+        int hd = head_dims[d];
+        for (i = 0; i < ATT_KEY_BLOCK * hd; i++) {
+            key_halves[i] = float_to_half(random_value(g));
+            keys[i] = half_to_float(key_halves[i]);
+        }
+        for (i = 0; i < 9 * hd; i++) queries[i] = random_value(g);
+        for (n_keys = 1; n_keys <= ATT_KEY_BLOCK; n_keys += n_keys < 16 ? 5 : 16)
+            for (n_queries = 1; n_queries <= 9; n_queries += 4) {
+                block_scores(got, queries, key_halves, 1, n_queries, n_keys, hd, row);
+                block_scores(want, queries, keys, 0, n_queries, n_keys, hd, row);
+                expect_same(tl, got, want, (size_t)(n_queries * n_keys),
+                            "scores of f16 keys: %d keys of %d values, %d queries", n_keys, hd, n_queries);
+            }
     }
 }
 
@@ -314,6 +354,7 @@ int main(void) {
     check_shape(&tl, &g, 100, 1043, 70); /* several row blocks, partial panels, a tail */
     check_kv_types(&tl, &g);
     check_read_rows(&tl, &g);
+    check_half_scores(&tl, &g);
     check_attention_exp(&tl);
 #ifdef FLOAT_SIMD
     printf("kernel: %s tiles %dx%d; ", FLOAT_SIMD_NAME, FLOAT_TILE_ROWS, FLOAT_TILE_TOKENS);
