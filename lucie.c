@@ -2747,6 +2747,23 @@ static void widen_panel(float *panel, const uint16_t *w, size_t w_stride, int n_
                         vec16_load_bf16(w + r * w_stride + (size_t)i * DOT_LANES));
 }
 
+/* Software prefetch (a hint: nothing on compilers without the builtin). */
+static void prefetch_bytes(const void *p, size_t bytes) {
+#if defined(__GNUC__)
+    size_t i;
+    for (i = 0; i < bytes; i += 64) __builtin_prefetch((const char *)p + i, 0, 3);
+#else
+    (void)p, (void)bytes;
+#endif
+}
+static void prefetch_line_to_l2(const void *p) {
+#if defined(__GNUC__)
+    __builtin_prefetch(p, 0, 2);
+#else
+    (void)p;
+#endif
+}
+
 /* Short rows (attention's scores: 128-column keys against a few queries):
  * there a dot product is a handful of FMAs and adding up its 16 lanes costs
  * as much again. So 16 rows are taken together for one token, and their 16
@@ -2757,6 +2774,11 @@ static void widen_panel(float *panel, const uint16_t *w, size_t w_stride, int n_
  * exactly as it is loaded), cols a multiple of 16, for n tokens. */
 #define FLOAT_SHORT_COLS 256
 #define FLOAT_SHORT_TOKENS 4 /* tokens per pass: each weight vector loaded serves them all */
+#ifdef VEC16_HALF
+#define VEC16_HAS_HALF 1
+#else
+#define VEC16_HAS_HALF 0
+#endif
 static FLOAT_INLINE vec16 vec16_load_row(const void *w, int half, size_t at) {
 #ifdef VEC16_HALF
     if (half) return vec16_load_half((const uint16_t *)w + at);
@@ -2766,7 +2788,7 @@ static FLOAT_INLINE vec16 vec16_load_row(const void *w, int half, size_t at) {
 }
 
 static FLOAT_INLINE void short_rows_tile(const int T, const int half, float *out, const float *x, const void *w,
-                                         int rows, int cols, int r0, int t0) {
+                                         int rows, int cols, int r0, int t0, const unsigned char *next) {
     vec16 quads[4][FLOAT_SHORT_TOKENS]; /* [g][t]: rows 4g..4g+3 summed two levels up the tree */
     int g, t, r, i;
     for (g = 0; g < 4; g++) {
@@ -2775,7 +2797,9 @@ static FLOAT_INLINE void short_rows_tile(const int T, const int half, float *out
             for (t = 0; t < T; t++) acc[r][t] = vec16_zero();
         for (i = 0; i < cols; i += DOT_LANES)
             for (r = 0; r < 4; r++) {
-                vec16 wv = vec16_load_row(w, half, (size_t)(r0 + 4 * g + r) * cols + i);
+                size_t at = (size_t)(r0 + 4 * g + r) * cols + i;
+                vec16 wv = vec16_load_row(w, half, at);
+                if (next && t0 == 0 && i * (half ? 2 : 4) % 64 == 0) prefetch_line_to_l2(next + at * (half ? 2 : 4));
                 for (t = 0; t < T; t++) acc[r][t] = vec16_fma(wv, vec16_load(x + (size_t)(t0 + t) * cols + i), acc[r][t]);
             }
         for (t = 0; t < T; t++)
@@ -2788,13 +2812,13 @@ static FLOAT_INLINE void short_rows_tile(const int T, const int half, float *out
 
 #define SHORT_ROWS_TILES(half)                                                                  \
     switch (n - t0) {                                                                           \
-    case 1: short_rows_tile(1, half, out, x, w, rows, cols, r0, t0); break;                     \
-    case 2: short_rows_tile(2, half, out, x, w, rows, cols, r0, t0); break;                     \
-    case 3: short_rows_tile(3, half, out, x, w, rows, cols, r0, t0); break;                     \
-    default: short_rows_tile(FLOAT_SHORT_TOKENS, half, out, x, w, rows, cols, r0, t0);          \
+    case 1: short_rows_tile(1, half, out, x, w, rows, cols, r0, t0, next); break;               \
+    case 2: short_rows_tile(2, half, out, x, w, rows, cols, r0, t0, next); break;               \
+    case 3: short_rows_tile(3, half, out, x, w, rows, cols, r0, t0, next); break;               \
+    default: short_rows_tile(FLOAT_SHORT_TOKENS, half, out, x, w, rows, cols, r0, t0, next);    \
     }
 static void float_rows16_short(float *out, const float *x, const void *w, int half, int n, int rows, int cols,
-                               int r0) {
+                               int r0, const unsigned char *next) {
     int t0;
     (void)half; /* (no half loads on this target: attention never asks) */
     for (t0 = 0; t0 < n; t0 += FLOAT_SHORT_TOKENS) {
@@ -2875,7 +2899,7 @@ static void float_rows(float *out, const float *x, const void *w, int is_bf16, i
     /* whole row tiles to the SIMD kernel; a few odd rows (small models only) to the plain one */
     int r_tiled;
     if (!is_bf16 && cols % DOT_LANES == 0 && cols <= FLOAT_SHORT_COLS)
-        for (; r_begin + 16 <= r_end; r_begin += 16) float_rows16_short(out, x, w, 0, n, rows, cols, r_begin);
+        for (; r_begin + 16 <= r_end; r_begin += 16) float_rows16_short(out, x, w, 0, n, rows, cols, r_begin, NULL);
     r_tiled = r_begin + (r_end - r_begin) / FLOAT_TILE_ROWS * FLOAT_TILE_ROWS;
     float_rows_simd(out, x, w, is_bf16, n, rows, cols, r_begin, r_tiled);
     r_begin = r_tiled;
@@ -4089,23 +4113,6 @@ static void start_threads(int n_threads) {
  * (asking for L1 there stalled the widening loop on the requests). Measured
  * on one Lucie-7B layer at depth 16,384, 2 threads (bench/attention): f32
  * decode 10 -> 7.5 ms, f16 6.2 -> 4-5 ms. */
-static void prefetch_bytes(const void *p, size_t bytes) {
-#if defined(__GNUC__)
-    size_t i;
-    for (i = 0; i < bytes; i += 64) __builtin_prefetch((const char *)p + i, 0, 3);
-#else
-    (void)p, (void)bytes;
-#endif
-}
-static void prefetch_line_to_l2(const void *p) {
-#if defined(__GNUC__)
-    __builtin_prefetch(p, 0, 2);
-#else
-    (void)p;
-#endif
-}
-
-
 typedef struct {
     int type; /* LUCIE_KV_* */
     const char *name;
@@ -5092,12 +5099,14 @@ static float block_value(const void *values, int half, size_t at) {
 }
 #ifdef FLOAT_SIMD
 static FLOAT_INLINE void fold_values_tile(const int Q, const int half, float *acc, const float *p, size_t p_stride,
-                                          const float *correction, const void *values, int n_keys, int hd, int i) {
+                                          const float *correction, const void *values, int n_keys, int hd, int i,
+                                          const unsigned char *next) {
     vec16 block[ATT_FOLD_QUERIES];
     int q, j;
     for (q = 0; q < Q; q++) block[q] = vec16_zero();
     for (j = 0; j < n_keys; j++) {
         vec16 v = vec16_load_row(values, half, (size_t)j * hd + i);
+        if (next && i * (half ? 2 : 4) % 64 == 0) prefetch_line_to_l2(next + ((size_t)j * hd + i) * (half ? 2 : 4));
         for (q = 0; q < Q; q++) block[q] = vec16_fma(vec16_set1(p[q * p_stride + j]), v, block[q]);
     }
     for (q = 0; q < Q; q++) {
@@ -5107,16 +5116,17 @@ static FLOAT_INLINE void fold_values_tile(const int Q, const int half, float *ac
 }
 #define FOLD_TILES(half)                                                                                   \
     switch (n_queries - q) {                                                                               \
-    case 1: fold_values_tile(1, half, a, pq, p_stride, correction + q, values, n_keys, hd, i); break;      \
-    case 2: fold_values_tile(2, half, a, pq, p_stride, correction + q, values, n_keys, hd, i); break;      \
-    case 3: fold_values_tile(3, half, a, pq, p_stride, correction + q, values, n_keys, hd, i); break;      \
-    default: fold_values_tile(ATT_FOLD_QUERIES, half, a, pq, p_stride, correction + q, values, n_keys, hd, i); \
+    case 1: fold_values_tile(1, half, a, pq, p_stride, correction + q, values, n_keys, hd, i, ask); break;      \
+    case 2: fold_values_tile(2, half, a, pq, p_stride, correction + q, values, n_keys, hd, i, ask); break;      \
+    case 3: fold_values_tile(3, half, a, pq, p_stride, correction + q, values, n_keys, hd, i, ask); break;      \
+    default: fold_values_tile(ATT_FOLD_QUERIES, half, a, pq, p_stride, correction + q, values, n_keys, hd, i, ask); \
     }
 #endif
 
 static void fold_block_values(float *acc, const float *p, size_t p_stride, const float *correction, int n_queries,
-                              const void *values, int half, int n_keys, int hd) {
+                              const void *values, int half, int n_keys, int hd, const unsigned char *next) {
     int i, q, j, tail = 0; /* the SIMD loop does columns [0, tail) */
+    (void)next; /* (the plain loop asks for nothing) */
 #ifdef FLOAT_SIMD
 #ifndef VEC16_HALF
     if (!half) /* (halves then take the plain loop below) */
@@ -5125,6 +5135,7 @@ static void fold_block_values(float *acc, const float *p, size_t p_stride, const
             for (q = 0; q < n_queries; q += ATT_FOLD_QUERIES) {
                 float *a = acc + (size_t)q * hd;
                 const float *pq = p + q * p_stride;
+                const unsigned char *ask = q == 0 ? next : NULL; /* the next block's lines, asked for once */
 #ifdef VEC16_HALF
                 if (half) {
                     FOLD_TILES(1)
@@ -5143,16 +5154,24 @@ static void fold_block_values(float *acc, const float *p, size_t p_stride, const
         }
 }
 
-/* Whether attention reads the f16 cache's rows as they are stored: the
- * vec16 layer widens halves as it loads them (exactly, like read_rows), so
- * the scores and the value sums take them straight from the cache, and no
- * widened block is stored and loaded again (that was a quarter of f16
- * decoding's attention: bench/attention). Builds whose vec16 lacks half
- * loads, and head sizes the short-row kernel does not take, read through
- * read_rows; the results are the same bits either way. */
-static int attention_reads_halves(const lucie_session *s, int hd) {
-#if defined(FLOAT_SIMD) && defined(VEC16_HALF)
-    return s->kv->type == LUCIE_KV_F16 && hd % DOT_LANES == 0 && hd <= FLOAT_SHORT_COLS;
+/* Whether attention's kernels read the cache's rows as they are stored: f32
+ * rows, and f16 ones where the vec16 layer widens halves as it loads them
+ * (exactly, like read_rows), on SIMD builds, for head sizes the short-row
+ * kernel takes. The scores and the value sums then take a block straight
+ * from the cache, with no widened copy stored and loaded again (that was a
+ * quarter of f16 decoding's attention: bench/attention), and they ask for
+ * the next block's lines as they go, one line per line they read (asking
+ * for a whole block at once filled the core's queue of misses, and the
+ * requests then waited on each other while the arithmetic waited on them).
+ * Other types and builds read through read_rows; the results are the same
+ * bits either way. */
+static int attention_reads_rows(const lucie_session *s, int hd) {
+#ifdef FLOAT_SIMD
+    if (hd % DOT_LANES != 0 || hd > FLOAT_SHORT_COLS) return 0;
+#ifdef VEC16_HALF
+    if (s->kv->type == LUCIE_KV_F16) return 1;
+#endif
+    return s->kv->type == LUCIE_KV_F32;
 #else
     (void)s, (void)hd;
     return 0;
@@ -5161,18 +5180,20 @@ static int attention_reads_halves(const lucie_session *s, int hd) {
 
 /* scores[q][k] = the dot product of query q and key k, for n_queries queries
  * and n_keys keys of hd values: f32 rows, or halves (with row: hd floats of
- * scratch) when attention_reads_halves. The same contract either way. */
+ * scratch); the same contract either way. next (or NULL): the next block,
+ * whose lines the kernel asks for as it reads this one's. */
 static void block_scores(float *scores, const float *queries, const void *keys, int half, int n_queries, int n_keys,
-                         int hd, float *row) {
+                         int hd, float *row, const unsigned char *next) {
     int k = 0, q;
+#ifdef FLOAT_SIMD
+    if (hd % DOT_LANES == 0 && hd <= FLOAT_SHORT_COLS && (!half || VEC16_HAS_HALF))
+        for (; k + 16 <= n_keys; k += 16) float_rows16_short(scores, queries, keys, half, n_queries, n_keys, hd, k, next);
+#endif
+    (void)next;
     if (!half) {
-        float_rows(scores, queries, keys, 0, n_queries, n_keys, hd, 0, n_keys);
+        if (k < n_keys) float_rows(scores, queries, keys, 0, n_queries, n_keys, hd, k, n_keys);
         return;
     }
-#if defined(FLOAT_SIMD) && defined(VEC16_HALF)
-    if (hd % DOT_LANES == 0 && hd <= FLOAT_SHORT_COLS)
-        for (; k + 16 <= n_keys; k += 16) float_rows16_short(scores, queries, keys, 1, n_queries, n_keys, hd, k);
-#endif
     for (; k < n_keys; k++) { /* a short last block's odd keys (or any shape the kernel does not take): widened,
                                * then the plain dot product */
         int i;
@@ -5207,7 +5228,7 @@ static void attention_unit(lucie_session *lead, const batch_segment *seg, int la
     float *queries = scratch, *acc = queries + max_q * hd, *max = acc + max_q * hd, *sum = max + max_q;
     float *correction = sum + max_q, *scores = correction + max_q, *key_block = scores + max_q * ATT_KEY_BLOCK;
     float *value_block = key_block + (size_t)ATT_KEY_BLOCK * hd;
-    int half = attention_reads_halves(s, hd);
+    int direct = attention_reads_rows(s, hd), half = direct && s->kv->type == LUCIE_KV_F16;
     /* query qi = t * group + g is head kvh * group + g of token t0 + t: the
      * group's heads are adjacent in q */
     for (j = 0; j < nt; j++)
@@ -5224,17 +5245,12 @@ static void attention_unit(lucie_session *lead, const batch_segment *seg, int la
         const unsigned char *next_keys = whole_next ? kc + (size_t)(kb + ATT_KEY_BLOCK) * row : NULL;
         const unsigned char *next_values = whole_next ? vc + (size_t)(kb + ATT_KEY_BLOCK) * row : NULL;
         const void *keys = kc + (size_t)kb * row, *values = vc + (size_t)kb * row;
-        if (half) { /* the rows as they are; the next block asked for into L2 */
-            size_t at, bytes = next_keys ? (size_t)n_keys * row : 0;
-            for (at = 0; at < bytes; at += 64) {
-                prefetch_line_to_l2(next_keys + at);
-                prefetch_line_to_l2(next_values + at);
-            }
-        } else {
+        if (!direct) { /* widened (or, f32, asked for) by read_rows */
             keys = s->kv->read_rows(key_block, (const unsigned char *)keys, n_keys, hd, next_keys);
             values = s->kv->read_rows(value_block, (const unsigned char *)values, n_keys, hd, next_values);
+            next_keys = next_values = NULL;
         }
-        block_scores(scores, queries, keys, half, nq, n_keys, hd, value_block); /* scores[qi][j] */
+        block_scores(scores, queries, keys, half, nq, n_keys, hd, value_block, next_keys); /* scores[qi][j] */
         for (j = 0; j < nt; j++) { /* token j's queries see the keys up to its own position */
             int visible = s->pos + t0 + j + 1 - kb, first = j * group;
             if (visible <= 0) continue;
@@ -5242,7 +5258,9 @@ static void attention_unit(lucie_session *lead, const batch_segment *seg, int la
             for (qi = first; qi < first + group; qi++)
                 correction[qi] = block_weights(max + qi, sum + qi, scores + (size_t)qi * n_keys, visible, scale);
             fold_block_values(acc + (size_t)first * hd, scores + (size_t)first * n_keys, (size_t)n_keys,
-                              correction + first, group, values, half, visible, hd);
+                              correction + first, group, values, half, visible, hd,
+                              visible == n_keys ? next_values : NULL);
+            if (visible == n_keys) next_values = NULL; /* (asked for by the first token that sees the whole block) */
         }
     }
     for (qi = 0; qi < nq; qi++) {

@@ -206,7 +206,7 @@ static void check_kv_types(tally *tl, rng *g) {
             for (i = 0; i < FOLD_QUERIES; i++) correction[i] = fabsf(random_value(g));
             for (i = 0; i < 9 * kv_dim; i++) values[i] = random_value(g);
             for (i = 0; i < n_queries * kv_dim; i++) acc[i] = plain[i] = random_value(g);
-            fold_block_values(acc, p, 9, correction, n_queries, values, 0, 9, kv_dim);
+            fold_block_values(acc, p, 9, correction, n_queries, values, 0, 9, kv_dim, NULL);
             for (q = 0; q < n_queries; q++)
                 for (i = 0; i < kv_dim; i++) {
                     float block = 0.0f;
@@ -222,8 +222,9 @@ static void check_kv_types(tally *tl, rng *g) {
                 values[i] = half_to_float(value_halves[i]);
             }
             for (i = 0; i < n_queries * kv_dim; i++) acc[i] = plain[i];
-            fold_block_values(acc, p, 9, correction, n_queries, value_halves, 1, 9, kv_dim);
-            fold_block_values(plain, p, 9, correction, n_queries, values, 0, 9, kv_dim);
+            fold_block_values(acc, p, 9, correction, n_queries, value_halves, 1, 9, kv_dim,
+                              (const unsigned char *)value_halves); /* (asking for lines changes nothing) */
+            fold_block_values(plain, p, 9, correction, n_queries, values, 0, 9, kv_dim, NULL);
             expect_same(tl, acc, plain, (size_t)(n_queries * kv_dim),
                         "attention value fold of f16 rows: %d queries, rows of %d, 9 values", n_queries, kv_dim);
         }
@@ -250,8 +251,8 @@ static void check_half_scores(tally *tl, rng *g) {
         for (i = 0; i < 9 * hd; i++) queries[i] = random_value(g);
         for (n_keys = 1; n_keys <= ATT_KEY_BLOCK; n_keys += n_keys < 16 ? 5 : 16)
             for (n_queries = 1; n_queries <= 9; n_queries += 4) {
-                block_scores(got, queries, key_halves, 1, n_queries, n_keys, hd, row);
-                block_scores(want, queries, keys, 0, n_queries, n_keys, hd, row);
+                block_scores(got, queries, key_halves, 1, n_queries, n_keys, hd, row, (const unsigned char *)key_halves);
+                block_scores(want, queries, keys, 0, n_queries, n_keys, hd, row, NULL);
                 expect_same(tl, got, want, (size_t)(n_queries * n_keys),
                             "scores of f16 keys: %d keys of %d values, %d queries", n_keys, hd, n_queries);
             }
