@@ -2483,6 +2483,30 @@ static void rows_bf16_portable(float *out, const float *x, const uint16_t *w, in
  * construction. Only vec16 (16 lanes) and six small functions differ between
  * instruction sets. Define LUCIE_NO_SIMD to build the plain C path only. */
 
+/* Software prefetch (a hint: nothing on compilers without the builtin). */
+static void prefetch_bytes(const void *p, size_t bytes) {
+#if defined(__GNUC__)
+    size_t i;
+    for (i = 0; i < bytes; i += 64) __builtin_prefetch((const char *)p + i, 0, 3);
+#else
+    (void)p, (void)bytes;
+#endif
+}
+static void prefetch_line_to_l2(const void *p) {
+#if defined(__GNUC__)
+    __builtin_prefetch(p, 0, 2);
+#else
+    (void)p;
+#endif
+}
+
+/* The q8 KV cache row (lucie.h; section 6 has the rest of the KV types):
+ * ceil(n / 32) f32 scales, then n int8 codes. Here because attention's
+ * kernels below read such rows in place. */
+#define KV_Q8_GROUP 32
+static int kv_q8_groups(int n) { return (n + KV_Q8_GROUP - 1) / KV_Q8_GROUP; }
+static size_t kv_q8_row_bytes(int n) { return (size_t)kv_q8_groups(n) * sizeof(float) + (size_t)n; }
+
 #if defined(__GNUC__) && !defined(LUCIE_NO_SIMD) && LUCIE_HAVE_FMA &&                     \
     (defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)) || \
      (defined(__aarch64__) && defined(__ARM_NEON)))
@@ -2555,6 +2579,22 @@ static FLOAT_INLINE vec16 vec16_load_half(const uint16_t *p) {
     for (j = 0; j < 4; j++) v.q[j] = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p + 4 * j)));
     return v;
 }
+/* 16 int8 codes as f32 (exact), and lane-wise products (the q8 KV cache). */
+static FLOAT_INLINE vec16 vec16_load_int8(const signed char *p) {
+    int8x16_t b = vld1q_s8((const int8_t *)p);
+    int16x8_t lo = vmovl_s8(vget_low_s8(b)), hi = vmovl_s8(vget_high_s8(b));
+    vec16 v;
+    v.q[0] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo)));
+    v.q[1] = vcvtq_f32_s32(vmovl_s16(vget_high_s16(lo)));
+    v.q[2] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi)));
+    v.q[3] = vcvtq_f32_s32(vmovl_s16(vget_high_s16(hi)));
+    return v;
+}
+static FLOAT_INLINE vec16 vec16_mul(vec16 a, vec16 b) {
+    int j;
+    for (j = 0; j < 4; j++) a.q[j] = vmulq_f32(a.q[j], b.q[j]);
+    return a;
+}
 #elif defined(__AVX512F__)
 #include <immintrin.h>
 #define FLOAT_SIMD_NAME "avx512"
@@ -2595,6 +2635,10 @@ static FLOAT_INLINE vec16 vec16_load_bf16(const uint16_t *p) {
 static FLOAT_INLINE vec16 vec16_load_half(const uint16_t *p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
 }
+static FLOAT_INLINE vec16 vec16_load_int8(const signed char *p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+}
+static FLOAT_INLINE vec16 vec16_mul(vec16 a, vec16 b) { return _mm512_mul_ps(a, b); }
 #else
 #include <immintrin.h>
 #define FLOAT_SIMD_NAME "avx2"
@@ -2644,6 +2688,17 @@ static FLOAT_INLINE vec16 vec16_load_half(const uint16_t *p) {
     return v;
 }
 #endif
+static FLOAT_INLINE vec16 vec16_load_int8(const signed char *p) {
+    vec16 v;
+    v.lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+    v.hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8))));
+    return v;
+}
+static FLOAT_INLINE vec16 vec16_mul(vec16 a, vec16 b) {
+    a.lo = _mm256_mul_ps(a.lo, b.lo);
+    a.hi = _mm256_mul_ps(a.hi, b.hi);
+    return a;
+}
 #endif
 
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -2747,23 +2802,6 @@ static void widen_panel(float *panel, const uint16_t *w, size_t w_stride, int n_
                         vec16_load_bf16(w + r * w_stride + (size_t)i * DOT_LANES));
 }
 
-/* Software prefetch (a hint: nothing on compilers without the builtin). */
-static void prefetch_bytes(const void *p, size_t bytes) {
-#if defined(__GNUC__)
-    size_t i;
-    for (i = 0; i < bytes; i += 64) __builtin_prefetch((const char *)p + i, 0, 3);
-#else
-    (void)p, (void)bytes;
-#endif
-}
-static void prefetch_line_to_l2(const void *p) {
-#if defined(__GNUC__)
-    __builtin_prefetch(p, 0, 2);
-#else
-    (void)p;
-#endif
-}
-
 /* Short rows (attention's scores: 128-column keys against a few queries):
  * there a dot product is a handful of FMAs and adding up its 16 lanes costs
  * as much again. So 16 rows are taken together for one token, and their 16
@@ -2779,15 +2817,33 @@ static void prefetch_line_to_l2(const void *p) {
 #else
 #define VEC16_HAS_HALF 0
 #endif
-static FLOAT_INLINE vec16 vec16_load_row(const void *w, int half, size_t at) {
+/* Columns i..i + 15 of row r of a block of rows of cols values stored as
+ * type (LUCIE_KV_F32 / _F16 / _Q8: weights are f32), widened to f32 exactly
+ * as the KV types' widen does; and the byte offset of those columns, for
+ * asking for the same line one block on. */
+static FLOAT_INLINE vec16 vec16_load_row(const void *w, int type, size_t r, int cols, int i) {
 #ifdef VEC16_HALF
-    if (half) return vec16_load_half((const uint16_t *)w + at);
+    if (type == LUCIE_KV_F16) return vec16_load_half((const uint16_t *)w + r * cols + i);
 #endif
-    (void)half;
-    return vec16_load((const float *)w + at);
+    if (type == LUCIE_KV_Q8) {
+        const unsigned char *row = (const unsigned char *)w + r * kv_q8_row_bytes(cols);
+        float scale;
+        memcpy(&scale, row + (size_t)(i / KV_Q8_GROUP) * sizeof(float), sizeof scale);
+        return vec16_mul(vec16_load_int8((const signed char *)row + (size_t)kv_q8_groups(cols) * sizeof(float) + i),
+                         vec16_set1(scale));
+    }
+    return vec16_load((const float *)w + r * cols + i);
+}
+static FLOAT_INLINE size_t row_offset(int type, size_t r, int cols, int i) {
+    if (type == LUCIE_KV_Q8) return r * kv_q8_row_bytes(cols) + (size_t)kv_q8_groups(cols) * sizeof(float) + (size_t)i;
+    return (r * cols + i) * (type == LUCIE_KV_F16 ? 2 : 4);
+}
+/* Whether columns i.. start a new 64-byte line of a row (asked for once). */
+static FLOAT_INLINE int row_line_starts(int type, int i) {
+    return i * (type == LUCIE_KV_Q8 ? 1 : type == LUCIE_KV_F16 ? 2 : 4) % 64 == 0;
 }
 
-static FLOAT_INLINE void short_rows_tile(const int T, const int half, float *out, const float *x, const void *w,
+static FLOAT_INLINE void short_rows_tile(const int T, const int type, float *out, const float *x, const void *w,
                                          int rows, int cols, int r0, int t0, const unsigned char *next) {
     vec16 quads[4][FLOAT_SHORT_TOKENS]; /* [g][t]: rows 4g..4g+3 summed two levels up the tree */
     int g, t, r, i;
@@ -2797,9 +2853,9 @@ static FLOAT_INLINE void short_rows_tile(const int T, const int half, float *out
             for (t = 0; t < T; t++) acc[r][t] = vec16_zero();
         for (i = 0; i < cols; i += DOT_LANES)
             for (r = 0; r < 4; r++) {
-                size_t at = (size_t)(r0 + 4 * g + r) * cols + i;
-                vec16 wv = vec16_load_row(w, half, at);
-                if (next && t0 == 0 && i * (half ? 2 : 4) % 64 == 0) prefetch_line_to_l2(next + at * (half ? 2 : 4));
+                size_t row = (size_t)(r0 + 4 * g + r);
+                vec16 wv = vec16_load_row(w, type, row, cols, i);
+                if (next && t0 == 0 && row_line_starts(type, i)) prefetch_line_to_l2(next + row_offset(type, row, cols, i));
                 for (t = 0; t < T; t++) acc[r][t] = vec16_fma(wv, vec16_load(x + (size_t)(t0 + t) * cols + i), acc[r][t]);
             }
         for (t = 0; t < T; t++)
@@ -2810,25 +2866,30 @@ static FLOAT_INLINE void short_rows_tile(const int T, const int half, float *out
                                                                          vec16_pair_sums(quads[2][t], quads[3][t])));
 }
 
-#define SHORT_ROWS_TILES(half)                                                                  \
+#define SHORT_ROWS_TILES(type)                                                                  \
     switch (n - t0) {                                                                           \
-    case 1: short_rows_tile(1, half, out, x, w, rows, cols, r0, t0, next); break;               \
-    case 2: short_rows_tile(2, half, out, x, w, rows, cols, r0, t0, next); break;               \
-    case 3: short_rows_tile(3, half, out, x, w, rows, cols, r0, t0, next); break;               \
-    default: short_rows_tile(FLOAT_SHORT_TOKENS, half, out, x, w, rows, cols, r0, t0, next);    \
+    case 1: short_rows_tile(1, type, out, x, w, rows, cols, r0, t0, next); break;               \
+    case 2: short_rows_tile(2, type, out, x, w, rows, cols, r0, t0, next); break;               \
+    case 3: short_rows_tile(3, type, out, x, w, rows, cols, r0, t0, next); break;               \
+    default: short_rows_tile(FLOAT_SHORT_TOKENS, type, out, x, w, rows, cols, r0, t0, next);    \
     }
-static void float_rows16_short(float *out, const float *x, const void *w, int half, int n, int rows, int cols,
+/* type: how the rows are stored (vec16_load_row); f16 only where vec16 has
+ * half loads (attention_reads_rows). */
+static void float_rows16_short(float *out, const float *x, const void *w, int type, int n, int rows, int cols,
                                int r0, const unsigned char *next) {
     int t0;
-    (void)half; /* (no half loads on this target: attention never asks) */
     for (t0 = 0; t0 < n; t0 += FLOAT_SHORT_TOKENS) {
+        if (type == LUCIE_KV_Q8) {
+            SHORT_ROWS_TILES(LUCIE_KV_Q8)
+        }
 #ifdef VEC16_HALF
-        if (half) {
-            SHORT_ROWS_TILES(1)
-            continue;
+        else if (type == LUCIE_KV_F16) {
+            SHORT_ROWS_TILES(LUCIE_KV_F16)
         }
 #endif
-        SHORT_ROWS_TILES(0)
+        else {
+            SHORT_ROWS_TILES(LUCIE_KV_F32)
+        }
     }
 }
 #undef SHORT_ROWS_TILES
@@ -2899,7 +2960,7 @@ static void float_rows(float *out, const float *x, const void *w, int is_bf16, i
     /* whole row tiles to the SIMD kernel; a few odd rows (small models only) to the plain one */
     int r_tiled;
     if (!is_bf16 && cols % DOT_LANES == 0 && cols <= FLOAT_SHORT_COLS)
-        for (; r_begin + 16 <= r_end; r_begin += 16) float_rows16_short(out, x, w, 0, n, rows, cols, r_begin, NULL);
+        for (; r_begin + 16 <= r_end; r_begin += 16) float_rows16_short(out, x, w, LUCIE_KV_F32, n, rows, cols, r_begin, NULL);
     r_tiled = r_begin + (r_end - r_begin) / FLOAT_TILE_ROWS * FLOAT_TILE_ROWS;
     float_rows_simd(out, x, w, is_bf16, n, rows, cols, r_begin, r_tiled);
     r_begin = r_tiled;
@@ -4103,7 +4164,6 @@ static void start_threads(int n_threads) {
  * f32 definition whatever the type: a block of keys is read once and then
  * serves every query head of its group (see attention()). */
 
-#define KV_Q8_GROUP 32
 
 /* Attention reads a KV head's rows as one stream, a block at a time, and
  * computes on each block before it reads the next: memory would sit idle
@@ -4198,10 +4258,9 @@ static int kv_f16_row_finite(const void *row, int n) {
     return 1;
 }
 
-/* q8 row: ceil(n / 32) f32 scales, then n int8 codes. Rows follow each other
- * unpadded, so scales are read and written with memcpy. */
-static int kv_q8_groups(int n) { return (n + KV_Q8_GROUP - 1) / KV_Q8_GROUP; }
-static size_t kv_q8_row_bytes(int n) { return (size_t)kv_q8_groups(n) * sizeof(float) + (size_t)n; }
+/* q8 rows (their layout is defined before the float kernels, which read
+ * them too) follow each other unpadded, so scales are read and written with
+ * memcpy. */
 static void kv_q8_store(void *row, const float *x, int n) {
     unsigned char *scales = (unsigned char *)row;
     signed char *codes = (signed char *)row + (size_t)kv_q8_groups(n) * sizeof(float);
@@ -5092,21 +5151,26 @@ static float block_weights(float *max, float *sum, float *scores, int n_keys, fl
  * ATT_FOLD_QUERIES queries at once, each value vector loaded once for all
  * of them, and their independent sums keep the FMA units busy. */
 #define ATT_FOLD_QUERIES 4
-/* A value of a block: f32, or an IEEE half (rows read as stored, see
- * attention_reads_halves). */
-static float block_value(const void *values, int half, size_t at) {
-    return half ? half_to_float(((const uint16_t *)values)[at]) : ((const float *)values)[at];
+/* Value i of row j of a block of rows of hd values stored as type (see
+ * attention_reads_rows), as f32. */
+static float block_value(const void *values, int type, int j, int hd, int i) {
+    const unsigned char *row = (const unsigned char *)values + (size_t)j * kv_type_for(type)->row_bytes(hd);
+    float scale;
+    if (type == LUCIE_KV_F32) return ((const float *)(const void *)row)[i];
+    if (type == LUCIE_KV_F16) return half_to_float(((const uint16_t *)(const void *)row)[i]);
+    memcpy(&scale, row + (size_t)(i / KV_Q8_GROUP) * sizeof(float), sizeof scale); /* as kv_q8_widen */
+    return (float)((const signed char *)row)[(size_t)kv_q8_groups(hd) * sizeof(float) + (size_t)i] * scale;
 }
 #ifdef FLOAT_SIMD
-static FLOAT_INLINE void fold_values_tile(const int Q, const int half, float *acc, const float *p, size_t p_stride,
+static FLOAT_INLINE void fold_values_tile(const int Q, const int type, float *acc, const float *p, size_t p_stride,
                                           const float *correction, const void *values, int n_keys, int hd, int i,
                                           const unsigned char *next) {
     vec16 block[ATT_FOLD_QUERIES];
     int q, j;
     for (q = 0; q < Q; q++) block[q] = vec16_zero();
     for (j = 0; j < n_keys; j++) {
-        vec16 v = vec16_load_row(values, half, (size_t)j * hd + i);
-        if (next && i * (half ? 2 : 4) % 64 == 0) prefetch_line_to_l2(next + ((size_t)j * hd + i) * (half ? 2 : 4));
+        vec16 v = vec16_load_row(values, type, (size_t)j, hd, i);
+        if (next && row_line_starts(type, i)) prefetch_line_to_l2(next + row_offset(type, (size_t)j, hd, i));
         for (q = 0; q < Q; q++) block[q] = vec16_fma(vec16_set1(p[q * p_stride + j]), v, block[q]);
     }
     for (q = 0; q < Q; q++) {
@@ -5114,90 +5178,97 @@ static FLOAT_INLINE void fold_values_tile(const int Q, const int half, float *ac
         vec16_store(a, vec16_fma(vec16_load(a), vec16_set1(correction[q]), block[q]));
     }
 }
-#define FOLD_TILES(half)                                                                                   \
+#define FOLD_TILES(type)                                                                                   \
     switch (n_queries - q) {                                                                               \
-    case 1: fold_values_tile(1, half, a, pq, p_stride, correction + q, values, n_keys, hd, i, ask); break;      \
-    case 2: fold_values_tile(2, half, a, pq, p_stride, correction + q, values, n_keys, hd, i, ask); break;      \
-    case 3: fold_values_tile(3, half, a, pq, p_stride, correction + q, values, n_keys, hd, i, ask); break;      \
-    default: fold_values_tile(ATT_FOLD_QUERIES, half, a, pq, p_stride, correction + q, values, n_keys, hd, i, ask); \
+    case 1: fold_values_tile(1, type, a, pq, p_stride, correction + q, values, n_keys, hd, i, ask); break; \
+    case 2: fold_values_tile(2, type, a, pq, p_stride, correction + q, values, n_keys, hd, i, ask); break; \
+    case 3: fold_values_tile(3, type, a, pq, p_stride, correction + q, values, n_keys, hd, i, ask); break; \
+    default: fold_values_tile(ATT_FOLD_QUERIES, type, a, pq, p_stride, correction + q, values, n_keys, hd, i, ask); \
     }
 #endif
 
+/* type: how the block's rows are stored (attention_reads_rows; f32 when
+ * they were widened by read_rows). next (or NULL): the next block, whose
+ * lines the SIMD loop asks for as it reads this one's. */
 static void fold_block_values(float *acc, const float *p, size_t p_stride, const float *correction, int n_queries,
-                              const void *values, int half, int n_keys, int hd, const unsigned char *next) {
+                              const void *values, int type, int n_keys, int hd, const unsigned char *next) {
     int i, q, j, tail = 0; /* the SIMD loop does columns [0, tail) */
     (void)next; /* (the plain loop asks for nothing) */
 #ifdef FLOAT_SIMD
-#ifndef VEC16_HALF
-    if (!half) /* (halves then take the plain loop below) */
-#endif
+    if (type != LUCIE_KV_F16 || VEC16_HAS_HALF) /* (else halves take the plain loop below) */
         for (tail = hd / DOT_LANES * DOT_LANES, i = 0; i < tail; i += DOT_LANES)
             for (q = 0; q < n_queries; q += ATT_FOLD_QUERIES) {
                 float *a = acc + (size_t)q * hd;
                 const float *pq = p + q * p_stride;
                 const unsigned char *ask = q == 0 ? next : NULL; /* the next block's lines, asked for once */
+                if (type == LUCIE_KV_Q8) {
+                    FOLD_TILES(LUCIE_KV_Q8)
+                }
 #ifdef VEC16_HALF
-                if (half) {
-                    FOLD_TILES(1)
-                    continue;
+                else if (type == LUCIE_KV_F16) {
+                    FOLD_TILES(LUCIE_KV_F16)
                 }
 #endif
-                FOLD_TILES(0)
+                else {
+                    FOLD_TILES(LUCIE_KV_F32)
+                }
             }
 #undef FOLD_TILES
 #endif
     for (q = 0; q < n_queries; q++)
         for (i = tail; i < hd; i++) {
             float block = 0.0f;
-            for (j = 0; j < n_keys; j++) block = madd(block, p[q * p_stride + j], block_value(values, half, (size_t)j * hd + i));
+            for (j = 0; j < n_keys; j++) block = madd(block, p[q * p_stride + j], block_value(values, type, j, hd, i));
             acc[(size_t)q * hd + i] = madd(block, acc[(size_t)q * hd + i], correction[q]);
         }
 }
 
-/* Whether attention's kernels read the cache's rows as they are stored: f32
- * rows, and f16 ones where the vec16 layer widens halves as it loads them
- * (exactly, like read_rows), on SIMD builds, for head sizes the short-row
- * kernel takes. The scores and the value sums then take a block straight
- * from the cache, with no widened copy stored and loaded again (that was a
- * quarter of f16 decoding's attention: bench/attention), and they ask for
- * the next block's lines as they go, one line per line they read (asking
- * for a whole block at once filled the core's queue of misses, and the
- * requests then waited on each other while the arithmetic waited on them).
- * Other types and builds read through read_rows; the results are the same
- * bits either way. */
-static int attention_reads_rows(const lucie_session *s, int hd) {
+/* Whether attention's kernels read the cache's rows as they are stored, on
+ * SIMD builds, for head sizes the short-row kernel takes: f32 rows, q8 rows
+ * and, where the vec16 layer has half loads, f16 ones; the kernels widen
+ * halves and codes as they load them, exactly as the types' widen does. The
+ * scores and the value sums then take a block straight from the cache, with
+ * no widened copy stored and loaded again (that was a quarter of f16
+ * decoding's attention: bench/attention), and they ask for the next block's
+ * lines as they go, one line per line they read (asking for a whole block at
+ * once filled the core's queue of misses, and the requests then waited on
+ * each other while the arithmetic waited on them). Except q8 for more than
+ * a few tokens (a prefill's unit of 16 widened each key's codes once per 4
+ * of its 64 queries: 12% slower than widening the block once). Other builds
+ * read through read_rows; the results are the same bits either way. */
+#define ATT_Q8_IN_PLACE_TOKENS 4
+static int attention_reads_rows(const lucie_session *s, int hd, int n_tokens) {
 #ifdef FLOAT_SIMD
     if (hd % DOT_LANES != 0 || hd > FLOAT_SHORT_COLS) return 0;
-#ifdef VEC16_HALF
-    if (s->kv->type == LUCIE_KV_F16) return 1;
-#endif
-    return s->kv->type == LUCIE_KV_F32;
+    if (s->kv->type == LUCIE_KV_Q8) return n_tokens <= ATT_Q8_IN_PLACE_TOKENS;
+    return s->kv->type != LUCIE_KV_F16 || VEC16_HAS_HALF;
 #else
-    (void)s, (void)hd;
+    (void)s, (void)hd, (void)n_tokens;
     return 0;
 #endif
 }
 
 /* scores[q][k] = the dot product of query q and key k, for n_queries queries
- * and n_keys keys of hd values: f32 rows, or halves (with row: hd floats of
- * scratch); the same contract either way. next (or NULL): the next block,
- * whose lines the kernel asks for as it reads this one's. */
-static void block_scores(float *scores, const float *queries, const void *keys, int half, int n_queries, int n_keys,
+ * and n_keys keys of hd values stored as type (row: hd floats of scratch);
+ * the same contract for every type. next (or NULL): the next block, whose
+ * lines the kernel asks for as it reads this one's. */
+static void block_scores(float *scores, const float *queries, const void *keys, int type, int n_queries, int n_keys,
                          int hd, float *row, const unsigned char *next) {
+    const kv_type *kv = kv_type_for(type);
+    size_t row_bytes = kv->row_bytes(hd);
     int k = 0, q;
 #ifdef FLOAT_SIMD
-    if (hd % DOT_LANES == 0 && hd <= FLOAT_SHORT_COLS && (!half || VEC16_HAS_HALF))
-        for (; k + 16 <= n_keys; k += 16) float_rows16_short(scores, queries, keys, half, n_queries, n_keys, hd, k, next);
+    if (hd % DOT_LANES == 0 && hd <= FLOAT_SHORT_COLS && (type != LUCIE_KV_F16 || VEC16_HAS_HALF))
+        for (; k + 16 <= n_keys; k += 16) float_rows16_short(scores, queries, keys, type, n_queries, n_keys, hd, k, next);
 #endif
     (void)next;
-    if (!half) {
+    if (type == LUCIE_KV_F32) {
         if (k < n_keys) float_rows(scores, queries, keys, 0, n_queries, n_keys, hd, k, n_keys);
         return;
     }
     for (; k < n_keys; k++) { /* a short last block's odd keys (or any shape the kernel does not take): widened,
                                * then the plain dot product */
-        int i;
-        for (i = 0; i < hd; i++) row[i] = half_to_float(((const uint16_t *)keys)[(size_t)k * hd + i]);
+        kv->widen(row, (const unsigned char *)keys + (size_t)k * row_bytes, hd);
         for (q = 0; q < n_queries; q++) scores[(size_t)q * n_keys + k] = dot_f32(row, queries + (size_t)q * hd, hd);
     }
 }
@@ -5228,7 +5299,7 @@ static void attention_unit(lucie_session *lead, const batch_segment *seg, int la
     float *queries = scratch, *acc = queries + max_q * hd, *max = acc + max_q * hd, *sum = max + max_q;
     float *correction = sum + max_q, *scores = correction + max_q, *key_block = scores + max_q * ATT_KEY_BLOCK;
     float *value_block = key_block + (size_t)ATT_KEY_BLOCK * hd;
-    int direct = attention_reads_rows(s, hd), half = direct && s->kv->type == LUCIE_KV_F16;
+    int direct = attention_reads_rows(s, hd, nt), type = direct ? s->kv->type : LUCIE_KV_F32; /* of the rows read */
     /* query qi = t * group + g is head kvh * group + g of token t0 + t: the
      * group's heads are adjacent in q */
     for (j = 0; j < nt; j++)
@@ -5250,7 +5321,7 @@ static void attention_unit(lucie_session *lead, const batch_segment *seg, int la
             values = s->kv->read_rows(value_block, (const unsigned char *)values, n_keys, hd, next_values);
             next_keys = next_values = NULL;
         }
-        block_scores(scores, queries, keys, half, nq, n_keys, hd, value_block, next_keys); /* scores[qi][j] */
+        block_scores(scores, queries, keys, type, nq, n_keys, hd, value_block, next_keys); /* scores[qi][j] */
         for (j = 0; j < nt; j++) { /* token j's queries see the keys up to its own position */
             int visible = s->pos + t0 + j + 1 - kb, first = j * group;
             if (visible <= 0) continue;
@@ -5258,7 +5329,7 @@ static void attention_unit(lucie_session *lead, const batch_segment *seg, int la
             for (qi = first; qi < first + group; qi++)
                 correction[qi] = block_weights(max + qi, sum + qi, scores + (size_t)qi * n_keys, visible, scale);
             fold_block_values(acc + (size_t)first * hd, scores + (size_t)first * n_keys, (size_t)n_keys,
-                              correction + first, group, values, half, visible, hd,
+                              correction + first, group, values, type, visible, hd,
                               visible == n_keys ? next_values : NULL);
             if (visible == n_keys) next_values = NULL; /* (asked for by the first token that sees the whole block) */
         }

@@ -170,11 +170,12 @@ static void check_kv_types(tally *tl, rng *g) {
     static uint16_t halves[65536];
     static float wide[65536], want[65536];
     static float values[9 * 200], acc[FOLD_QUERIES * 200], plain[FOLD_QUERIES * 200];
-    static uint16_t value_halves[9 * 200];
+    static unsigned char value_rows[9 * 1024];
+    static float wide_values[9 * 200];
     float x[200], back[200], p[FOLD_QUERIES * 9], correction[FOLD_QUERIES];
     unsigned char row[1024];
     const kv_type *q8 = kv_type_for(LUCIE_KV_Q8), *f16 = kv_type_for(LUCIE_KV_F16);
-    int n = 0, i, j, q, n_queries, first, kv_dim;
+    int n = 0, i, j, q, n_queries, first, kv_dim, type;
     for (i = 0; i < 65536; i++)
         if ((i & 0x7c00) != 0x7c00) { /* a cache never holds inf/NaN halves: loads refuse them */
             halves[n] = (uint16_t)i;
@@ -206,7 +207,7 @@ static void check_kv_types(tally *tl, rng *g) {
             for (i = 0; i < FOLD_QUERIES; i++) correction[i] = fabsf(random_value(g));
             for (i = 0; i < 9 * kv_dim; i++) values[i] = random_value(g);
             for (i = 0; i < n_queries * kv_dim; i++) acc[i] = plain[i] = random_value(g);
-            fold_block_values(acc, p, 9, correction, n_queries, values, 0, 9, kv_dim, NULL);
+            fold_block_values(acc, p, 9, correction, n_queries, values, LUCIE_KV_F32, 9, kv_dim, NULL);
             for (q = 0; q < n_queries; q++)
                 for (i = 0; i < kv_dim; i++) {
                     float block = 0.0f;
@@ -215,48 +216,57 @@ static void check_kv_types(tally *tl, rng *g) {
                 }
             expect_same(tl, acc, plain, (size_t)(n_queries * kv_dim),
                         "attention value fold: %d queries, rows of %d, 9 values", n_queries, kv_dim);
-            /* the same values as f16 rows read as they are (attention_reads_halves): the same
-             * sums as those rows widened to f32 first */
-            for (i = 0; i < 9 * kv_dim; i++) {
-                value_halves[i] = float_to_half(values[i]);
-                values[i] = half_to_float(value_halves[i]);
+            /* the same values as f16 and q8 rows read as they are stored (attention_reads_rows):
+             * the same sums as those rows widened to f32 first */
+            for (type = LUCIE_KV_F16; type <= LUCIE_KV_Q8; type++) {
+                const kv_type *kv = kv_type_for(type);
+                size_t row_bytes = kv->row_bytes(kv_dim);
+                for (j = 0; j < 9; j++) {
+                    kv->store(value_rows + j * row_bytes, values + (size_t)j * kv_dim, kv_dim);
+                    kv->widen(wide_values + (size_t)j * kv_dim, value_rows + j * row_bytes, kv_dim);
+                }
+                for (i = 0; i < n_queries * kv_dim; i++) acc[i] = plain[i];
+                fold_block_values(acc, p, 9, correction, n_queries, value_rows, type, 9, kv_dim,
+                                  value_rows); /* (asking for lines changes nothing) */
+                fold_block_values(plain, p, 9, correction, n_queries, wide_values, LUCIE_KV_F32, 9, kv_dim, NULL);
+                expect_same(tl, acc, plain, (size_t)(n_queries * kv_dim),
+                            "attention value fold of %s rows: %d queries, rows of %d, 9 values", kv->name, n_queries,
+                            kv_dim);
             }
-            for (i = 0; i < n_queries * kv_dim; i++) acc[i] = plain[i];
-            fold_block_values(acc, p, 9, correction, n_queries, value_halves, 1, 9, kv_dim,
-                              (const unsigned char *)value_halves); /* (asking for lines changes nothing) */
-            fold_block_values(plain, p, 9, correction, n_queries, values, 0, 9, kv_dim, NULL);
-            expect_same(tl, acc, plain, (size_t)(n_queries * kv_dim),
-                        "attention value fold of f16 rows: %d queries, rows of %d, 9 values", n_queries, kv_dim);
         }
     }
 }
 
-/* Attention's scores from f16 keys read as they are stored (block_scores
- * with halves: the short-row kernel's half loads, the plain dot product for
- * a block's odd keys) equal the scores of the same keys widened to f32, for
- * whole and partial blocks, 1..9 queries (a partial token tile), head sizes
- * the kernel takes and some it does not. */
-static void check_half_scores(tally *tl, rng *g) {
-    static const int head_dims[] = {16, 64, 128, 256, 40, 272};
-    static uint16_t key_halves[ATT_KEY_BLOCK * 272];
-    static float keys[ATT_KEY_BLOCK * 272], queries[9 * 272], got[9 * ATT_KEY_BLOCK], want[9 * ATT_KEY_BLOCK];
-    static float row[272];
-    int d, n_keys, n_queries, i;
-    for (d = 0; d < (int)(sizeof head_dims / sizeof head_dims[0]); d++) {
-        int hd = head_dims[d];
-        for (i = 0; i < ATT_KEY_BLOCK * hd; i++) {
-            key_halves[i] = float_to_half(random_value(g));
-            keys[i] = half_to_float(key_halves[i]);
-        }
-        for (i = 0; i < 9 * hd; i++) queries[i] = random_value(g);
-        for (n_keys = 1; n_keys <= ATT_KEY_BLOCK; n_keys += n_keys < 16 ? 5 : 16)
-            for (n_queries = 1; n_queries <= 9; n_queries += 4) {
-                block_scores(got, queries, key_halves, 1, n_queries, n_keys, hd, row, (const unsigned char *)key_halves);
-                block_scores(want, queries, keys, 0, n_queries, n_keys, hd, row, NULL);
-                expect_same(tl, got, want, (size_t)(n_queries * n_keys),
-                            "scores of f16 keys: %d keys of %d values, %d queries", n_keys, hd, n_queries);
+/* Attention's scores from f16 and q8 keys read as they are stored
+ * (block_scores: the short-row kernel's loads that widen, the plain dot
+ * product for a block's odd keys) equal the scores of the same keys widened
+ * to f32, for whole and partial blocks, 1..9 queries (a partial token tile),
+ * head sizes the kernel takes and some it does not. */
+static void check_stored_scores(tally *tl, rng *g) {
+    static const int head_dims[] = {32, 64, 128, 256, 48, 40, 288};
+    static unsigned char key_rows[ATT_KEY_BLOCK * 288 * 4];
+    static float keys[ATT_KEY_BLOCK * 288], queries[9 * 288], got[9 * ATT_KEY_BLOCK], want[9 * ATT_KEY_BLOCK];
+    static float x[288], row[288];
+    int d, n_keys, n_queries, i, k, type;
+    for (type = LUCIE_KV_F16; type <= LUCIE_KV_Q8; type++)
+        for (d = 0; d < (int)(sizeof head_dims / sizeof head_dims[0]); d++) {
+            const kv_type *kv = kv_type_for(type);
+            int hd = head_dims[d];
+            size_t row_bytes = kv->row_bytes(hd);
+            for (k = 0; k < ATT_KEY_BLOCK; k++) {
+                for (i = 0; i < hd; i++) x[i] = random_value(g);
+                kv->store(key_rows + k * row_bytes, x, hd);
+                kv->widen(keys + (size_t)k * hd, key_rows + k * row_bytes, hd);
             }
-    }
+            for (i = 0; i < 9 * hd; i++) queries[i] = random_value(g);
+            for (n_keys = 1; n_keys <= ATT_KEY_BLOCK; n_keys += n_keys < 16 ? 5 : 16)
+                for (n_queries = 1; n_queries <= 9; n_queries += 4) {
+                    block_scores(got, queries, key_rows, type, n_queries, n_keys, hd, row, key_rows);
+                    block_scores(want, queries, keys, LUCIE_KV_F32, n_queries, n_keys, hd, row, NULL);
+                    expect_same(tl, got, want, (size_t)(n_queries * n_keys), "scores of %s keys: %d keys of %d values, %d queries",
+                                kv->name, n_keys, hd, n_queries);
+                }
+        }
 }
 
 /* read_rows (what attention reads a block of cache rows with) equals widen
@@ -355,7 +365,7 @@ int main(void) {
     check_shape(&tl, &g, 100, 1043, 70); /* several row blocks, partial panels, a tail */
     check_kv_types(&tl, &g);
     check_read_rows(&tl, &g);
-    check_half_scores(&tl, &g);
+    check_stored_scores(&tl, &g);
     check_attention_exp(&tl);
 #ifdef FLOAT_SIMD
     printf("kernel: %s tiles %dx%d; ", FLOAT_SIMD_NAME, FLOAT_TILE_ROWS, FLOAT_TILE_TOKENS);
