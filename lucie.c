@@ -2838,6 +2838,26 @@ static FLOAT_INLINE size_t row_offset(int type, size_t r, int cols, int i) {
     if (type == LUCIE_KV_Q8) return r * kv_q8_row_bytes(cols) + (size_t)kv_q8_groups(cols) * sizeof(float) + (size_t)i;
     return (r * cols + i) * (type == LUCIE_KV_F16 ? 2 : 4);
 }
+/* Runs TILES(t), t the LUCIE_KV_* constant equal to type, so that a kernel
+ * taking the row type as a constant is compiled once per type (f16 where
+ * vec16 has half loads). */
+#ifdef VEC16_HALF
+#define FOR_ROW_TYPE(type, TILES)                                                                         \
+    if ((type) == LUCIE_KV_Q8) {                                                                          \
+        TILES(LUCIE_KV_Q8)                                                                                \
+    } else if ((type) == LUCIE_KV_F16) {                                                                  \
+        TILES(LUCIE_KV_F16)                                                                               \
+    } else {                                                                                              \
+        TILES(LUCIE_KV_F32)                                                                               \
+    }
+#else
+#define FOR_ROW_TYPE(type, TILES)                                                                         \
+    if ((type) == LUCIE_KV_Q8) {                                                                          \
+        TILES(LUCIE_KV_Q8)                                                                                \
+    } else {                                                                                              \
+        TILES(LUCIE_KV_F32)                                                                               \
+    }
+#endif
 /* Whether columns i.. start a new 64-byte line of a row (asked for once). */
 static FLOAT_INLINE int row_line_starts(int type, int i) {
     return i * (type == LUCIE_KV_Q8 ? 1 : type == LUCIE_KV_F16 ? 2 : 4) % 64 == 0;
@@ -2879,17 +2899,7 @@ static void float_rows16_short(float *out, const float *x, const void *w, int ty
                                int r0, const unsigned char *next) {
     int t0;
     for (t0 = 0; t0 < n; t0 += FLOAT_SHORT_TOKENS) {
-        if (type == LUCIE_KV_Q8) {
-            SHORT_ROWS_TILES(LUCIE_KV_Q8)
-        }
-#ifdef VEC16_HALF
-        else if (type == LUCIE_KV_F16) {
-            SHORT_ROWS_TILES(LUCIE_KV_F16)
-        }
-#endif
-        else {
-            SHORT_ROWS_TILES(LUCIE_KV_F32)
-        }
+        FOR_ROW_TYPE(type, SHORT_ROWS_TILES)
     }
 }
 #undef SHORT_ROWS_TILES
@@ -4169,10 +4179,10 @@ static void start_threads(int n_threads) {
  * computes on each block before it reads the next: memory would sit idle
  * meanwhile, and the hardware prefetchers stop at every 4 KB page. So each
  * read_rows also asks for the next block: f32 (read in place, no loop of its
- * own) all at once, into L1; f16 and q8 a line per line they widen, into L2
- * (asking for L1 there stalled the widening loop on the requests). Measured
- * on one Lucie-7B layer at depth 16,384, 2 threads (bench/attention): f32
- * decode 10 -> 7.5 ms, f16 6.2 -> 4-5 ms. */
+ * own) all at once, into L1; f16 and q8 a line per line they widen, into L2.
+ * (On SIMD builds attention's kernels mostly read the rows in place and ask
+ * for the next block's lines themselves, one per line they read: see
+ * attention_reads_rows.) */
 typedef struct {
     int type; /* LUCIE_KV_* */
     const char *name;
@@ -5201,17 +5211,7 @@ static void fold_block_values(float *acc, const float *p, size_t p_stride, const
                 float *a = acc + (size_t)q * hd;
                 const float *pq = p + q * p_stride;
                 const unsigned char *ask = q == 0 ? next : NULL; /* the next block's lines, asked for once */
-                if (type == LUCIE_KV_Q8) {
-                    FOLD_TILES(LUCIE_KV_Q8)
-                }
-#ifdef VEC16_HALF
-                else if (type == LUCIE_KV_F16) {
-                    FOLD_TILES(LUCIE_KV_F16)
-                }
-#endif
-                else {
-                    FOLD_TILES(LUCIE_KV_F32)
-                }
+                FOR_ROW_TYPE(type, FOLD_TILES)
             }
 #undef FOLD_TILES
 #endif
