@@ -2807,9 +2807,9 @@ static void widen_panel(float *panel, const uint16_t *w, size_t w_stride, int n_
  * as much again. So 16 rows are taken together for one token, and their 16
  * sums of lanes come out as one vector, one level of sum_lanes' tree for two
  * vectors at a time (vec16_pair_sums): 15 steps for 16 sums, the same adds in
- * the same order as sum_lanes on each. Rows [r0, r0 + 16) of f32 weights, or
- * of IEEE halves (half: the f16 KV cache read as it is stored, widened
- * exactly as it is loaded), cols a multiple of 16, for n tokens. */
+ * the same order as sum_lanes on each. Rows [r0, r0 + 16) of f32 weights,
+ * or of KV cache rows read as they are stored (vec16_load_row widens f16 and
+ * q8 exactly as it loads them), cols a multiple of 16, for n tokens. */
 #define FLOAT_SHORT_COLS 256
 #define FLOAT_SHORT_TOKENS 4 /* tokens per pass: each weight vector loaded serves them all */
 #ifdef VEC16_HALF
@@ -4166,8 +4166,8 @@ static void start_threads(int n_threads) {
  * contiguous stream (position-major rows put one head's 512 bytes every 4 KB
  * at Lucie's shape: a new page per row, which the hardware prefetchers do not
  * follow). Everything that touches the cache goes through a kv_type: the
- * forward pass stores rows, attention reads blocks of rows back as f32 (f16
- * ones, on SIMD builds, widened by the kernels as they load them), the
+ * forward pass stores rows, attention reads blocks of rows back as f32 (on
+ * SIMD builds its kernels mostly widen them as they load them), the
  * session sizes the cache, saves and loads raw rows, and refuses a file whose
  * rows hold NaN or infinity. Reading back is exact for f16 and one f32
  * product for q8, so attention's dot products and weighted sums have a single
@@ -5057,11 +5057,12 @@ static void linear_choosing_threads(lucie_session *s, thread_tuner *t, float *ou
  *
  * Online softmax over blocks of ATT_KEY_BLOCK keys, so that the working set
  * stays in cache however long the context: for each block, take its keys and
- * values as f32 (the cache itself when it is f32 or, on SIMD builds, f16, whose
- * halves the kernels widen as they load them; else kv_type.read_rows widens
- * them into a block), compute the scores of all the unit's queries with the
- * float tile kernel (keys as weight rows, queries as tokens: the 16-lane dot
- * product contract), then per query, over the keys it may see:
+ * values as f32 (on SIMD builds the cache itself, whose halves or codes the
+ * kernels widen as they load them, see attention_reads_rows; else
+ * kv_type.read_rows widens them into a block), compute the scores of all the
+ * unit's queries with the float tile kernel (keys as weight rows, queries as
+ * tokens: the 16-lane dot product contract), then per query, over the keys it
+ * may see:
  *   m' = max(m, scores);  c = exp(m - m');  l = l * c + sum exp(s - m');
  *   acc = acc * c + sum exp(s - m') * value      (keys in increasing order)
  * and at the end out = acc / l. Blocks are cut at absolute positions
