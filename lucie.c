@@ -5120,33 +5120,23 @@ static inline float attention_exp(float x) {
 /* One query takes one block of keys, step 1: its raw dot products
  * scores[0..n_keys) become the block's softmax weights exp(s * scale - m'),
  * the running max becomes m' and the running sum l * c + (their sum); the
- * correction c = exp(m - m') is returned for the values (step 2). The max and
- * the block's sum run in DOT_LANES lanes, key j in lane j % 16, and the sum's
- * lanes add up in sum_lanes' tree: a plain loop the compiler turns into a few
- * vector instructions per 16 keys (one running max and one running sum over
- * the block made two chains of dependent scalar steps, a sixth of decoding's
- * attention). Max is exact in any order; the sum's order is this one on
- * every build. */
+ * correction c = exp(m - m') is returned for the values (step 2). (Taking the
+ * max and the sum in 16 lanes was 3% faster on one thread, but it moved the
+ * sum's rounding, and builds with and without FMA then gave stories260K-q8
+ * logits 2.3e-4 of the largest apart at one position, past test/cross.sh's
+ * 1e-4: a jump, most likely an activation rounding to another int8 code.) */
 static float block_weights(float *max, float *sum, float *scores, int n_keys, float scale) {
-    float lane_max[DOT_LANES], lane_sum[DOT_LANES], m = *max, correction;
-    int j, k;
-    for (k = 0; k < DOT_LANES; k++) {
-        lane_max[k] = m;
-        lane_sum[k] = 0.0f;
+    float m = *max, correction, block_sum = 0.0f;
+    int j;
+    for (j = 0; j < n_keys; j++) {
+        scores[j] *= scale;
+        if (scores[j] > m) m = scores[j];
     }
-    for (j = 0; j < n_keys; j++) scores[j] *= scale;
-    for (j = 0; j + DOT_LANES <= n_keys; j += DOT_LANES)
-        for (k = 0; k < DOT_LANES; k++) lane_max[k] = scores[j + k] > lane_max[k] ? scores[j + k] : lane_max[k];
-    for (k = 0; j + k < n_keys; k++) lane_max[k] = scores[j + k] > lane_max[k] ? scores[j + k] : lane_max[k];
-    for (k = 0; k < DOT_LANES; k++)
-        if (lane_max[k] > m) m = lane_max[k];
     correction = attention_exp(*max - m); /* 0 for the first block (max = -inf), 1 when the max stays */
     for (j = 0; j < n_keys; j++) scores[j] = attention_exp(scores[j] - m);
-    for (j = 0; j + DOT_LANES <= n_keys; j += DOT_LANES)
-        for (k = 0; k < DOT_LANES; k++) lane_sum[k] += scores[j + k];
-    for (k = 0; j + k < n_keys; k++) lane_sum[k] += scores[j + k];
+    for (j = 0; j < n_keys; j++) block_sum += scores[j];
     *max = m;
-    *sum = madd(sum_lanes(lane_sum), *sum, correction);
+    *sum = madd(block_sum, *sum, correction);
     return correction;
 }
 
