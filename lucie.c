@@ -2500,12 +2500,25 @@ static void prefetch_line_to_l2(const void *p) {
 #endif
 }
 
-/* The q8 KV cache row (lucie.h; section 6 has the rest of the KV types):
- * ceil(n / 32) f32 scales, then n int8 codes. Here because attention's
- * kernels below read such rows in place. */
+/* The layout of a KV cache row of n values stored as type (lucie.h; section
+ * 6 has the rest of the KV types), here because attention's kernels below
+ * read rows in place: f32 and f16 rows are their n values; a q8 row is
+ * ceil(n / 32) f32 scales, then n int8 codes, value i = code i x scale
+ * i / 32. Rows follow each other unpadded. */
 #define KV_Q8_GROUP 32
 static int kv_q8_groups(int n) { return (n + KV_Q8_GROUP - 1) / KV_Q8_GROUP; }
-static size_t kv_q8_row_bytes(int n) { return (size_t)kv_q8_groups(n) * sizeof(float) + (size_t)n; }
+static size_t kv_value_bytes(int type) { return type == LUCIE_KV_Q8 ? 1 : type == LUCIE_KV_F16 ? 2 : 4; }
+/* the byte of a row where value i starts; the bytes of a row */
+static size_t kv_value_offset(int type, int n, int i) {
+    return (type == LUCIE_KV_Q8 ? (size_t)kv_q8_groups(n) * sizeof(float) : 0) + (size_t)i * kv_value_bytes(type);
+}
+static size_t kv_row_bytes(int type, int n) { return kv_value_offset(type, n, n); }
+/* the scale of value i of a q8 row (scales are read with memcpy: rows are unpadded) */
+static float kv_q8_scale(const void *row, int i) {
+    float scale;
+    memcpy(&scale, (const unsigned char *)row + (size_t)(i / KV_Q8_GROUP) * sizeof(float), sizeof scale);
+    return scale;
+}
 
 #if defined(__GNUC__) && !defined(LUCIE_NO_SIMD) && LUCIE_HAVE_FMA &&                     \
     (defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)) || \
@@ -2817,26 +2830,26 @@ static void widen_panel(float *panel, const uint16_t *w, size_t w_stride, int n_
 #else
 #define VEC16_HAS_HALF 0
 #endif
+/* Whether vec16_load_row reads rows stored as type (f16: where vec16 has
+ * half loads), and whether the short-row kernel takes rows of cols of them. */
+static int vec16_reads(int type) { return type != LUCIE_KV_F16 || VEC16_HAS_HALF; }
+static int short_rows_take(int type, int cols) {
+    return cols % DOT_LANES == 0 && cols <= FLOAT_SHORT_COLS && vec16_reads(type);
+}
 /* Columns i..i + 15 of row r of a block of rows of cols values stored as
  * type (LUCIE_KV_F32 / _F16 / _Q8: weights are f32), widened to f32 exactly
  * as the KV types' widen does; and the byte offset of those columns, for
  * asking for the same line one block on. */
-static FLOAT_INLINE vec16 vec16_load_row(const void *w, int type, size_t r, int cols, int i) {
-#ifdef VEC16_HALF
-    if (type == LUCIE_KV_F16) return vec16_load_half((const uint16_t *)w + r * cols + i);
-#endif
-    if (type == LUCIE_KV_Q8) {
-        const unsigned char *row = (const unsigned char *)w + r * kv_q8_row_bytes(cols);
-        float scale;
-        memcpy(&scale, row + (size_t)(i / KV_Q8_GROUP) * sizeof(float), sizeof scale);
-        return vec16_mul(vec16_load_int8((const signed char *)row + (size_t)kv_q8_groups(cols) * sizeof(float) + i),
-                         vec16_set1(scale));
-    }
-    return vec16_load((const float *)w + r * cols + i);
-}
 static FLOAT_INLINE size_t row_offset(int type, size_t r, int cols, int i) {
-    if (type == LUCIE_KV_Q8) return r * kv_q8_row_bytes(cols) + (size_t)kv_q8_groups(cols) * sizeof(float) + (size_t)i;
-    return (r * cols + i) * (type == LUCIE_KV_F16 ? 2 : 4);
+    return r * kv_row_bytes(type, cols) + kv_value_offset(type, cols, i);
+}
+static FLOAT_INLINE vec16 vec16_load_row(const void *w, int type, size_t r, int cols, int i) {
+    const unsigned char *row = (const unsigned char *)w + r * kv_row_bytes(type, cols), *at = row + kv_value_offset(type, cols, i);
+#ifdef VEC16_HALF
+    if (type == LUCIE_KV_F16) return vec16_load_half((const uint16_t *)(const void *)at);
+#endif
+    if (type == LUCIE_KV_Q8) return vec16_mul(vec16_load_int8((const signed char *)at), vec16_set1(kv_q8_scale(row, i)));
+    return vec16_load((const float *)(const void *)at);
 }
 /* Runs TILES(t), t the LUCIE_KV_* constant equal to type, so that a kernel
  * taking the row type as a constant is compiled once per type (f16 where
@@ -2859,9 +2872,7 @@ static FLOAT_INLINE size_t row_offset(int type, size_t r, int cols, int i) {
     }
 #endif
 /* Whether columns i.. start a new 64-byte line of a row (asked for once). */
-static FLOAT_INLINE int row_line_starts(int type, int i) {
-    return i * (type == LUCIE_KV_Q8 ? 1 : type == LUCIE_KV_F16 ? 2 : 4) % 64 == 0;
-}
+static FLOAT_INLINE int row_line_starts(int type, int i) { return i * kv_value_bytes(type) % 64 == 0; }
 
 static FLOAT_INLINE void short_rows_tile(const int T, const int type, float *out, const float *x, const void *w,
                                          int rows, int cols, int r0, int t0, const unsigned char *next) {
@@ -2893,8 +2904,8 @@ static FLOAT_INLINE void short_rows_tile(const int T, const int type, float *out
     case 3: short_rows_tile(3, type, out, x, w, rows, cols, r0, t0, next); break;               \
     default: short_rows_tile(FLOAT_SHORT_TOKENS, type, out, x, w, rows, cols, r0, t0, next);    \
     }
-/* type: how the rows are stored (vec16_load_row); f16 only where vec16 has
- * half loads (attention_reads_rows). */
+/* type: how the rows are stored (vec16_load_row): one that short_rows_take
+ * takes (attention_reads_rows). */
 static void float_rows16_short(float *out, const float *x, const void *w, int type, int n, int rows, int cols,
                                int r0, const unsigned char *next) {
     int t0;
@@ -4186,7 +4197,6 @@ static void start_threads(int n_threads) {
 typedef struct {
     int type; /* LUCIE_KV_* */
     const char *name;
-    size_t (*row_bytes)(int n); /* a row of n values */
     void (*store)(void *row, const float *x, int n);
     /* out[0..n) = one row as f32: the definition read_rows keeps (and
      * test_float_kernels checks it against) */
@@ -4202,7 +4212,6 @@ typedef struct {
     void (*from_position_row)(void *row, const void *position_row, int kv_dim, int first, int n);
 } kv_type;
 
-static size_t kv_f32_row_bytes(int n) { return (size_t)n * sizeof(float); }
 static void kv_f32_store(void *row, const float *x, int n) { memcpy(row, x, (size_t)n * sizeof(float)); }
 static void kv_f32_widen(float *out, const void *row, int n) { memcpy(out, row, (size_t)n * sizeof(float)); }
 static const float *kv_f32_read_rows(float *out, const unsigned char *rows, int n_rows, int n,
@@ -4223,7 +4232,6 @@ static int kv_f32_row_finite(const void *row, int n) {
     return 1;
 }
 
-static size_t kv_f16_row_bytes(int n) { return (size_t)n * sizeof(uint16_t); }
 static void kv_f16_store(void *row, const float *x, int n) {
     uint16_t *h = (uint16_t *)row;
     int i;
@@ -4273,7 +4281,7 @@ static int kv_f16_row_finite(const void *row, int n) {
  * memcpy. */
 static void kv_q8_store(void *row, const float *x, int n) {
     unsigned char *scales = (unsigned char *)row;
-    signed char *codes = (signed char *)row + (size_t)kv_q8_groups(n) * sizeof(float);
+    signed char *codes = (signed char *)row + kv_value_offset(LUCIE_KV_Q8, n, 0);
     int g, i;
     for (g = 0; g < kv_q8_groups(n); g++) {
         int begin = g * KV_Q8_GROUP, end = begin + KV_Q8_GROUP < n ? begin + KV_Q8_GROUP : n;
@@ -4287,13 +4295,11 @@ static void kv_q8_store(void *row, const float *x, int n) {
     }
 }
 static void kv_q8_widen(float *out, const void *row, int n) {
-    const unsigned char *scales = (const unsigned char *)row;
-    const signed char *codes = (const signed char *)row + (size_t)kv_q8_groups(n) * sizeof(float);
+    const signed char *codes = (const signed char *)row + kv_value_offset(LUCIE_KV_Q8, n, 0);
     int g, i;
     for (g = 0; g < kv_q8_groups(n); g++) {
         int begin = g * KV_Q8_GROUP, end = begin + KV_Q8_GROUP < n ? begin + KV_Q8_GROUP : n;
-        float scale;
-        memcpy(&scale, scales + (size_t)g * sizeof(float), sizeof(float));
+        float scale = kv_q8_scale(row, begin);
         if (end - begin == KV_Q8_GROUP) /* a whole group: a constant count the compiler unrolls into vectors */
             for (i = 0; i < KV_Q8_GROUP; i++) out[begin + i] = (float)codes[begin + i] * scale;
         else
@@ -4302,7 +4308,7 @@ static void kv_q8_widen(float *out, const void *row, int n) {
 }
 static const float *kv_q8_read_rows(float *out, const unsigned char *rows, int n_rows, int n,
                                     const unsigned char *next) {
-    size_t row_bytes = kv_q8_row_bytes(n), line = 0; /* the next block's lines, each asked for once */
+    size_t row_bytes = kv_row_bytes(LUCIE_KV_Q8, n), line = 0; /* the next block's lines, each asked for once */
     int r;
     for (r = 0; r < n_rows; r++) {
         for (; next && line < (size_t)(r + 1) * row_bytes; line += 64) prefetch_line_to_l2(next + line);
@@ -4315,27 +4321,23 @@ static const float *kv_q8_read_rows(float *out, const unsigned char *rows, int n
 static void kv_q8_from_position_row(void *row, const void *position_row, int kv_dim, int first, int n) {
     const unsigned char *in = (const unsigned char *)position_row;
     unsigned char *out = (unsigned char *)row;
-    size_t scale_bytes = (size_t)kv_q8_groups(n) * sizeof(float);
+    size_t scale_bytes = kv_value_offset(LUCIE_KV_Q8, n, 0);
     memcpy(out, in + (size_t)(first / KV_Q8_GROUP) * sizeof(float), scale_bytes);
-    memcpy(out + scale_bytes, in + (size_t)kv_q8_groups(kv_dim) * sizeof(float) + (size_t)first, (size_t)n);
+    memcpy(out + scale_bytes, in + kv_value_offset(LUCIE_KV_Q8, kv_dim, first), (size_t)n);
 }
 static int kv_q8_row_finite(const void *row, int n) {
-    const unsigned char *scales = (const unsigned char *)row;
     int g;
-    for (g = 0; g < kv_q8_groups(n); g++) {
-        float scale;
-        memcpy(&scale, scales + (size_t)g * sizeof(float), sizeof(float));
-        if (!isfinite(scale)) return 0;
-    }
+    for (g = 0; g < kv_q8_groups(n); g++)
+        if (!isfinite(kv_q8_scale(row, g * KV_Q8_GROUP))) return 0;
     return 1;
 }
 
 static const kv_type kv_types[] = {
-    {LUCIE_KV_F32, "f32", kv_f32_row_bytes, kv_f32_store, kv_f32_widen, kv_f32_read_rows, kv_f32_row_finite,
+    {LUCIE_KV_F32, "f32", kv_f32_store, kv_f32_widen, kv_f32_read_rows, kv_f32_row_finite,
      kv_f32_from_position_row},
-    {LUCIE_KV_F16, "f16", kv_f16_row_bytes, kv_f16_store, kv_f16_widen, kv_f16_read_rows, kv_f16_row_finite,
+    {LUCIE_KV_F16, "f16", kv_f16_store, kv_f16_widen, kv_f16_read_rows, kv_f16_row_finite,
      kv_f16_from_position_row},
-    {LUCIE_KV_Q8, "q8", kv_q8_row_bytes, kv_q8_store, kv_q8_widen, kv_q8_read_rows, kv_q8_row_finite,
+    {LUCIE_KV_Q8, "q8", kv_q8_store, kv_q8_widen, kv_q8_read_rows, kv_q8_row_finite,
      kv_q8_from_position_row},
 };
 
@@ -4361,7 +4363,7 @@ struct lucie_session {
     float *att_scratch; /* per thread: attention's working blocks (ATT_SCRATCH_FLOATS) */
     void *xq;          /* prepared (quantized) activations */
     const kv_type *kv;
-    size_t kv_row_bytes; /* one KV head at one position: kv->row_bytes(head_dim) */
+    size_t kv_row_bytes; /* one KV head at one position: kv_row_bytes(kv->type, head_dim) */
     unsigned char *key_cache; /* [n_layers][n_kv_heads][context] rows of kv_row_bytes (cache_rows) */
     unsigned char *value_cache;
     float *rope_cos, *rope_sin; /* [context][head_dim / 2] */
@@ -4529,7 +4531,7 @@ int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, l
         size_t b = kernels_for(dt)->input_bytes(MAX_BATCH, widest, c->group_size);
         if (b > xq_bytes) xq_bytes = b;
     }
-    if (!mul_size((size_t)c->n_layers * (size_t)c->n_kv_heads * (size_t)context, kv->row_bytes(c->head_dim), &kv_bytes)) {
+    if (!mul_size((size_t)c->n_layers * (size_t)c->n_kv_heads * (size_t)context, kv_row_bytes(kv->type, c->head_dim), &kv_bytes)) {
         set_error(err, err_size, "KV cache for context %d does not fit in memory", context);
         return LUCIE_ENOMEM;
     }
@@ -4542,7 +4544,7 @@ int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, l
     s->context = context;
     s->n_threads = s->active_threads = n_threads;
     s->kv = kv;
-    s->kv_row_bytes = kv->row_bytes(c->head_dim);
+    s->kv_row_bytes = kv_row_bytes(kv->type, c->head_dim);
     s->x = (float *)aligned_alloc64((size_t)MAX_BATCH * c->dim * sizeof(float));
     s->xb = (float *)aligned_alloc64((size_t)MAX_BATCH * widest * sizeof(float));
     s->q = (float *)aligned_alloc64((size_t)MAX_BATCH * q_dim * sizeof(float));
@@ -4766,7 +4768,7 @@ static int stream_size(FILE *f, unsigned long long *size) {
  * them). A NaN or infinity in a KV cache would poison every later token. */
 static int stream_rows_finite(FILE *f, const kv_type *kv, int row_values, size_t n) {
     unsigned char chunk[16384];
-    size_t row = kv->row_bytes(row_values), per_read = sizeof chunk / row, i;
+    size_t row = kv_row_bytes(kv->type, row_values), per_read = sizeof chunk / row, i;
     if (per_read == 0) { /* rows wider than the chunk: one at a time */
         unsigned char *one = (unsigned char *)malloc(row);
         int ok = one != NULL;
@@ -4790,7 +4792,7 @@ static int stream_rows_finite(FILE *f, const kv_type *kv, int row_values, size_t
 static int read_cache_rows(lucie_session *s, FILE *f, uint32_t version, uint32_t pos, unsigned char *position_row) {
     const lucie_config *c = &s->model->config;
     int ok = 1, l, k, h, hd = c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
-    size_t count = (size_t)pos * s->kv_row_bytes, position_bytes = s->kv->row_bytes(kv_dim);
+    size_t count = (size_t)pos * s->kv_row_bytes, position_bytes = kv_row_bytes(s->kv->type, kv_dim);
     uint32_t p;
     for (l = 0; l < c->n_layers && ok; l++)
         if (version == SESSION_VERSION) {
@@ -4882,7 +4884,7 @@ int lucie_session_load(lucie_session *s, const char *path) {
     file_rows = (size_t)c->n_layers * 2 * pos * (version == SESSION_VERSION ? (size_t)c->n_kv_heads : 1);
     if (!stream_size(f, &size) ||
         size != header_size + (unsigned long long)pos * 4 +
-                    (unsigned long long)file_rows * s->kv->row_bytes(row_values) ||
+                    (unsigned long long)file_rows * kv_row_bytes(s->kv->type, row_values) ||
         fseek(f, (long)header_size, SEEK_SET) != 0) {
         fclose(f);
         snprintf(s->error, sizeof s->error, "session file '%s' is truncated or has trailing data", path);
@@ -4891,7 +4893,7 @@ int lucie_session_load(lucie_session *s, const char *path) {
     /* The token ids are checked before the session is touched, so a corrupt
      * file leaves it as it was. */
     ids = (unsigned char *)malloc((size_t)pos * 4 + 1);
-    if (version != SESSION_VERSION) position_row = (unsigned char *)malloc(s->kv->row_bytes(kv_dim));
+    if (version != SESSION_VERSION) position_row = (unsigned char *)malloc(kv_row_bytes(s->kv->type, kv_dim));
     if (!ids || (version != SESSION_VERSION && !position_row)) {
         free(ids);
         free(position_row);
@@ -5155,12 +5157,11 @@ static float block_weights(float *max, float *sum, float *scores, int n_keys, fl
 /* Value i of row j of a block of rows of hd values stored as type (see
  * attention_reads_rows), as f32. */
 static float block_value(const void *values, int type, int j, int hd, int i) {
-    const unsigned char *row = (const unsigned char *)values + (size_t)j * kv_type_for(type)->row_bytes(hd);
-    float scale;
-    if (type == LUCIE_KV_F32) return ((const float *)(const void *)row)[i];
-    if (type == LUCIE_KV_F16) return half_to_float(((const uint16_t *)(const void *)row)[i]);
-    memcpy(&scale, row + (size_t)(i / KV_Q8_GROUP) * sizeof(float), sizeof scale); /* as kv_q8_widen */
-    return (float)((const signed char *)row)[(size_t)kv_q8_groups(hd) * sizeof(float) + (size_t)i] * scale;
+    const unsigned char *row = (const unsigned char *)values + (size_t)j * kv_row_bytes(type, hd);
+    const void *at = row + kv_value_offset(type, hd, i);
+    if (type == LUCIE_KV_F16) return half_to_float(*(const uint16_t *)at);
+    if (type == LUCIE_KV_Q8) return (float)*(const signed char *)at * kv_q8_scale(row, i); /* as kv_q8_widen */
+    return *(const float *)at;
 }
 #ifdef FLOAT_SIMD
 static FLOAT_INLINE void fold_values_tile(const int Q, const int type, float *acc, const float *p, size_t p_stride,
@@ -5196,7 +5197,7 @@ static void fold_block_values(float *acc, const float *p, size_t p_stride, const
     int i, q, j, tail = 0; /* the SIMD loop does columns [0, tail) */
     (void)next; /* (the plain loop asks for nothing) */
 #ifdef FLOAT_SIMD
-    if (type != LUCIE_KV_F16 || VEC16_HAS_HALF) /* (else halves take the plain loop below) */
+    if (vec16_reads(type)) /* (else halves take the plain loop below) */
         for (tail = hd / DOT_LANES * DOT_LANES, i = 0; i < tail; i += DOT_LANES)
             for (q = 0; q < n_queries; q += ATT_FOLD_QUERIES) {
                 float *a = acc + (size_t)q * hd;
@@ -5230,9 +5231,7 @@ static void fold_block_values(float *acc, const float *p, size_t p_stride, const
 #define ATT_Q8_IN_PLACE_TOKENS 4
 static int attention_reads_rows(const lucie_session *s, int hd, int n_tokens) {
 #ifdef FLOAT_SIMD
-    if (hd % DOT_LANES != 0 || hd > FLOAT_SHORT_COLS) return 0;
-    if (s->kv->type == LUCIE_KV_Q8) return n_tokens <= ATT_Q8_IN_PLACE_TOKENS;
-    return s->kv->type != LUCIE_KV_F16 || VEC16_HAS_HALF;
+    return short_rows_take(s->kv->type, hd) && (s->kv->type != LUCIE_KV_Q8 || n_tokens <= ATT_Q8_IN_PLACE_TOKENS);
 #else
     (void)s, (void)hd, (void)n_tokens;
     return 0;
@@ -5246,10 +5245,10 @@ static int attention_reads_rows(const lucie_session *s, int hd, int n_tokens) {
 static void block_scores(float *scores, const float *queries, const void *keys, int type, int n_queries, int n_keys,
                          int hd, float *row, const unsigned char *next) {
     const kv_type *kv = kv_type_for(type);
-    size_t row_bytes = kv->row_bytes(hd);
+    size_t row_bytes = kv_row_bytes(kv->type, hd);
     int k = 0, q;
 #ifdef FLOAT_SIMD
-    if (hd % DOT_LANES == 0 && hd <= FLOAT_SHORT_COLS && (type != LUCIE_KV_F16 || VEC16_HAS_HALF))
+    if (short_rows_take(type, hd))
         for (; k + 16 <= n_keys; k += 16) float_rows16_short(scores, queries, keys, type, n_queries, n_keys, hd, k, next);
 #endif
     (void)next;

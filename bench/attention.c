@@ -72,7 +72,7 @@ static int all_layers(lucie_session *s, int depth, const char *type, int reps, u
     c->n_layers = 32;
     s->context = depth + 1;
     s->kv = kv_type_for(strcmp(type, "q8") == 0 ? LUCIE_KV_Q8 : strcmp(type, "f16") == 0 ? LUCIE_KV_F16 : LUCIE_KV_F32);
-    s->kv_row_bytes = s->kv->row_bytes(c->head_dim);
+    s->kv_row_bytes = kv_row_bytes(s->kv->type, c->head_dim);
     rows = (size_t)c->n_layers * c->n_kv_heads * s->context;
     bytes = rows * s->kv_row_bytes;
     s->key_cache = (unsigned char *)aligned_alloc64(bytes);
@@ -136,7 +136,7 @@ int main(int argc, char **argv) {
             return 2;
         }
         s.kv = kv_type_for(strcmp(argv[4], "q8") == 0 ? LUCIE_KV_Q8 : strcmp(argv[4], "f16") == 0 ? LUCIE_KV_F16 : LUCIE_KV_F32);
-        s.kv_row_bytes = s.kv->row_bytes(c->head_dim);
+        s.kv_row_bytes = kv_row_bytes(s.kv->type, c->head_dim);
         fill_cache(&s, &state);
         if (reps < 1) {
             s.pos = depth;
@@ -152,7 +152,7 @@ int main(int argc, char **argv) {
            threads);
     for (k = 0; k < 3; k++) {
         s.kv = kv_type_for(kinds[k]);
-        s.kv_row_bytes = s.kv->row_bytes(c->head_dim);
+        s.kv_row_bytes = kv_row_bytes(s.kv->type, c->head_dim);
         fill_cache(&s, &state);
         for (d = 0; d < 3; d++)
             printf("kv %-3s depth %5d: decode %8.1f   prefill chunk of 64 %8.1f\n", s.kv->name, depths[d],

@@ -220,7 +220,7 @@ static void check_kv_types(tally *tl, rng *g) {
              * the same sums as those rows widened to f32 first */
             for (type = LUCIE_KV_F16; type <= LUCIE_KV_Q8; type++) {
                 const kv_type *kv = kv_type_for(type);
-                size_t row_bytes = kv->row_bytes(kv_dim);
+                size_t row_bytes = kv_row_bytes(kv->type, kv_dim);
                 for (j = 0; j < 9; j++) {
                     kv->store(value_rows + j * row_bytes, values + (size_t)j * kv_dim, kv_dim);
                     kv->widen(wide_values + (size_t)j * kv_dim, value_rows + j * row_bytes, kv_dim);
@@ -252,7 +252,7 @@ static void check_stored_scores(tally *tl, rng *g) {
         for (d = 0; d < (int)(sizeof head_dims / sizeof head_dims[0]); d++) {
             const kv_type *kv = kv_type_for(type);
             int hd = head_dims[d];
-            size_t row_bytes = kv->row_bytes(hd);
+            size_t row_bytes = kv_row_bytes(kv->type, hd);
             for (k = 0; k < ATT_KEY_BLOCK; k++) {
                 for (i = 0; i < hd; i++) x[i] = random_value(g);
                 kv->store(key_rows + k * row_bytes, x, hd);
@@ -279,7 +279,7 @@ static void check_read_rows(tally *tl, rng *g) {
     for (type = 0; type < (int)(sizeof kv_types / sizeof kv_types[0]); type++) {
         const kv_type *kv = &kv_types[type];
         for (n = 1; n <= 200; n += 19) {
-            size_t row_bytes = kv->row_bytes(n);
+            size_t row_bytes = kv_row_bytes(kv->type, n);
             for (r = 0; r < 10; r++) { /* a block of 5 rows and the next one */
                 for (i = 0; i < n; i++) x[i] = random_value(g);
                 kv->store(rows + (size_t)r * row_bytes, x, n);
