@@ -4206,10 +4206,6 @@ typedef struct {
      * as many rows at next meanwhile (unless NULL) */
     const float *(*read_rows)(float *out, const unsigned char *rows, int n_rows, int n, const unsigned char *next);
     int (*row_finite)(const void *row, int n);
-    /* the row of values first..first+n (one KV head) cut from a row of all
-     * kv_dim values of a position, as session files before version 3 hold
-     * them (q8: only when first and n are whole groups; see the loader) */
-    void (*from_position_row)(void *row, const void *position_row, int kv_dim, int first, int n);
 } kv_type;
 
 static void kv_f32_store(void *row, const float *x, int n) { memcpy(row, x, (size_t)n * sizeof(float)); }
@@ -4219,10 +4215,6 @@ static const float *kv_f32_read_rows(float *out, const unsigned char *rows, int 
     (void)out, (void)n_rows, (void)n;
     if (next) prefetch_bytes(next, (size_t)n_rows * n * sizeof(float));
     return (const float *)(const void *)rows; /* the cache is 64-byte aligned, rows are whole floats */
-}
-static void kv_f32_from_position_row(void *row, const void *position_row, int kv_dim, int first, int n) {
-    (void)kv_dim;
-    memcpy(row, (const float *)position_row + first, (size_t)n * sizeof(float));
 }
 static int kv_f32_row_finite(const void *row, int n) {
     const float *x = (const float *)row;
@@ -4263,10 +4255,6 @@ static const float *kv_f16_read_rows(float *out, const unsigned char *rows, int 
     if (next && whole < count) prefetch_line_to_l2(next + 2 * (size_t)whole);
     kv_f16_widen(out + whole, rows + 2 * (size_t)whole, count - whole);
     return out;
-}
-static void kv_f16_from_position_row(void *row, const void *position_row, int kv_dim, int first, int n) {
-    (void)kv_dim;
-    memcpy(row, (const uint16_t *)position_row + first, (size_t)n * sizeof(uint16_t));
 }
 static int kv_f16_row_finite(const void *row, int n) {
     const uint16_t *h = (const uint16_t *)row;
@@ -4316,15 +4304,6 @@ static const float *kv_q8_read_rows(float *out, const unsigned char *rows, int n
     }
     return out;
 }
-/* A position row holds all its scales, then all its codes: the head's
- * groups are whole groups of it, so their scales and codes move as they are. */
-static void kv_q8_from_position_row(void *row, const void *position_row, int kv_dim, int first, int n) {
-    const unsigned char *in = (const unsigned char *)position_row;
-    unsigned char *out = (unsigned char *)row;
-    size_t scale_bytes = kv_value_offset(LUCIE_KV_Q8, n, 0);
-    memcpy(out, in + (size_t)(first / KV_Q8_GROUP) * sizeof(float), scale_bytes);
-    memcpy(out + scale_bytes, in + kv_value_offset(LUCIE_KV_Q8, kv_dim, first), (size_t)n);
-}
 static int kv_q8_row_finite(const void *row, int n) {
     int g;
     for (g = 0; g < kv_q8_groups(n); g++)
@@ -4333,13 +4312,23 @@ static int kv_q8_row_finite(const void *row, int n) {
 }
 
 static const kv_type kv_types[] = {
-    {LUCIE_KV_F32, "f32", kv_f32_store, kv_f32_widen, kv_f32_read_rows, kv_f32_row_finite,
-     kv_f32_from_position_row},
-    {LUCIE_KV_F16, "f16", kv_f16_store, kv_f16_widen, kv_f16_read_rows, kv_f16_row_finite,
-     kv_f16_from_position_row},
-    {LUCIE_KV_Q8, "q8", kv_q8_store, kv_q8_widen, kv_q8_read_rows, kv_q8_row_finite,
-     kv_q8_from_position_row},
+    {LUCIE_KV_F32, "f32", kv_f32_store, kv_f32_widen, kv_f32_read_rows, kv_f32_row_finite},
+    {LUCIE_KV_F16, "f16", kv_f16_store, kv_f16_widen, kv_f16_read_rows, kv_f16_row_finite},
+    {LUCIE_KV_Q8, "q8", kv_q8_store, kv_q8_widen, kv_q8_read_rows, kv_q8_row_finite},
 };
+
+/* The row of values first..first+n (one KV head) cut from a row of all
+ * kv_dim values of a position, as session files before version 3 hold them.
+ * A q8 position row holds all its scales, then all its codes: when first
+ * and n are whole groups (the loader checks), the head's scales and codes
+ * move as they are. */
+static void kv_cut_position_row(int type, void *row, const void *position_row, int kv_dim, int first, int n) {
+    const unsigned char *in = (const unsigned char *)position_row;
+    unsigned char *out = (unsigned char *)row;
+    size_t scale_bytes = kv_value_offset(type, n, 0); /* (0 but for q8) */
+    memcpy(out, in + (size_t)(first / KV_Q8_GROUP) * sizeof(float), scale_bytes);
+    memcpy(out + scale_bytes, in + kv_value_offset(type, kv_dim, first), (size_t)n * kv_value_bytes(type));
+}
 
 /* The type used when a session asks for LUCIE_KV_DEFAULT (see bench/kv_types.md). */
 #define KV_DEFAULT_TYPE LUCIE_KV_F32
@@ -4669,7 +4658,7 @@ int lucie_session_fork(const lucie_session *src, lucie_session **out, char *err,
  *
  * Older files still load: they hold, per layer, pos key rows and pos value
  * rows, each of all the KV heads' values at one position (position-major),
- * which the loader cuts into head rows (kv_type.from_position_row): f32 and
+ * which the loader cuts into head rows (kv_cut_position_row): f32 and
  * f16 rows are the heads' values one after another; a q8 row has all its
  * scales, then all its codes, in groups of 32 across the row. Version 1
  * (written before cache types existed) has no type field, a 40-byte header,
@@ -4804,9 +4793,10 @@ static int read_cache_rows(lucie_session *s, FILE *f, uint32_t version, uint32_t
                 for (p = 0; p < pos && ok; p++) {
                     ok = fread(position_row, 1, position_bytes, f) == position_bytes;
                     for (h = 0; h < c->n_kv_heads && ok; h++)
-                        s->kv->from_position_row(cache_rows(s, k ? s->value_cache : s->key_cache, l, h) +
-                                                     (size_t)p * s->kv_row_bytes,
-                                                 position_row, kv_dim, h * hd, hd);
+                        kv_cut_position_row(s->kv->type,
+                                            cache_rows(s, k ? s->value_cache : s->key_cache, l, h) +
+                                                (size_t)p * s->kv_row_bytes,
+                                            position_row, kv_dim, h * hd, hd);
                 }
         }
     return ok;
