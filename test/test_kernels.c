@@ -7,11 +7,12 @@
  *   - quantize -> dequantize error bounds;
  *   - the activation quantization;
  *   - matmul == float products of the dequantized weights and activations;
- *   - the portable and SIMD kernels, batch sizes, thread counts and row
- *     chunking all give bit-identical results;
+ *   - the portable and SIMD kernels, batch sizes, thread counts, row
+ *     chunking and passes over the tokens all give bit-identical results;
  *   - both kernels are exact at the extreme codes and activations.
  * Build: cc -std=c99 -O2 [-march=native] [-fopenmp] test/test_kernels.c -o test/test_kernels -lm
  * Prints one line per check group and exits non-zero on any failure. */
+#define QUANT_PASS_BYTES 4096 /* products of 9 tokens take 2 passes (see quant_matmul) */
 #include "../lucie.c"
 
 static int failures = 0;
@@ -225,9 +226,11 @@ static void test_prepare(void) {
         const unsigned char *p = xq + t * stride;
         for (g = 0; g < (cols + 31) / 32; g++) {
             float dx, amax = 0.0f;
-            int32_t sum = 0, xsum;
-            memcpy(&dx, p + (size_t)(cols + 31) / 32 * 32 + g * 4, 4);
-            memcpy(&xsum, p + (size_t)(cols + 31) / 32 * 36 + g * 4, 4);
+            int32_t sum = 0, q4_correction, q8_correction;
+            int ng = (cols + 31) / 32;
+            memcpy(&dx, p + quant_input_scale_at(ng, g), 4);
+            memcpy(&q4_correction, p + quant_input_correction_at(ng, 0, g), 4);
+            memcpy(&q8_correction, p + quant_input_correction_at(ng, 1, g), 4);
             for (i = 0; i < 32; i++) {
                 int col = g * 32 + i;
                 signed char code = (signed char)p[g * 32 + i];
@@ -239,7 +242,7 @@ static void test_prepare(void) {
             }
             {
                 float expect = amax / 127.0f; /* stored as a float (x87 keeps excess precision in expressions) */
-                if (sum != xsum || dx != expect) bad++;
+                if (q4_correction != -8 * sum || q8_correction != -128 * sum || dx != expect) bad++;
             }
         }
     }
@@ -286,7 +289,7 @@ static void test_matmul(void) {
                     for (c = 0; c < cols; c++) {
                         float dx;
                         double term;
-                        memcpy(&dx, p + (size_t)ng * 32 + (c / 32) * 4, 4);
+                        memcpy(&dx, p + quant_input_scale_at(ng, c / 32), 4);
                         term = (double)reference_decode(dt, q, r, c, cols) * ((signed char)p[c] * (double)dx);
                         sum += term;
                         mag += fabs(term);
@@ -356,16 +359,13 @@ static void test_extremes(void) {
                     block[ng * 32 + c] = (unsigned char)(dt == LUCIE_DT_Q8 ? code : code | code << 4);
                 }
             }
-            for (t = 0; t < n; t++) {
-                unsigned char *p = xq + t * stride;
-                for (g = 0; g < ng; g++) {
-                    int sign = pattern == 2 ? 1 : pattern == 3 ? -1 : (t + g) % 2 ? 1 : -1;
-                    float one = 1.0f;
-                    int32_t sum = 32 * 127 * sign;
-                    for (c = 0; c < 32; c++) p[g * 32 + c] = (unsigned char)(signed char)(127 * sign);
-                    memcpy(p + (size_t)ng * 32 + g * 4, &one, 4);
-                    memcpy(p + (size_t)ng * 36 + g * 4, &sum, 4);
+            for (t = 0; t < n; t++) { /* activations of +-127: codes +-127, scale 1 */
+                float x[256];
+                for (c = 0; c < cols; c++) {
+                    g = c / 32;
+                    x[c] = 127.0f * (float)(pattern == 2 ? 1 : pattern == 3 ? -1 : (t + g) % 2 ? 1 : -1);
                 }
+                quantize_input_row(x, cols, xq + t * stride);
             }
             for (t = 0; t < n; t++)
                 for (r = 0; r < rows; r++) {
