@@ -458,6 +458,37 @@ def measure_bandwidth(exe, threads, megabytes, repeats, huge, prefetch=False):
     return json.loads(r.stdout)
 
 
+
+# A short probe around each decode run. This VM's read bandwidth has moved by almost half
+# within one run (37.7 GB/s at its start, 65.3 at its end), so a decode figure held only
+# against the run's best probe says as much about the neighbours as about the code. Each
+# decode run is bracketed by a short probe (1 GB, 3 passes, 4 KB and huge pages), and its %
+# of roofline is also given against the better of the two probes around it.
+NEARBY_PROBE_MB, NEARBY_PROBE_PASSES = 1024, 3
+
+
+class NearbyBandwidth:
+    def __init__(self, exe):
+        self.exe = exe
+
+    def probe(self, threads):
+        return max(measure_bandwidth(self.exe, threads, NEARBY_PROBE_MB, NEARBY_PROBE_PASSES, huge)["best_gbs"]
+                   for huge in (False, True))
+
+    def around(self, threads, measure):
+        """measure()'s result and the better of the probes just before and just after it."""
+        before = self.probe(threads)
+        result = measure()
+        return result, max(before, self.probe(threads))
+
+
+def percent_of_nearby_roofline(decode, nearby_gbs, bytes_per_token):
+    """The median over a figure's runs of each run's tok/s against the roofline of the bandwidth
+    probed around that run; None without probes."""
+    if not decode or len(nearby_gbs) != len(decode):
+        return None
+    return statistics.median(100 * v / roofline_tokens_per_s(g, bytes_per_token) for v, g in zip(decode, nearby_gbs))
+
 # ---------------------------------------------------------------------------
 # The random checkpoint and its exports.
 # ---------------------------------------------------------------------------
@@ -550,8 +581,8 @@ def remove_quietly(*paths):
 # ---------------------------------------------------------------------------
 
 class Runner:
-    def __init__(self, launcher, exe):
-        self.launcher, self.exe = launcher, exe
+    def __init__(self, launcher, exe, nearby=None):
+        self.launcher, self.exe, self.nearby = launcher, exe, nearby
         help_text = subprocess.run([exe, "--help"], capture_output=True, text=True)
         text = help_text.stdout + help_text.stderr
         self.has_load = "--load" in text
@@ -567,11 +598,16 @@ class Runner:
             return ["--no-mmap"]
         return None
 
-    def bench(self, model, threads, prompt, n_gen, load_args, extra=()):
-        """One `run --bench`: its JSON line, with the peak RSS and the load average after it."""
+    def bench(self, model, threads, prompt, n_gen, load_args, extra=(), probe_around=False):
+        """One `run --bench`: its JSON line, with the peak RSS and the load average after it (and with
+        probe_around, nearby_gbs: the bandwidth probed around it, see NearbyBandwidth)."""
         cmd = [self.exe, model, "--bench", "-t", str(threads), "--bench-prompt", str(prompt),
                "-n", str(n_gen)] + list(load_args) + list(extra)
-        m = self.launcher.run(cmd)
+        nearby_gbs = None
+        if probe_around and self.nearby:
+            m, nearby_gbs = self.nearby.around(threads, lambda: self.launcher.run(cmd))
+        else:
+            m = self.launcher.run(cmd)
         if m.returncode != 0:
             raise RuntimeError("run --bench failed: " + m.last_error_line())
         lines = [l for l in m.stdout.splitlines() if l.strip().startswith("{")]
@@ -580,6 +616,8 @@ class Runner:
         result = json.loads(lines[-1])
         result["peak_rss_bytes"] = m.peak_rss_bytes
         result["load_avg"] = load_average()
+        if nearby_gbs is not None:
+            result["nearby_gbs"] = nearby_gbs
         return result
 
     def save_session(self, model, threads, kv, path, prompt_text):
@@ -598,12 +636,14 @@ def measure_ours(runner, model, threads, load_args, plan):
     of a `ttft`-token prompt is taken in the run of the first longer prefill (`run --bench
     --bench-ttft`: that many tokens, a sampled token, then the rest), or in a run of its own.
     samples["load"][metric]: the load average after each run of that metric."""
-    samples = {"load_s": [], "decode": [], "rss": [], "ttft": [], "load": {}}
+    samples = {"load_s": [], "decode": [], "decode_gbs": [], "rss": [], "ttft": [], "load": {}}
     for p in plan["prefills"]:
         samples["pp%d" % p] = []
 
     def run(metric, prompt, n_gen, extra=()):
-        r = runner.bench(model, threads, prompt, n_gen, load_args, extra)
+        r = runner.bench(model, threads, prompt, n_gen, load_args, extra, probe_around=metric == "decode")
+        if "nearby_gbs" in r:
+            samples["decode_gbs"].append(r["nearby_gbs"])
         samples["load_s"].append(r["load_s"])
         samples["rss"].append(r["peak_rss_bytes"])
         samples["load"].setdefault(metric, []).append(r["load_avg"])
@@ -640,7 +680,8 @@ def measure_depths(runner, model, threads, load_args, plan, work_dir):
     for kv in plan["kv_types"]:
         seed = os.path.join(work_dir, "seed-%s.session" % kv)
         for depth in plan["depths"]:
-            rec = {"kv": kv, "depth": depth, "decode": [], "load": [], "prompt": 1 if depth else plan["decode_prompt"]}
+            rec = {"kv": kv, "depth": depth, "decode": [], "decode_gbs": [], "load": [],
+                   "prompt": 1 if depth else plan["decode_prompt"]}
             log("  decode at depth %d, KV %s" % (depth, kv))
             deep = None
             try:
@@ -651,7 +692,9 @@ def measure_depths(runner, model, threads, load_args, plan, work_dir):
                     deep = tile_session(seed, os.path.join(work_dir, "depth-%s-%d.session" % (kv, depth)), depth)
                     extra += ["--prompt-cache", deep, "-c", str(depth + 1 + n_gen)]
                 for _ in range(plan["repeats"]):
-                    r = runner.bench(model, threads, rec["prompt"], n_gen, load_args, extra)
+                    r = runner.bench(model, threads, rec["prompt"], n_gen, load_args, extra, probe_around=True)
+                    if "nearby_gbs" in r:
+                        rec["decode_gbs"].append(r["nearby_gbs"])
                     if r.get("depth", 0) != depth:
                         raise RuntimeError("run --bench decoded at depth %s, not %d" % (r.get("depth"), depth))
                     rec["decode"].append(r["decode_tok_s"])
@@ -968,13 +1011,21 @@ def llama_bench_mmap_args(exe, mmap):
     return ["-mmp", "1" if mmap else "0"]
 
 
-def measure_llama_cpp(launcher, exe, gguf_path, threads, plan, mmap):
+def run_probed(launcher, nearby, threads, cmd):
+    """launcher.run(cmd), and the bandwidth probed around it (None without a NearbyBandwidth)."""
+    if nearby is None:
+        return launcher.run(cmd), None
+    return nearby.around(threads, lambda: launcher.run(cmd))
+
+
+def measure_llama_cpp(launcher, exe, gguf_path, threads, plan, mmap, nearby=None):
     """One llama-bench process runs every test (pp64, pp512, tg64) `repeats` times after its
-    own warm-up; its JSON output keeps each sample, of which we take the median."""
+    own warm-up; its JSON output keeps each sample, of which we take the median. The bandwidth
+    probed around it (nearby) is around the whole process, prefills included."""
     prompts = ",".join(str(p) for p in plan["prefills"])
     cmd = [exe, "-m", gguf_path, "-t", str(threads), "-p", prompts, "-n", str(plan["decode_tokens"]),
            "-r", str(plan["repeats"]), "-o", "json"] + llama_bench_mmap_args(exe, mmap)
-    m = launcher.run(cmd)
+    m, nearby_gbs = run_probed(launcher, nearby, threads, cmd)
     if m.returncode != 0:
         raise RuntimeError("llama-bench failed: " + m.last_error_line())
     records = json.loads(m.stdout)
@@ -988,23 +1039,26 @@ def measure_llama_cpp(launcher, exe, gguf_path, threads, plan, mmap):
         values = rec.get("samples_ts") or [rec["avg_ts"]]
         if rec.get("n_gen", 0) > 0 and rec.get("n_prompt", 0) == 0:
             samples["decode"] = list(values)
+            samples["decode_gbs"] = [nearby_gbs] * len(values) if nearby_gbs is not None else []
         elif rec.get("n_prompt", 0) > 0 and rec.get("n_gen", 0) == 0:
             samples["pp%d" % rec["n_prompt"]] = list(values)
     return samples, build
 
 
-def measure_llama_depth(launcher, exe, gguf_path, threads, depth, n_gen, repeats, mmap):
+def measure_llama_depth(launcher, exe, gguf_path, threads, depth, n_gen, repeats, mmap, nearby=None):
     """llama-bench's decode after `depth` tokens in its cache (`-d`; its default f16 cache,
-    which it fills by a prefill before every repeat: not timed)."""
+    which it fills by a prefill before every repeat: not timed, but inside the bandwidth
+    probes around the process)."""
     cmd = [exe, "-m", gguf_path, "-t", str(threads), "-p", "0", "-n", str(n_gen), "-d", str(depth),
            "-r", str(repeats), "-o", "json"] + llama_bench_mmap_args(exe, mmap)
-    m = launcher.run(cmd)
+    m, nearby_gbs = run_probed(launcher, nearby, threads, cmd)
     if m.returncode != 0:
         raise RuntimeError("llama-bench -d failed: " + m.last_error_line())
     for rec in json.loads(m.stdout):
         if rec.get("n_gen", 0) > 0 and rec.get("n_prompt", 0) == 0 and rec.get("n_depth") == depth:
-            return {"decode": list(rec.get("samples_ts") or [rec["avg_ts"]]), "load": [load_average()],
-                    "type_k": rec.get("type_k", "f16")}
+            decode = list(rec.get("samples_ts") or [rec["avg_ts"]])
+            return {"decode": decode, "load": [load_average()], "type_k": rec.get("type_k", "f16"),
+                    "decode_gbs": [nearby_gbs] * len(decode) if nearby_gbs is not None else []}
     raise RuntimeError("llama-bench -d printed no decode record at depth %d" % depth)
 
 
@@ -1108,7 +1162,8 @@ def repo_revision():
 def build_table(rows, prefills):
     head = (["engine", "format", "load", "threads", "file GB", "export s", "load s", "peak RSS GB"]
             + ["prefill %d tok/s" % p for p in prefills]
-            + ["decode tok/s", "roofline tok/s", "% of roofline", "vs llama.cpp: decode"]
+            + ["decode tok/s", "roofline tok/s", "% of roofline", "GB/s probed around", "% of that roofline",
+               "vs llama.cpp: decode"]
             + ["vs llama.cpp: pp%d" % p for p in prefills])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -1122,7 +1177,8 @@ def build_table(rows, prefills):
         else:
             cells += [fmt_rate(r["samples"].get("pp%d" % p, [])) for p in prefills]
             cells += [fmt_rate(r["samples"]["decode"]), fmt_num(r.get("roofline"), "%.2f"),
-                      fmt_num(r.get("percent"), "%.0f%%"), fmt_num(r.get("vs_decode"), "%.2fx")]
+                      fmt_num(r.get("percent"), "%.0f%%"), fmt_num(r.get("nearby_gbs"), "%.1f"),
+                      fmt_num(r.get("percent_nearby"), "%.0f%%"), fmt_num(r.get("vs_decode"), "%.2fx")]
             cells += [fmt_num(r.get("vs_pp%d" % p), "%.2fx") for p in prefills]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -1200,6 +1256,8 @@ def parse_args(argv):
     ap.add_argument("--llama-depth-formats", default=None,
                     help="formats measured at --llama-depth (default: all; its prefill of the depth is slow)")
     ap.add_argument("--bandwidth-mb", type=int, default=2048, help="bandwidth buffer size in MB")
+    ap.add_argument("--no-nearby-probe", action="store_true",
+                    help="no short bandwidth probe around each decode run (see NearbyBandwidth)")
     ap.add_argument("--no-llama-cpp", action="store_true", help="skip the llama.cpp comparison")
     ap.add_argument("--llama-bench", default=None, help="path of llama-bench (else $LLAMA_BENCH, "
                     "PATH, or the one --setup-llama-cpp built in the cache)")
@@ -1316,6 +1374,17 @@ def prefill_table(rows, prefills, peaks, ttft):
     return "\n".join(lines)
 
 
+def roofline_percents(r):
+    """'41%' against the run's best bandwidth probe, '41% / 78%' with the probes around its runs too."""
+    text = fmt_num(r.get("percent"), "%.0f%%")
+    return text if r.get("percent_nearby") is None else "%s / %.0f%%" % (text, r["percent_nearby"])
+
+
+def roofline_heading(rows):
+    probed = any(r.get("percent_nearby") is not None for r in rows)
+    return "% of roofline" + (": best probe / probes around it" if probed else "")
+
+
 def cell(values, extra=None, digits=2):
     """'median' (one run) or 'median ±spread', with an optional ' (extra)'."""
     text = fmt_rate(values, digits)
@@ -1325,7 +1394,8 @@ def cell(values, extra=None, digits=2):
 def summary_tables(rows, depth_rows, batch_rows, prefills, peaks, ttft):
     """The compact tables README.md's speed section copies (one line per format)."""
     out = []
-    head = (["format", "decode tok/s (% of roofline)"] + ["pp%d tok/s (%% of peak)" % p for p in prefills]
+    head = (["format", "decode tok/s (%s)" % roofline_heading(rows)]
+            + ["pp%d tok/s (%% of peak)" % p for p in prefills]
             + (["TTFT %d s" % ttft] if ttft else []) + ["vs llama.cpp: decode", "vs llama.cpp: pp%d" % prefills[0],
                                                         "load avg"])
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -1334,7 +1404,7 @@ def summary_tables(rows, depth_rows, batch_rows, prefills, peaks, ttft):
             continue
         s = r["samples"]
         peak = peaks[r["threads"]][PEAK_OF_FORMAT[r["format"]]]
-        cells = [row_name(r, rows), cell(s["decode"], fmt_num(r.get("percent"), "%.0f%%"))]
+        cells = [row_name(r, rows), cell(s["decode"], roofline_percents(r))]
         for p in prefills:
             med = median_of(s.get("pp%d" % p, []))
             cells.append(cell(s.get("pp%d" % p, []), fmt_num(med and percent_of_peak(med, r["macs"], peak), "%.0f%%")))
@@ -1345,7 +1415,8 @@ def summary_tables(rows, depth_rows, batch_rows, prefills, peaks, ttft):
         out.append("| " + " | ".join(cells) + " |")
     depths = sorted({d["depth"] for d in depth_rows})
     if depth_rows:
-        out += ["", "| format | KV | " + " | ".join("depth %d tok/s (%% of roofline)" % d for d in depths)
+        out += ["", "| format | KV | " + " | ".join("depth %d tok/s (%s)" % (d, roofline_heading(depth_rows))
+                                                  for d in depths)
                 + " | load avg |", "|" + "---|" * (len(depths) + 3)]
         keys = []
         for d in depth_rows:
@@ -1360,8 +1431,7 @@ def summary_tables(rows, depth_rows, batch_rows, prefills, peaks, ttft):
                 if not d or "error" in d:
                     cells.append("—")
                     continue
-                med = median_of(d["decode"])
-                text = cell(d["decode"], fmt_num(med and 100 * med / d["roofline"], "%.0f%%"))
+                text = cell(d["decode"], roofline_percents(d))
                 if d.get("vs_llama"):
                     text += "; %.2fx llama.cpp" % d["vs_llama"]
                 cells.append(text)
@@ -1383,17 +1453,17 @@ def summary_tables(rows, depth_rows, batch_rows, prefills, peaks, ttft):
 
 def depth_table(depth_rows):
     head = ["format", "threads", "KV", "depth", "decode tok/s", "weights GB/token", "KV GB/token", "roofline tok/s",
-            "% of roofline", "vs llama.cpp (f16 cache)", "load avg"]
+            "% of roofline", "GB/s probed around", "% of that roofline", "vs llama.cpp (f16 cache)", "load avg"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for d in depth_rows:
         cells = [d["format"], str(d["threads"]), d["kv"], str(d["depth"])]
         if "error" in d:
             cells += ["error: " + d["error"]] + [""] * (len(head) - len(cells) - 1)
         else:
-            med = median_of(d["decode"])
             cells += [fmt_rate(d["decode"]), "%.3f" % (d["weight_bytes"] / 1e9), "%.3f" % (d["kv_bytes"] / 1e9),
-                      "%.2f" % d["roofline"], fmt_num(med and 100 * med / d["roofline"], "%.0f%%"),
-                      fmt_num(d.get("vs_llama"), "%.2fx"), fmt_loads(d["load"])]
+                      "%.2f" % d["roofline"], fmt_num(d.get("percent"), "%.0f%%"), fmt_num(d.get("nearby_gbs"), "%.1f"),
+                      fmt_num(d.get("percent_nearby"), "%.0f%%"), fmt_num(d.get("vs_llama"), "%.2fx"),
+                      fmt_loads(d["load"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -1487,7 +1557,7 @@ def benchmark(args, launcher):
     bandwidth, peaks = {}, {}
     probe_machine(bw_exe, peak_exe, args, bandwidth, peaks, "start")
 
-    runner = Runner(launcher, args.run)
+    runner = Runner(launcher, args.run, None if args.no_nearby_probe else NearbyBandwidth(bw_exe))
     rows, depth_rows, batch_rows = [], [], []
     work_dir = os.path.join(cache, "work")
     os.makedirs(work_dir, exist_ok=True)
@@ -1553,7 +1623,12 @@ def benchmark(args, launcher):
             "stored, one embedding row; the KV cache and activations are not counted). Load time is until "
             "the model is opened (mapped pages are then read during the first tokens); peak RSS is the "
             "process maximum, page cache of mapped files included. vs llama.cpp = lucie.c / llama.cpp's "
-            "best load mode at the same precision and thread count.",
+            "best load mode at the same precision and thread count. GB/s probed around = the better of two "
+            "short probes (%d MB, %d passes, 4 KB and huge pages) just before and just after each decode run "
+            "(llama.cpp: around its whole llama-bench process), the median over the runs; %% of that roofline "
+            "= each run's tok/s against the roofline of its own probes, the median: this VM's bandwidth moves "
+            "within a run, and the run's best probe may come from a faster minute than the decode's."
+            % (NEARBY_PROBE_MB, NEARBY_PROBE_PASSES),
             "",
             "## Prefill against the compute peak",
             "",
@@ -1579,7 +1654,9 @@ def benchmark(args, launcher):
             "--prompt-cache FILE --bench-prompt 1` decodes. Roofline = bandwidth / (weights + KV bytes read per "
             "token), KV bytes = positions attended (mean over the timed steps) x layers x 2 x kv_dim x bytes per "
             "value (f32 4, f16 2, q8 1 + an f32 scale per 32 values of a KV head). llama.cpp's row: `llama-bench -d DEPTH -p 0 -n N` "
-            "with its default f16 cache, against lucie.c's f16 cache at the same depth.",
+            "with its default f16 cache, against lucie.c's f16 cache at the same depth (its probes around it also "
+            "enclose the prefill that fills its cache before each repeat). GB/s probed around and % of that "
+            "roofline: as in the decode table.",
             "",
             "## Batched decoding",
             "",
@@ -1711,7 +1788,7 @@ def benchmark(args, launcher):
                    "file_bytes": os.path.getsize(gguf_path)}
             log("llama.cpp %s, %s, %d thread(s)" % (GGUF_TYPE[fmt], mode, t))
             try:
-                s, build = measure_llama_cpp(launcher, llama_bench, gguf_path, t, llama_plan, mmap)
+                s, build = measure_llama_cpp(launcher, llama_bench, gguf_path, t, llama_plan, mmap, runner.nearby)
             except (RuntimeError, ValueError) as e:
                 row["error"] = str(e)
                 rows.append(row)
@@ -1744,7 +1821,7 @@ def benchmark(args, launcher):
              "prompt": 0, "weight_bytes": st["gguf_per_token"], "engine": "llama.cpp", "key": fmt}
         try:
             d.update(measure_llama_depth(launcher, llama_bench, gguf_path, t, args.llama_depth, args.decode_tokens,
-                                         args.repeats, llama_modes[0][1] if llama_modes else True))
+                                         args.repeats, llama_modes[0][1] if llama_modes else True, runner.nearby))
             d["kv_bytes"] = kv_bytes_per_token(st["shape"], "f16", mean_decode_depth(args.llama_depth, 0,
                                                                               args.decode_tokens))
             d["bytes_per_token"] = st["gguf_per_token"] + d["kv_bytes"]
@@ -1811,14 +1888,18 @@ def probe_machine(bw_exe, peak_exe, args, bandwidth, peaks, when):
 
 def apply_rooflines(rows, depth_rows, bandwidth):
     """Each decode figure's roofline (bandwidth / bytes read per token) and % of it, against the best
-    bandwidth measured so far."""
+    bandwidth measured so far, and against the bandwidth probed around each of its runs."""
     for r in rows + depth_rows:
         if "bytes_per_token" not in r:
             continue
         r["roofline"] = roofline_tokens_per_s(bandwidth[r["threads"]]["best"], r["bytes_per_token"])
-        decode = r["samples"]["decode"] if "samples" in r else None
+        runs = r["samples"] if "samples" in r else r
+        decode = runs.get("decode")
         if decode:
             r["percent"] = 100 * statistics.median(decode) / r["roofline"]
+            r["percent_nearby"] = percent_of_nearby_roofline(decode, runs.get("decode_gbs", []),
+                                                             r["bytes_per_token"])
+            r["nearby_gbs"] = median_of(runs.get("decode_gbs", []))
 
 
 def add_depth_ratios(depth_rows):

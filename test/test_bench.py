@@ -124,6 +124,27 @@ def test_percent_of_peak_and_rooflines():
     assert bench.mean_decode_depth(10, 1, 3) == pytest.approx((12 + 13 + 14) / 3)
 
 
+def test_rooflines_of_the_bandwidth_probed_around_each_run(tmp_path):
+    # each run against its own probes: 5 tok/s of 4 GB at 40 GB/s is 50%, 9 at 30 GB/s 120%
+    assert bench.percent_of_nearby_roofline([5.0, 9.0, 4.0], [40.0, 30.0, 20.0], 4e9) == pytest.approx(80.0)
+    assert bench.percent_of_nearby_roofline([5.0], [], 4e9) is None  # not probed
+    rows = [{"engine": "lucie.c", "format": "q4", "load": "mmap", "threads": 2, "bytes_per_token": 4e9,
+             "samples": {"decode": [5.0, 6.0], "decode_gbs": [40.0, 30.0]}}]
+    depth_rows = [{"format": "q4", "kv": "f16", "depth": 0, "threads": 2, "bytes_per_token": 4e9,
+                   "weight_bytes": 3.9e9, "kv_bytes": 1e8,
+                   "decode": [3.0], "decode_gbs": [24.0], "load": [1.0]}]
+    bench.apply_rooflines(rows, depth_rows, {2: {"best": 80.0}})
+    assert rows[0]["percent"] == pytest.approx(27.5) and rows[0]["percent_nearby"] == pytest.approx(65.0)
+    assert rows[0]["nearby_gbs"] == pytest.approx(35.0)
+    assert depth_rows[0]["percent"] == pytest.approx(15.0) and depth_rows[0]["percent_nearby"] == pytest.approx(50.0)
+    assert bench.roofline_percents(rows[0]) == "28% / 65%"
+    assert "50%" in bench.depth_table(depth_rows) and "24.0" in bench.depth_table(depth_rows)
+    # the probe itself: the better of a probe before and one after the measured call
+    probe = bench.NearbyBandwidth(bench.build_bandwidth(str(tmp_path)))
+    result, gbs = probe.around(1, lambda: "measured")
+    assert result == "measured" and gbs > 0
+
+
 def test_rows_name_their_load_mode_when_a_run_has_several():
     one = [{"engine": "lucie.c", "format": "q4", "load": "mmap"},
            {"engine": "llama.cpp", "format": "Q4_0", "load": "no-mmap"}]
