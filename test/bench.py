@@ -12,7 +12,9 @@ What it does, in one run:
   2. exports it with export.py to each format (bf16, q8, q4), timing the export;
   3. measures this machine's memory read bandwidth (test/bandwidth.c) with the same thread
      count, and from it the decode roofline: bandwidth / bytes of weights read per token,
-     counted exactly from the exported file's entry table;
+     counted exactly from the exported file's entry table; and brackets every decode run (ours
+     and llama.cpp's) with two short probes, whose roofline each decode is also held against
+     (a shared VM's bandwidth moves within a run: NearbyBandwidth);
   4. runs `run MODEL --bench` for each format, load mode and thread count: decode tok/s over
      64 tokens after a short prompt, prefill tok/s for 64- and 512-token prompts, load time,
      peak RSS (from wait4), repeated (default 3 times): medians, with the spread;
