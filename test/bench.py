@@ -460,7 +460,6 @@ def measure_bandwidth(exe, threads, megabytes, repeats, huge, prefetch=False):
     return json.loads(r.stdout)
 
 
-
 # A short probe around each decode run. This VM's read bandwidth has moved by almost half
 # within one run (37.7 GB/s at its start, 65.3 at its end), so a decode figure held only
 # against the run's best probe says as much about the neighbours as about the code. Each
@@ -484,12 +483,25 @@ class NearbyBandwidth:
         return result, max(before, self.probe(threads))
 
 
+def run_probed(launcher, nearby, threads, cmd):
+    """launcher.run(cmd), and the bandwidth probed around it (None without a NearbyBandwidth)."""
+    if nearby is None:
+        return launcher.run(cmd), None
+    return nearby.around(threads, lambda: launcher.run(cmd))
+
+
+def probed_per_run(nearby_gbs, n_runs):
+    """The probes around one process that timed n_runs runs, as one value per run ([] if unprobed)."""
+    return [] if nearby_gbs is None else [nearby_gbs] * n_runs
+
+
 def percent_of_nearby_roofline(decode, nearby_gbs, bytes_per_token):
     """The median over a figure's runs of each run's tok/s against the roofline of the bandwidth
     probed around that run; None without probes."""
     if not decode or len(nearby_gbs) != len(decode):
         return None
     return statistics.median(100 * v / roofline_tokens_per_s(g, bytes_per_token) for v, g in zip(decode, nearby_gbs))
+
 
 # ---------------------------------------------------------------------------
 # The random checkpoint and its exports.
@@ -605,11 +617,7 @@ class Runner:
         probe_around, nearby_gbs: the bandwidth probed around it, see NearbyBandwidth)."""
         cmd = [self.exe, model, "--bench", "-t", str(threads), "--bench-prompt", str(prompt),
                "-n", str(n_gen)] + list(load_args) + list(extra)
-        nearby_gbs = None
-        if probe_around and self.nearby:
-            m, nearby_gbs = self.nearby.around(threads, lambda: self.launcher.run(cmd))
-        else:
-            m = self.launcher.run(cmd)
+        m, nearby_gbs = run_probed(self.launcher, self.nearby if probe_around else None, threads, cmd)
         if m.returncode != 0:
             raise RuntimeError("run --bench failed: " + m.last_error_line())
         lines = [l for l in m.stdout.splitlines() if l.strip().startswith("{")]
@@ -1013,13 +1021,6 @@ def llama_bench_mmap_args(exe, mmap):
     return ["-mmp", "1" if mmap else "0"]
 
 
-def run_probed(launcher, nearby, threads, cmd):
-    """launcher.run(cmd), and the bandwidth probed around it (None without a NearbyBandwidth)."""
-    if nearby is None:
-        return launcher.run(cmd), None
-    return nearby.around(threads, lambda: launcher.run(cmd))
-
-
 def measure_llama_cpp(launcher, exe, gguf_path, threads, plan, mmap, nearby=None):
     """One llama-bench process runs every test (pp64, pp512, tg64) `repeats` times after its
     own warm-up; its JSON output keeps each sample, of which we take the median. The bandwidth
@@ -1041,7 +1042,7 @@ def measure_llama_cpp(launcher, exe, gguf_path, threads, plan, mmap, nearby=None
         values = rec.get("samples_ts") or [rec["avg_ts"]]
         if rec.get("n_gen", 0) > 0 and rec.get("n_prompt", 0) == 0:
             samples["decode"] = list(values)
-            samples["decode_gbs"] = [nearby_gbs] * len(values) if nearby_gbs is not None else []
+            samples["decode_gbs"] = probed_per_run(nearby_gbs, len(values))
         elif rec.get("n_prompt", 0) > 0 and rec.get("n_gen", 0) == 0:
             samples["pp%d" % rec["n_prompt"]] = list(values)
     return samples, build
@@ -1060,7 +1061,7 @@ def measure_llama_depth(launcher, exe, gguf_path, threads, depth, n_gen, repeats
         if rec.get("n_gen", 0) > 0 and rec.get("n_prompt", 0) == 0 and rec.get("n_depth") == depth:
             decode = list(rec.get("samples_ts") or [rec["avg_ts"]])
             return {"decode": decode, "load": [load_average()], "type_k": rec.get("type_k", "f16"),
-                    "decode_gbs": [nearby_gbs] * len(decode) if nearby_gbs is not None else []}
+                    "decode_gbs": probed_per_run(nearby_gbs, len(decode))}
     raise RuntimeError("llama-bench -d printed no decode record at depth %d" % depth)
 
 
