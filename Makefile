@@ -1,6 +1,6 @@
 # lucie.c - build, test, demo, benchmark.
-#   make              build ./run (OpenMP when the compiler has it)
-#   make OPENMP=0     build without OpenMP
+#   make              build ./run (its threads: POSIX threads, or Windows threads)
+#   make THREADS=0    build a single-threaded library (-DLUCIE_NO_THREADS: no pthreads)
 #   make test         build everything and run the whole test suite (installs the Python
 #                     references of test/requirements.txt in .venv when python3 lacks them)
 #   make test-quick   a reduced run without the Python references; says what it did not check
@@ -17,9 +17,14 @@ OPT ?= -O3
 ARCH ?= -march=native
 CFLAGS ?= $(OPT) $(ARCH)
 WARN = -std=c99 -Wall -Wextra -pedantic
+THREADS ?= 1
+ifeq ($(THREADS),0)
+  THREADFLAGS = -DLUCIE_NO_THREADS
+else
+  THREADFLAGS = -pthread
+endif
 HAVE_OPENMP := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo 1 || echo 0)
-OPENMP ?= $(HAVE_OPENMP)
-ifeq ($(OPENMP),1)
+ifeq ($(HAVE_OPENMP),1)
   OMPFLAGS = -fopenmp
 endif
 ifeq ($(SANITIZE),1)
@@ -27,7 +32,7 @@ ifeq ($(SANITIZE),1)
   # them in the kernel tests), and the suite's 16k-position test takes a minute, not half an hour
   CFLAGS = -O1 $(ARCH) -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 endif
-ALL_CFLAGS = $(WARN) $(CFLAGS) $(OMPFLAGS) $(EXTRA_CFLAGS)
+ALL_CFLAGS = $(WARN) $(CFLAGS) $(THREADFLAGS) $(EXTRA_CFLAGS)
 LDLIBS = -lm
 
 LIB_SRC = lucie.c lucie.h
@@ -58,6 +63,9 @@ $(TEST_PROGS) $(EXAMPLES): %: %.c $(LIB_SRC)
 # the HTTP server example runs a thread per connection and a scheduler thread;
 # its fuzz target and replayer include it for its request parser
 examples/server test/fuzz_server test/replay_server: LDLIBS += -pthread
+# two programs run their own loops on threads with OpenMP (when the compiler has it): test/peak's
+# compute-peak probe, and examples/two_sessions' two sessions side by side
+test/peak examples/two_sessions: ALL_CFLAGS += $(OMPFLAGS)
 test/fuzz_server test/replay_server: examples/server.c
 
 $(UNIT_TESTS) $(MEASURE_PROGS): %: %.c $(LIB_SRC)
@@ -70,7 +78,7 @@ measure: $(MEASURE_PROGS)
 
 fuzz: $(FUZZERS)
 $(FUZZERS): test/fuzz_%: test/fuzz_%.c test/fuzz_common.h run.c $(LIB_SRC)
-	$(FUZZ_CC) $(WARN) -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< lucie.c $(LDLIBS)
+	$(FUZZ_CC) $(WARN) -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -pthread -o $@ $< lucie.c $(LDLIBS)
 
 test-programs: run $(TEST_BINS)
 	@:

@@ -1,8 +1,9 @@
 /* lucie.h - the whole public API of lucie.c, a single-file C99 library that runs
  * Lucie-7B (and any Llama-architecture model exported by export.py) on a CPU.
  *
- * Usage: compile lucie.c with your program (optionally with -fopenmp), include
- * this header. Nothing else is needed: no other C dependency.
+ * Usage: compile lucie.c with your program (with -pthread on POSIX systems, or
+ * -DLUCIE_NO_THREADS for a single-threaded build without it), include this
+ * header. Nothing else is needed: no other C dependency.
  *
  * Conventions for every function below
  *   - Functions that can fail return an int status: LUCIE_OK (0) or a negative
@@ -254,7 +255,7 @@ void lucie_detok_stream_free(lucie_detok_stream *stream);
 
 typedef struct {
     int context;      /* KV cache length in tokens; 0 = min(model max, 4096) */
-    int n_threads;    /* OpenMP threads at most; 0 = all the cores (omp_get_num_procs) */
+    int n_threads;    /* threads at most, the caller's included; 0 = one per processor */
     float temperature; /* 0 = greedy */
     int top_k;        /* 0 = off */
     float top_p;      /* 1 = off */
@@ -466,7 +467,7 @@ const char *lucie_status_string(int status);
 double lucie_time_seconds(void);
 
 /* One line saying what this build computes with: version, the SIMD kernels
- * compiled in (float and quantized), FMA, OpenMP. */
+ * compiled in (float and quantized), FMA, threads. */
 const char *lucie_build_info(void);
 
 /* ---- quantization ------------------------------------------------------ */

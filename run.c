@@ -139,7 +139,7 @@ static const char *USAGE_MORE =
     "\n"
     "Information:\n"
     "  --info              print the model's configuration, weight type, size and tokenizer\n"
-    "  --version           print the version and what this build computes with (SIMD, OpenMP)\n"
+    "  --version           print the version and what this build computes with (SIMD, threads)\n"
     "  -h, --help          this help\n"
     "\n"
     "An option that does not apply to the chosen mode is an error (exit code 2).\n"

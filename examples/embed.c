@@ -1,7 +1,7 @@
 /* embed.c - the smallest program using lucie.c as a library: load a model,
  * stream a completion through a callback, print the statistics.
  *
- *   cc -std=c99 -O2 -o embed examples/embed.c lucie.c -lm    (add -fopenmp for threads)
+ *   cc -std=c99 -O2 -pthread -o embed examples/embed.c lucie.c -lm
  *   ./embed MODEL.bin "Once upon a time" 64
  *
  * The completion goes to stdout as it is generated; the statistics to stderr.

@@ -316,7 +316,7 @@ def build_peak(cache):
         return exe
     os.makedirs(os.path.dirname(exe), exist_ok=True)
     cc = os.environ.get("CC", "cc")
-    for extra in (["-march=native", "-fopenmp"], ["-march=native"]):
+    for extra in (["-march=native", "-pthread", "-fopenmp"], ["-march=native", "-pthread"]):
         r = subprocess.run([cc, "-std=c99", "-O3"] + extra + [src, "-o", exe, "-lm"], capture_output=True, text=True)
         if r.returncode == 0:
             return exe

@@ -6,7 +6,8 @@
 For each model, runs `run MODEL --bench` (decode after a short prompt, and a prefill)
 with each thread count, first alone, then with a CPU hog beside it: a busy-loop process
 pinned nowhere, as a laptop's other work would be. Prints the best of --repeats runs
-(the least disturbed one) of each, and the ratio of N threads to 1 thread in each
+(the least disturbed one) of each, or with --median their median (what a user gets
+typically; beside a hog single runs scatter widely), and the ratio of N threads to 1 thread in each
 condition. A thread count that collapses on a busy machine shows here as a ratio far
 below 1 in the "hog" rows.
 
@@ -16,6 +17,7 @@ Nothing here asserts a speed: this is a measurement, not a test.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -33,15 +35,17 @@ def bench(run, model, threads, prompt, n_gen):
 
 
 def measure(args, model, thread_counts):
-    """{threads: (best decode tok/s, best prefill tok/s)} over the repeats; the thread counts
-    take turns, so that a change of the machine's load spreads over all of them alike."""
+    """{threads: (decode tok/s, prefill tok/s)}, the best (or median) over the repeats; the
+    thread counts take turns, so that a change of the machine's load spreads over all of
+    them alike."""
     decode = {t: [] for t in thread_counts}
     prefill = {t: [] for t in thread_counts}
     for _ in range(args.repeats):
         for t in thread_counts:
             decode[t].append(bench(args.run, model, t, args.decode_prompt, args.decode_tokens)["decode_tok_s"])
             prefill[t].append(bench(args.run, model, t, args.prefill, 0)["prefill_tok_s"])
-    return {t: (max(decode[t]), max(prefill[t])) for t in thread_counts}
+    pick = statistics.median if args.median else max
+    return {t: (pick(decode[t]), pick(prefill[t])) for t in thread_counts}
 
 
 def main(argv=None):
@@ -49,6 +53,7 @@ def main(argv=None):
     ap.add_argument("models", nargs="+", help="lucie model files")
     ap.add_argument("--threads", default="1,2", help="comma list of thread counts (the first is the baseline)")
     ap.add_argument("--repeats", type=int, default=5, help="runs per figure (the best is kept)")
+    ap.add_argument("--median", action="store_true", help="report the median of the runs instead of the best")
     ap.add_argument("--decode-tokens", type=int, default=32)
     ap.add_argument("--decode-prompt", type=int, default=16)
     ap.add_argument("--prefill", type=int, default=64, help="prefill prompt length")

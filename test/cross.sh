@@ -19,8 +19,8 @@
 #             (little-endian) model file at load with a clear one-line message
 # Debian packages: gcc-aarch64-linux-gnu qemu-user mingw-w64 wine gcc-i686-linux-gnu
 # gcc-s390x-linux-gnu.
-# Every build uses -std=c99 -Wall -Wextra -pedantic -Werror -fopenmp (builds without OpenMP
-# are test/warnings.sh's job). Exits 1 if anything failed.
+# Every build uses -std=c99 -Wall -Wextra -pedantic -Werror and its threads (POSIX threads,
+# or Windows threads with mingw; builds without threads are test/warnings.sh's job). Exits 1 if anything failed.
 set -u
 cd "$(dirname "$0")/.." || exit 2
 PYTHON=${PYTHON:-python3}
@@ -55,7 +55,7 @@ build() {
 
 # ---- reference: this machine, portable flags --------------------------------------
 echo "== reference build (host $(uname -m))"
-build "$WORK/host" "${CC:-cc}" -O2 -fopenmp || { echo "the host build fails; nothing to compare with"; exit 1; }
+build "$WORK/host" "${CC:-cc}" -O2 -pthread || { echo "the host build fails; nothing to compare with"; exit 1; }
 
 echo "== test models"
 ${MAKE:-make} -s run >/dev/null || fail "make run (export.py quantizes with it)"
@@ -176,7 +176,7 @@ for target in $TARGETS; do
         for variant in "armv8-a" "armv8.2-a+dotprod"; do
             name="aarch64-$(echo $variant | tr '.+' '__')"
             echo "-- -march=$variant"
-            if build "$WORK/$name" aarch64-linux-gnu-gcc -O2 -march=$variant -fopenmp -static; then
+            if build "$WORK/$name" aarch64-linux-gnu-gcc -O2 -march=$variant -pthread -static; then
                 echo "  build: ok (warning-free)"
                 check "$name" qemu-aarch64 -cpu max
             else
@@ -199,7 +199,7 @@ for target in $TARGETS; do
             fi
             echo "-- -march=$arch"
             paths=1
-            if build "$WORK/x86-$arch" "${CC:-cc}" -O2 -march=$arch -fopenmp; then
+            if build "$WORK/x86-$arch" "${CC:-cc}" -O2 -march=$arch -pthread; then
                 echo "  build: ok (warning-free)"
                 check "x86-$arch" env
             else
@@ -215,7 +215,7 @@ for target in $TARGETS; do
             continue
         fi
         EXE=.exe
-        if build "$WORK/windows" x86_64-w64-mingw32-gcc -O2 -fopenmp -static; then
+        if build "$WORK/windows" x86_64-w64-mingw32-gcc -O2 -static; then
             echo "  build: ok (warning-free)"
             if have wine; then
                 export WINEPREFIX="$WORK/wineprefix" WINEDEBUG=-all
@@ -237,7 +237,7 @@ for target in $TARGETS; do
             continue
         fi
         EXE=.exe
-        if build "$WORK/win32" i686-w64-mingw32-gcc -O2 -fopenmp -static; then
+        if build "$WORK/win32" i686-w64-mingw32-gcc -O2 -static; then
             echo "  build: ok (warning-free)"
         else
             fail "win32: build"
@@ -252,7 +252,7 @@ for target in $TARGETS; do
         fi
         # SSE arithmetic, as every 32-bit x86 build since the Pentium 4 does; the x87 FPU's
         # excess precision is reported separately below
-        if build "$WORK/i686" i686-linux-gnu-gcc -O2 -msse2 -mfpmath=sse -fopenmp -static; then
+        if build "$WORK/i686" i686-linux-gnu-gcc -O2 -msse2 -mfpmath=sse -pthread -static; then
             echo "  build: ok (warning-free)"
             check i686 qemu-i386
             if i686-linux-gnu-gcc -std=c99 -O2 -mfpmath=387 -static -o "$WORK/i686/test_kernels_x87" \
@@ -288,7 +288,7 @@ for target in $TARGETS; do
         fi
         dir="$WORK/s390x"
         mkdir -p "$dir"
-        if ! s390x-linux-gnu-gcc $WARN -O2 -fopenmp -static -o "$dir/run" run.c lucie.c -lm 2>"$dir/build.log"; then
+        if ! s390x-linux-gnu-gcc $WARN -O2 -pthread -static -o "$dir/run" run.c lucie.c -lm 2>"$dir/build.log"; then
             fail "s390x: build"; head -20 "$dir/build.log" | sed 's/^/    /'
             continue
         fi

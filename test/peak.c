@@ -197,6 +197,8 @@ static int bench_matmul(int dtype, int rows, int cols, int n, int n_threads, int
                       QUANT_GROUP);
     }
     for (i = 0; i < (size_t)n * cols; i++) x[i] = gaussian();
+    ctx.pool = pool_new(n_threads);
+    if (!ctx.pool) return 1;
     ctx.n_threads = n_threads;
     ctx.split_any_size = 0; /* the thresholds apply, as in the forward pass */
     quant_prepare(&ctx, x, n, cols, QUANT_GROUP, xq);
@@ -222,6 +224,7 @@ static int bench_matmul(int dtype, int rows, int cols, int n, int n_threads, int
     free(x);
     free(out);
     free(xq);
+    pool_free(ctx.pool);
     return 0;
 }
 

@@ -487,7 +487,7 @@ def test_version():
     assert code == 0 and stderr == ""
     assert re.match(r"^lucie %s; float kernels: (avx512|avx2|neon|portable); quantized kernels: "
                     r"(avx512-vnni|avx2|neon-dotprod|portable); fma: (fused|multiply then add); "
-                    r"threads: (OpenMP|no OpenMP \(one thread\))\n$" % re.escape(version), stdout), stdout
+                    r"threads: (POSIX threads|Windows threads|none \(LUCIE_NO_THREADS: one thread\))\n$" % re.escape(version), stdout), stdout
 
 
 def test_info_matches_the_checkpoint(stories_bin):

@@ -72,7 +72,7 @@ static void expect_same(tally *tl, const float *got, const float *want, size_t c
     }
 }
 
-static void check_shape(tally *tl, rng *g, int rows, int cols, int n) {
+static void check_shape(worker_pool *pool, tally *tl, rng *g, int rows, int cols, int n) {
     size_t wn = (size_t)rows * cols, xn = (size_t)n * cols, on = (size_t)n * rows, i;
     uint16_t *wb = (uint16_t *)malloc(wn * sizeof *wb);
     float *wf = (float *)malloc(wn * sizeof *wf);
@@ -82,6 +82,7 @@ static void check_shape(tally *tl, rng *g, int rows, int cols, int n) {
     float *one = (float *)malloc((size_t)rows * sizeof *one);
     int r, t, threads;
     kernel_ctx ctx;
+    ctx.pool = pool;
     ctx.split_any_size = 1; /* the split itself is under test, whatever the size */
     if (!wb || !wf || !x || !ref || !got || !one) {
         printf("FAIL out of memory\n");
@@ -353,16 +354,21 @@ int main(void) {
     rng g = {0x9E3779B97F4A7C15ull};
     size_t a, b;
     int n;
+    worker_pool *pool = pool_new(3); /* the split over 1-3 threads is under test */
+    if (!pool || pool_threads(pool) != (POOL_THREADS ? 3 : 1)) {
+        printf("FAIL could not start a pool of 3 threads\n");
+        return 1;
+    }
     for (a = 0; a < sizeof rows_list / sizeof *rows_list; a++)
         for (b = 0; b < sizeof cols_list / sizeof *cols_list; b++)
-            for (n = 1; n <= 9; n++) check_shape(&tl, &g, rows_list[a], cols_list[b], n);
+            for (n = 1; n <= 9; n++) check_shape(pool, &tl, &g, rows_list[a], cols_list[b], n);
     for (a = 0; a < sizeof big_n / sizeof *big_n; a++) {
-        check_shape(&tl, &g, 37, 100, big_n[a]);
-        check_shape(&tl, &g, 20, 1100, big_n[a]);
+        check_shape(pool, &tl, &g, 37, 100, big_n[a]);
+        check_shape(pool, &tl, &g, 20, 1100, big_n[a]);
     }
-    check_shape(&tl, &g, 64, 4096, 7);  /* several column passes */
-    check_shape(&tl, &g, 44, 2600, 66); /* and more than one token block */
-    check_shape(&tl, &g, 100, 1043, 70); /* several row blocks, partial panels, a tail */
+    check_shape(pool, &tl, &g, 64, 4096, 7);  /* several column passes */
+    check_shape(pool, &tl, &g, 44, 2600, 66); /* and more than one token block */
+    check_shape(pool, &tl, &g, 100, 1043, 70); /* several row blocks, partial panels, a tail */
     check_kv_types(&tl, &g);
     check_read_rows(&tl, &g);
     check_stored_scores(&tl, &g);
@@ -373,11 +379,8 @@ int main(void) {
     printf("kernel: plain C only; ");
 #endif
     printf("fma: %s; ", LUCIE_HAVE_FMA ? "fused" : "multiply then add");
-#ifdef _OPENMP
-    printf("OpenMP on; ");
-#else
-    printf("OpenMP off; ");
-#endif
+    printf("threads: %d; ", pool_threads(pool));
     printf("%d checks, %d failures; results hash %016llx\n", tl.checks, tl.failures, (unsigned long long)tl.hash);
+    pool_free(pool);
     return tl.failures ? 1 : 0;
 }

@@ -83,6 +83,9 @@ static float reference_decode(int dt, const unsigned char *w, int row, int col, 
 
 /* ---- checks ---- */
 
+/* the pool the kernels split their work on: three threads, made in main */
+static worker_pool *test_pool;
+
 static void test_half(void) {
     int before = failures;
     uint32_t h;
@@ -216,6 +219,7 @@ static void test_prepare(void) {
     size_t stride = quant_input_stride(cols);
     unsigned char *xq = (unsigned char *)xmalloc(quant_input_bytes(n, cols, 32));
     kernel_ctx ctx;
+    ctx.pool = test_pool;
     ctx.split_any_size = 1; /* the split itself is under test, whatever the size */
     ctx.n_threads = 1;
     for (i = 0; i < n * cols; i++) x[i] = gaussian() * (i % 97 == 0 ? 30.0f : 1.0f);
@@ -272,6 +276,7 @@ static void test_matmul(void) {
             float *other = (float *)xmalloc((size_t)n * rows * sizeof(float));
             unsigned char *q, *xq = (unsigned char *)xmalloc(quant_input_bytes(n, cols, 32));
             kernel_ctx ctx;
+            ctx.pool = test_pool;
             ctx.split_any_size = 1; /* the split itself is under test, whatever the size */
             tensor_bytes(dt, rows, cols, 32, &bytes);
             q = (unsigned char *)xmalloc(bytes);
@@ -345,6 +350,8 @@ static void test_extremes(void) {
         float *out = (float *)xmalloc((size_t)n * rows * sizeof(float)), *ref = (float *)xmalloc((size_t)n * rows * sizeof(float));
         long bad = 0;
         kernel_ctx ctx;
+        ctx.pool = test_pool;
+        ctx.split_any_size = 1;
         ctx.n_threads = 2;
         tensor_bytes(dt, rows, cols, 32, &bytes);
         q = (unsigned char *)xmalloc(bytes);
@@ -393,6 +400,10 @@ static void test_extremes(void) {
 }
 
 int main(void) {
+    if (!(test_pool = pool_new(3)) || pool_threads(test_pool) != (POOL_THREADS ? 3 : 1)) {
+        fprintf(stderr, "FAIL could not start a pool of 3 threads\n");
+        return 1;
+    }
     test_half();
     test_sizes();
     test_roundtrip();
@@ -403,6 +414,7 @@ int main(void) {
         fprintf(stderr, "%d check(s) failed\n", failures);
         return 1;
     }
-    printf("all kernel tests passed\n");
+    printf("all kernel tests passed (on a pool of %d threads)\n", pool_threads(test_pool));
+    pool_free(test_pool);
     return 0;
 }

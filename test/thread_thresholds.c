@@ -55,6 +55,11 @@ int main(void) {
     static const int dtypes[] = {LUCIE_DT_F32, LUCIE_DT_Q8};
     size_t d, di;
     int n;
+    worker_pool *pool = pool_new(2);
+    if (!pool || pool_threads(pool) < 2) {
+        fprintf(stderr, "could not start a second thread\n");
+        return 1;
+    }
     printf("kernel  n  rows x cols   MACs/thread  1 thread us  2 threads us  ratio\n");
     for (di = 0; di < 2; di++)
         for (n = 1; n <= 16; n *= 16)
@@ -67,7 +72,8 @@ int main(void) {
                 j.cols = dims[d];
                 j.n = n;
                 j.k = kernels_for(dtypes[di]);
-                j.ctx.split_any_size = 1;
+                j.ctx.pool = pool;
+        j.ctx.split_any_size = 1;
                 j.out = (float *)xcalloc((size_t)n * j.rows * sizeof(float));
                 j.x = (float *)xcalloc((size_t)n * j.cols * sizeof(float));
                 wf = (float *)xcalloc((size_t)j.rows * j.cols * sizeof(float));
@@ -98,6 +104,7 @@ int main(void) {
         size_t i;
         j.n = n / 1024;
         j.cols = 1024;
+        j.ctx.pool = pool;
         j.ctx.split_any_size = 1;
         j.x = (float *)xcalloc((size_t)n * sizeof(float));
         for (i = 0; i < (size_t)n; i++) j.x[i] = (float)((i * 7919) % 101) / 101.0f - 0.5f;
@@ -110,5 +117,6 @@ int main(void) {
         free(j.x);
         free(j.xq);
     }
+    pool_free(pool);
     return 0;
 }
