@@ -4492,12 +4492,13 @@ static double tuner_seconds(const thread_tuner *t, int choice) {
 }
 
 /* 1: all the threads (also before the first probe); 0: one thread, when it
- * is faster by more than TUNER_MARGIN: on a quiet but shared 2-core VM a
- * build without the tuner decoded 7B q4 at 7.4-9.5 tok/s from run to run,
- * so a smaller difference is more likely noise than load. */
-#define TUNER_MARGIN 1.1
+ * is the faster. (Keeping all threads unless one was faster by 10% left a
+ * job beside a CPU hog at up to 10% below one thread, where all threads
+ * measured 5-10% slower: a prefill of 64 tokens of a mid-size q4 model ran
+ * at 0.92x of one thread with that margin, 0.95x without, medians of 20
+ * alternating runs; idle, the same.) */
 static int tuner_best(const thread_tuner *t) {
-    return !t->samples[0] || tuner_seconds(t, 1) <= TUNER_MARGIN * tuner_seconds(t, 0);
+    return !t->samples[0] || tuner_seconds(t, 1) <= tuner_seconds(t, 0);
 }
 
 /* The first all-thread sample is a warm-up: it may include waking the
