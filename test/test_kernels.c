@@ -84,7 +84,7 @@ static float reference_decode(int dt, const unsigned char *w, int row, int col, 
 /* ---- checks ---- */
 
 /* the pool the kernels split their work on: three threads, made in main */
-static worker_pool *test_pool;
+static worker_pool *test_pool_threads;
 
 static void test_half(void) {
     int before = failures;
@@ -212,6 +212,49 @@ static void test_roundtrip(void) {
     }
 }
 
+/* The pool itself: every item of every job is done exactly once, by a thread
+ * the job allowed (worker < threads), job after job (a thread that wakes late
+ * must not take items of a later job as its own); and the other threads do
+ * take items (the work really is shared), given items long enough to be. */
+typedef struct {
+    int visits[200], worker_of[200];
+    volatile double sink[200];
+} pool_probe;
+
+static void pool_visit(void *job, int begin, int end, int worker) {
+    pool_probe *p = (pool_probe *)job;
+    int i, k;
+    for (i = begin; i < end; i++) {
+        double x = i;
+        for (k = 0; k < 2000; k++) x = x * 0.999 + 1.0; /* a few microseconds of work */
+        p->sink[i] = x;
+        p->visits[i]++;
+        p->worker_of[i] = worker;
+    }
+}
+
+static void test_pool(void) {
+    int before = failures, job, i, bad_count = 0, bad_worker = 0, shared = 0;
+    static pool_probe p;
+    for (job = 0; job < 300; job++) {
+        int n = 1 + job % 200, chunk = 1 + job % 7, threads = 1 + job % 3;
+        memset(p.visits, 0, sizeof p.visits);
+        pool_run(test_pool_threads, threads, n, chunk, pool_visit, &p);
+        for (i = 0; i < n; i++) {
+            bad_count += p.visits[i] != 1;
+            bad_worker += p.worker_of[i] < 0 || p.worker_of[i] >= threads;
+            shared += p.worker_of[i] != 0;
+        }
+        for (i = n; i < 200; i++) bad_count += p.visits[i] != 0;
+    }
+    pool_run(NULL, 3, 5, 2, pool_visit, &p); /* no pool: the caller alone */
+    CHECK(bad_count == 0, "pool: %d items not done exactly once", bad_count);
+    CHECK(bad_worker == 0, "pool: %d items done by a thread the job did not allow", bad_worker);
+    CHECK(!POOL_THREADS || shared > 0, "pool: the other threads took no item in 300 jobs");
+    printf("thread pool: 300 jobs of 1-200 items on 1-3 threads, each item once (%d taken by other threads than the "
+           "caller): %s\n", shared, status(before));
+}
+
 static void test_prepare(void) {
     int before = failures;
     int cols = 1000, n = 3, t, g, i, bad = 0;
@@ -219,7 +262,7 @@ static void test_prepare(void) {
     size_t stride = quant_input_stride(cols);
     unsigned char *xq = (unsigned char *)xmalloc(quant_input_bytes(n, cols, 32));
     kernel_ctx ctx;
-    ctx.pool = test_pool;
+    ctx.pool = test_pool_threads;
     ctx.split_any_size = 1; /* the split itself is under test, whatever the size */
     ctx.n_threads = 1;
     for (i = 0; i < n * cols; i++) x[i] = gaussian() * (i % 97 == 0 ? 30.0f : 1.0f);
@@ -276,7 +319,7 @@ static void test_matmul(void) {
             float *other = (float *)xmalloc((size_t)n * rows * sizeof(float));
             unsigned char *q, *xq = (unsigned char *)xmalloc(quant_input_bytes(n, cols, 32));
             kernel_ctx ctx;
-            ctx.pool = test_pool;
+            ctx.pool = test_pool_threads;
             ctx.split_any_size = 1; /* the split itself is under test, whatever the size */
             tensor_bytes(dt, rows, cols, 32, &bytes);
             q = (unsigned char *)xmalloc(bytes);
@@ -350,7 +393,7 @@ static void test_extremes(void) {
         float *out = (float *)xmalloc((size_t)n * rows * sizeof(float)), *ref = (float *)xmalloc((size_t)n * rows * sizeof(float));
         long bad = 0;
         kernel_ctx ctx;
-        ctx.pool = test_pool;
+        ctx.pool = test_pool_threads;
         ctx.split_any_size = 1;
         ctx.n_threads = 2;
         tensor_bytes(dt, rows, cols, 32, &bytes);
@@ -400,10 +443,11 @@ static void test_extremes(void) {
 }
 
 int main(void) {
-    if (!(test_pool = pool_new(3)) || pool_threads(test_pool) != (POOL_THREADS ? 3 : 1)) {
+    if (!(test_pool_threads = pool_new(3)) || pool_threads(test_pool_threads) != (POOL_THREADS ? 3 : 1)) {
         fprintf(stderr, "FAIL could not start a pool of 3 threads\n");
         return 1;
     }
+    test_pool();
     test_half();
     test_sizes();
     test_roundtrip();
@@ -414,7 +458,7 @@ int main(void) {
         fprintf(stderr, "%d check(s) failed\n", failures);
         return 1;
     }
-    printf("all kernel tests passed (on a pool of %d threads)\n", pool_threads(test_pool));
-    pool_free(test_pool);
+    printf("all kernel tests passed (on a pool of %d threads)\n", pool_threads(test_pool_threads));
+    pool_free(test_pool_threads);
     return 0;
 }
