@@ -2602,6 +2602,12 @@ static int chunk_units(int units, int threads) {
     return units > chunks ? (units + chunks - 1) / chunks : 1;
 }
 
+/* Runs fn over `units` units on `threads` of the context's pool, in chunks
+ * of chunk_units. */
+static void kernel_split(const kernel_ctx *c, int threads, int units, range_fn fn, void *job) {
+    pool_run(c->pool, threads, units, chunk_units(units, threads), fn, job);
+}
+
 typedef struct {
     size_t (*input_bytes)(int n, int cols, int group_size);
     void (*prepare)(const kernel_ctx *c, const float *x, int n, int cols, int group_size, void *xq);
@@ -3310,7 +3316,7 @@ static void float_matmul(const kernel_ctx *c, float *out, const float *x, const 
     j.n = n;
     j.rows = rows;
     j.cols = cols;
-    pool_run(c->pool, threads, units, chunk_units(units, threads), float_matmul_units, &j);
+    kernel_split(c, threads, units, float_matmul_units, &j);
 }
 
 static void matmul_f32(const kernel_ctx *c, float *out, const float *x, const void *xq, const void *w, int n,
@@ -3565,7 +3571,7 @@ static void quant_prepare(const kernel_ctx *c, const float *x, int n, int cols, 
     j.x = x;
     j.cols = cols;
     j.xq = xq;
-    pool_run(c->pool, threads, n, chunk_units(n, threads), prepare_rows, &j);
+    kernel_split(c, threads, n, prepare_rows, &j);
 }
 
 /* ---- the portable kernel: the definition of the arithmetic ---- */
@@ -4049,7 +4055,7 @@ static void quant_matmul(const kernel_ctx *c, int dtype, float *out, const void 
     j.xq = xq;
     j.w = w;
     n_items = (n + j.pass - 1) / j.pass * j.n_blocks;
-    pool_run(c->pool, threads, n_items, chunk_units(n_items, threads), quant_matmul_items, &j);
+    kernel_split(c, threads, n_items, quant_matmul_items, &j);
 }
 
 static void q8_matmul(const kernel_ctx *c, float *out, const float *x, const void *xq, const void *w, int n, int rows,
@@ -4441,9 +4447,9 @@ typedef struct {
  * by a thread the OS preempted waits for that thread's next turn (the pool
  * spares the caller only the wait for threads that have not started). With
  * OpenMP's barriers, a layer of a mid-size model (dozens of jobs per token)
- * ran several times slower on 2 threads than on 1 (test/bench_threads.py). Which is faster depends on the
- * machine's load right now, so the session measures it on the first matrix
- * of each layer (q_proj): a probe runs that product twice, with all the
+ * ran several times slower on 2 threads than on 1 (test/bench_threads.py).
+ * Which is faster depends on the machine's load right now, so the session
+ * measures it on the first matrix of each layer (q_proj): a probe runs that product twice, with all the
  * session's threads and with one, and the layer goes on with the faster
  * (by the median of its last three times per token); between probes the product
  * runs once with the current choice and adds to its recent times. The
@@ -4453,8 +4459,8 @@ typedef struct {
  * that product may still wait for a preempted thread (README, "Threads").
  * One thread goes first, so that the first touch of the buffers never
  * counts against all threads, and the threads are started with the session
- * (pool_new), not in the first probe. Decoding (one token) and batches (prefill) are measured apart. The
- * thread count changes no result (every output element is computed by the
+ * (pool_new), not in the first probe. Decoding (one token) and batches
+ * (prefill) are measured apart. The thread count changes no result (every output element is computed by the
  * same code whatever the split, and running a product twice writes the same
  * values). */
 #define TUNER_SAMPLES 3 /* each choice's time is the median of its last 3 samples */
@@ -4916,7 +4922,7 @@ int lucie_session_new(const lucie_model *m, const lucie_session_options *opts, l
     s->att_out = (float *)aligned_alloc64((size_t)MAX_BATCH * q_dim * sizeof(float));
     s->hb = (float *)aligned_alloc64((size_t)MAX_BATCH * c->hidden_dim * sizeof(float));
     s->hb2 = (float *)aligned_alloc64((size_t)MAX_BATCH * c->hidden_dim * sizeof(float));
-    s->pool = n_threads > 0 && n_threads <= 1024 ? pool_new(n_threads) : NULL;
+    s->pool = pool_new(n_threads);
     s->att_scratch = (float *)aligned_alloc64((size_t)n_threads * attention_scratch_floats(c) * sizeof(float));
     s->logits = (float *)aligned_alloc64((size_t)c->vocab_size * sizeof(float));
     s->sample_logits = (float *)aligned_alloc64((size_t)c->vocab_size * sizeof(float));
@@ -5728,7 +5734,7 @@ static void attention(lucie_session *lead, const batch_segment *segs, int n_segs
     j.lead = lead;
     j.segs = segs;
     j.layer = layer;
-    pool_run(lead->pool, threads_for(&ctx, work, ATTENTION_MIN_WORK_PER_THREAD), units, 1, attention_units, &j);
+    pool_run(ctx.pool, threads_for(&ctx, work, ATTENTION_MIN_WORK_PER_THREAD), units, 1, attention_units, &j);
     input_written(lead, lead->att_out);
 }
 
@@ -5760,7 +5766,7 @@ static void rmsnorm_rows(lucie_session *s, float *out, const float *x, const flo
     j.weight = weight;
     j.dim = c->dim;
     j.eps = c->rms_norm_eps;
-    pool_run(s->pool, threads, n, chunk_units(n, threads), rmsnorm_tokens, &j);
+    kernel_split(&ctx, threads, n, rmsnorm_tokens, &j);
     input_written(s, out);
 }
 
@@ -5783,7 +5789,7 @@ static void swiglu(lucie_session *s, int count) {
     swiglu_job j;
     j.gate = s->hb;
     j.up = s->hb2;
-    pool_run(s->pool, threads, count, chunk_units(count, threads), swiglu_elements, &j);
+    kernel_split(&ctx, threads, count, swiglu_elements, &j);
     input_written(s, s->hb);
 }
 
@@ -7006,8 +7012,9 @@ int lucie_quantize_file(const char *in_path, const char *out_path, int dtype,
     j.err_size = err_size;
     if ((rc = map_file(in_path, LUCIE_LOAD_MMAP, &j.in, err, err_size)) != LUCIE_OK) return rc;
     if (!(j.pool = pool_new(processor_count()))) {
+        unmap_file(&j.in);
         set_error(err, err_size, "out of memory");
-        rc = LUCIE_ENOMEM;
+        return LUCIE_ENOMEM;
     }
     {
         lucie_config config;
