@@ -264,6 +264,10 @@ typedef struct {
     int repetition_window;    /* last N tokens penalised; 0 = whole context */
     unsigned long long seed;
     int kv_type;      /* LUCIE_KV_*: how the KV cache stores keys and values; 0 = LUCIE_KV_DEFAULT */
+    int no_pinning;   /* 1: leave the threads where the OS puts them. 0: with one thread per
+                         processor the process may use, each keeps to its own processor (the
+                         caller's thread only while lucie_eval* computes, when it is not pinned
+                         already); on Linux and Windows (README, "Threads") */
 } lucie_session_options;
 
 /* KV cache element types. The cache holds, per layer, KV head and position,
@@ -286,8 +290,8 @@ int lucie_session_new(const lucie_model *model, const lucie_session_options *opt
                       lucie_session **out, char *err, size_t err_size);
 /* Changes the sampler settings of a session (checked as lucie_session_new
  * checks them; LUCIE_EINVAL leaves the sampler as it was) and reseeds its RNG
- * from opts->seed; context and n_threads are fixed at creation and ignored.
- * The cache and the repetition-penalty history are kept. */
+ * from opts->seed; context, n_threads, kv_type and no_pinning are fixed at
+ * creation and ignored. The cache and the repetition-penalty history are kept. */
 int lucie_session_set_sampler(lucie_session *session, const lucie_session_options *opts);
 void lucie_session_free(lucie_session *session);
 const char *lucie_session_error(const lucie_session *session);

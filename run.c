@@ -94,6 +94,8 @@ static const char *USAGE =
     "                      default 512)\n"
     "  -t N                threads at most (default: all cores); small steps of small models use\n"
     "                      fewer, since a thread only joins work large enough to pay for it\n"
+    "  --no-pin            leave the threads where the OS puts them (default: with one thread per\n"
+    "                      processor, each keeps to its own, on Linux and Windows)\n"
     "  --kv TYPE           KV cache type: f32, f16 or q8 (default: the library's, see README)\n"
     "  --stop TEXT         stop when TEXT is generated (repeatable; TEXT is not printed)\n"
     "  --lookup N          speculative decoding by prompt lookup: up to N tokens that followed an\n"
@@ -167,7 +169,8 @@ typedef struct {
     const char *mode_flag;                   /* the option that chose the mode */
     const char *misplaced[N_MODES];          /* per mode: the first option given that does not apply to it */
     unsigned misplaced_modes[N_MODES];       /* ... and the modes that option applies to */
-    int n_tokens, threads, load_mode, no_bos, special_as_text, skip_special, bench_prompt, bench_ttft, bench_batch;
+    int n_tokens, threads, no_pin, load_mode, no_bos, special_as_text, skip_special, bench_prompt, bench_ttft,
+        bench_batch;
     long context;                            /* checked against the model's maximum once it is open */
     const char *context_arg;
     int have_temp, have_top_k, have_top_p, have_penalty, have_seed;
@@ -344,6 +347,9 @@ static int parse_args(int argc, char **argv, options *o) {
             NEED_VALUE();
             APPLIES(COMPUTE_MODES);
             if (!parse_int(v, 1, 1024, &o->threads)) return usage_error("-t wants a thread count in 1..1024, got '%s'", v);
+        } else if (strcmp(a, "--no-pin") == 0) {
+            APPLIES(COMPUTE_MODES);
+            o->no_pin = 1;
         } else if (strcmp(a, "--stop") == 0) {
             NEED_VALUE();
             APPLIES(SAMPLING_MODES);
@@ -595,6 +601,7 @@ static void session_options(const lucie_model *model, const options *o, lucie_se
     lucie_session_defaults(model, so);
     so->context = (int)o->context;
     so->n_threads = o->threads;
+    so->no_pinning = o->no_pin;
     so->kv_type = o->kv_type;
     if (o->have_temp) so->temperature = o->temp;
     if (o->have_top_k) so->top_k = o->top_k;

@@ -26,8 +26,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOG = "while True: pass"
 
 
-def bench(run, model, threads, prompt, n_gen):
-    cmd = [run, model, "--bench", "-t", str(threads), "--bench-prompt", str(prompt), "-n", str(n_gen)]
+def bench(run, model, threads, prompt, n_gen, extra=()):
+    cmd = [run, model, "--bench", "-t", str(threads), "--bench-prompt", str(prompt), "-n", str(n_gen)] + list(extra)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     if proc.returncode != 0:
         raise SystemExit("bench_threads: %s failed: %s" % (" ".join(cmd), proc.stderr.strip()))
@@ -40,10 +40,11 @@ def measure(args, model, thread_counts):
     them alike."""
     decode = {t: [] for t in thread_counts}
     prefill = {t: [] for t in thread_counts}
+    extra = ["--no-pin"] if args.no_pin else []
     for _ in range(args.repeats):
         for t in thread_counts:
-            decode[t].append(bench(args.run, model, t, args.decode_prompt, args.decode_tokens)["decode_tok_s"])
-            prefill[t].append(bench(args.run, model, t, args.prefill, 0)["prefill_tok_s"])
+            decode[t].append(bench(args.run, model, t, args.decode_prompt, args.decode_tokens, extra)["decode_tok_s"])
+            prefill[t].append(bench(args.run, model, t, args.prefill, 0, extra)["prefill_tok_s"])
     pick = statistics.median if args.median else max
     return {t: (pick(decode[t]), pick(prefill[t])) for t in thread_counts}
 
@@ -57,6 +58,7 @@ def main(argv=None):
     ap.add_argument("--decode-tokens", type=int, default=32)
     ap.add_argument("--decode-prompt", type=int, default=16)
     ap.add_argument("--prefill", type=int, default=64, help="prefill prompt length")
+    ap.add_argument("--no-pin", action="store_true", help="pass --no-pin to run: threads where the OS puts them")
     ap.add_argument("--hogs", type=int, default=1, help="busy-loop processes in the hog condition")
     ap.add_argument("--run", default=os.path.join(REPO, "run"), help="the run binary")
     args = ap.parse_args(argv)

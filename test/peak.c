@@ -197,8 +197,9 @@ static int bench_matmul(int dtype, int rows, int cols, int n, int n_threads, int
                       QUANT_GROUP);
     }
     for (i = 0; i < (size_t)n * cols; i++) x[i] = gaussian();
-    ctx.pool = pool_new(n_threads);
+    ctx.pool = pool_new(n_threads, 1); /* placed as a session's threads are */
     if (!ctx.pool) return 1;
+    pool_pin_caller(ctx.pool);
     ctx.n_threads = n_threads;
     ctx.split_any_size = 0; /* the thresholds apply, as in the forward pass */
     quant_prepare(&ctx, x, n, cols, QUANT_GROUP, xq);

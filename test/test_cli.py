@@ -415,6 +415,7 @@ MISPLACED = [
     (["--tokenize", "hi", "--skip-special"], "--skip-special", "--tokenize"),
     (["--detokenize", "1 2", "--no-bos"], "--no-bos", "--detokenize"),
     (["--tokenize", "hi", "-t", "2"], "-t", "--tokenize"),
+    (["--detokenize", "1 2", "--no-pin"], "--no-pin", "--detokenize"),
     (["--chat", "-p", "hi"], "-p", "--chat"),
     (["--chat", "--prompt-cache", "x"], "--prompt-cache", "--chat"),
     (["--bench", "--temp", "0.5"], "--temp", "--bench"),

@@ -354,7 +354,7 @@ int main(void) {
     rng g = {0x9E3779B97F4A7C15ull};
     size_t a, b;
     int n;
-    worker_pool *pool = pool_new(3); /* the split over 1-3 threads is under test */
+    worker_pool *pool = pool_new(3, 0); /* the split over 1-3 threads is under test */
     if (!pool || pool_threads(pool) != (POOL_THREADS ? 3 : 1)) {
         printf("FAIL could not start a pool of 3 threads\n");
         return 1;

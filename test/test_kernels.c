@@ -9,7 +9,8 @@
  *   - matmul == float products of the dequantized weights and activations;
  *   - the portable and SIMD kernels, batch sizes, thread counts, row
  *     chunking and passes over the tokens all give bit-identical results;
- *   - both kernels are exact at the extreme codes and activations.
+ *   - both kernels are exact at the extreme codes and activations;
+ *   - the pool: each item once, and where its threads run (Linux).
  * Build: cc -std=c99 -O2 [-march=native] [-fopenmp] test/test_kernels.c -o test/test_kernels -lm
  * Prints one line per check group and exits non-zero on any failure. */
 #define QUANT_PASS_BYTES 4096 /* products of 9 tokens take 2 passes (see quant_matmul) */
@@ -255,6 +256,80 @@ static void test_pool(void) {
            "caller): %s\n", shared, status(before));
 }
 
+/* Where the threads run (Linux): a pool with one thread per processor keeps
+ * each worker to its own processor, the caller only between pool_pin_caller
+ * and pool_unpin_caller, which gives it back exactly the processors it had;
+ * a caller the application pinned itself is left alone; and a pool asked not
+ * to pin, or with fewer threads than processors, pins nothing. */
+#if POOL_CAN_PIN && defined(__linux__)
+typedef struct {
+    worker_pool *pool;
+    int checked, wrong;
+    volatile double sink;
+} pin_probe;
+
+static void pin_visit(void *job, int begin, int end, int worker) {
+    pin_probe *p = (pin_probe *)job;
+    processor_set mine;
+    int k;
+    for (k = 0; k < 20000 * (end - begin); k++) p->sink = p->sink * 0.999 + 1.0;
+    if (worker == 0 || sched_getaffinity(0, sizeof mine, &mine) != 0) return;
+    pool_lock(&p->pool->lock); /* (the counters are shared by the threads) */
+    p->checked++;
+    p->wrong += CPU_COUNT(&mine) != 1 || !CPU_ISSET(pool_thread_processor(p->pool, worker), &mine);
+    pool_unlock(&p->pool->lock);
+}
+
+static void test_pinning(void) {
+    int before = failures, n, job, last = -1, cpu;
+    processor_set allowed, now, one;
+    pin_probe probe;
+    worker_pool *p;
+    n = allowed_processors(&allowed);
+    if (n < 2) {
+        printf("thread placement: NOT CHECKED (this process may use %d processor)\n", n);
+        return;
+    }
+    for (cpu = 0; cpu < MAX_PROCESSOR; cpu++)
+        if (processor_allowed(&allowed, cpu)) last = cpu;
+    p = pool_new(n, 1);
+    CHECK(p && p->pinned && pool_threads(p) == n, "pinning: a pool of one thread per processor does not pin");
+    if (!p) return;
+    memset(&probe, 0, sizeof probe);
+    probe.pool = p;
+    for (job = 0; job < 50 && probe.checked < 20; job++) pool_run(p, n, 4 * n, 1, pin_visit, &probe);
+    CHECK(probe.checked > 0 && probe.wrong == 0, "pinning: %d of %d worker items ran off their processor",
+          probe.wrong, probe.checked);
+    pool_pin_caller(p);
+    sched_getaffinity(0, sizeof now, &now);
+    CHECK(CPU_COUNT(&now) == 1 && CPU_ISSET(pool_thread_processor(p, 0), &now), "pinning: the caller was not pinned");
+    pool_unpin_caller(p);
+    sched_getaffinity(0, sizeof now, &now);
+    CHECK(CPU_EQUAL(&now, &allowed), "pinning: the caller did not get its processors back");
+    CPU_ZERO(&one); /* a caller the application pinned stays where it is */
+    CPU_SET(last, &one);
+    sched_setaffinity(0, sizeof one, &one);
+    pool_pin_caller(p);
+    sched_getaffinity(0, sizeof now, &now);
+    CHECK(CPU_EQUAL(&now, &one), "pinning: moved a caller the application had pinned");
+    pool_unpin_caller(p);
+    sched_getaffinity(0, sizeof now, &now);
+    CHECK(CPU_EQUAL(&now, &one), "pinning: changed a caller the application had pinned");
+    sched_setaffinity(0, sizeof allowed, &allowed);
+    pool_free(p);
+    p = pool_new(n, 0);
+    CHECK(p && !p->pinned, "pinning: a pool asked not to pin pins");
+    pool_free(p);
+    p = pool_new(n + 1, 1);
+    CHECK(p && !p->pinned, "pinning: a pool of more threads than processors pins");
+    pool_free(p);
+    printf("thread placement: %d threads on %d processors, each worker on its own (%d items checked), the caller "
+           "pinned and given back: %s\n", n, n, probe.checked, status(before));
+}
+#else
+static void test_pinning(void) { printf("thread placement: NOT CHECKED (this build does not pin threads)\n"); }
+#endif
+
 static void test_prepare(void) {
     int before = failures;
     int cols = 1000, n = 3, t, g, i, bad = 0;
@@ -443,11 +518,12 @@ static void test_extremes(void) {
 }
 
 int main(void) {
-    if (!(test_pool_threads = pool_new(3)) || pool_threads(test_pool_threads) != (POOL_THREADS ? 3 : 1)) {
+    if (!(test_pool_threads = pool_new(3, 0)) || pool_threads(test_pool_threads) != (POOL_THREADS ? 3 : 1)) {
         fprintf(stderr, "FAIL could not start a pool of 3 threads\n");
         return 1;
     }
     test_pool();
+    test_pinning();
     test_half();
     test_sizes();
     test_roundtrip();

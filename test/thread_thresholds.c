@@ -55,11 +55,12 @@ int main(void) {
     static const int dtypes[] = {LUCIE_DT_F32, LUCIE_DT_Q8};
     size_t d, di;
     int n;
-    worker_pool *pool = pool_new(2);
+    worker_pool *pool = pool_new(2, 1); /* placed as a session's threads are */
     if (!pool || pool_threads(pool) < 2) {
         fprintf(stderr, "could not start a second thread\n");
         return 1;
     }
+    pool_pin_caller(pool);
     printf("kernel  n  rows x cols   MACs/thread  1 thread us  2 threads us  ratio\n");
     for (di = 0; di < 2; di++)
         for (n = 1; n <= 16; n *= 16)
