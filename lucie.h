@@ -255,7 +255,8 @@ void lucie_detok_stream_free(lucie_detok_stream *stream);
 
 typedef struct {
     int context;      /* KV cache length in tokens; 0 = min(model max, 4096) */
-    int n_threads;    /* threads at most, the caller's included; 0 = one per processor */
+    int n_threads;    /* threads at most, the caller's included; 0 = one per processor the
+                         process may use (its affinity, where the OS tells it) */
     float temperature; /* 0 = greedy */
     int top_k;        /* 0 = off */
     float top_p;      /* 1 = off */
