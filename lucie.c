@@ -384,17 +384,18 @@ static void spin_until(const long *p, long value, int until_equal, double second
 /* Where the threads run. The OS balances its run queues by load, and a
  * pool's two threads that each wait now and then for the other count as
  * less than two busy ones: beside a process that keeps a core busy, Linux
- * put both on one core most of the time and left the other core to that
+ * ran both on one core most of the time and left the other core to that
  * process (a 7B prefill of 128 tokens with 2 threads: `perf sched` gave the
  * two threads 2.9 and 2.8 s of 5.3 s, the busy process 4.6 s; 24.5 tok/s,
  * about what one thread alone gets). So when a pool has one thread per
  * processor the process may use, each thread keeps to its own processor:
  * the workers from their start, the caller while it computes
- * (pool_pin_caller, then given back its processors; the same prefill: 29-30
- * tok/s). A caller the application pinned itself is left where it is, and
- * a pool with fewer threads than processors is left to the OS (two such
- * processes would otherwise crowd the same processors). Linux and Windows;
- * elsewhere the OS places the threads. */
+ * (pool_pin_caller, then given back its processors; the same prefill: 24-31
+ * tok/s, 27.3 the median of 8 runs alternating with the threads left to the
+ * OS, which gave 26.0). A caller the application pinned itself is left
+ * where it is, and a pool with fewer threads than processors is left to the
+ * OS (two such processes would otherwise crowd the same processors). Linux
+ * and Windows; elsewhere the OS places the threads. */
 #if POOL_THREADS && defined(__linux__)
 #define POOL_CAN_PIN 1
 typedef cpu_set_t processor_set;
@@ -6029,9 +6030,8 @@ static void remember_logits(lucie_session *s, const float *last) {
  * leave the caller). One token at a time it stays where the OS has it: a
  * step then is a string of short products, and a caller held to the
  * processor another process busies stalled them all (7B q4 decoding beside
- * a CPU hog, 2 threads against 1, medians of 3 alternating runs: 0.87-0.89x
- * with the caller pinned, 1.00x without; prefill of 128 tokens 1.26x pinned,
- * 1.07x not). */
+ * a CPU hog, 2 threads against 1, medians of 3-4 alternating runs:
+ * 0.87-0.89x with the caller pinned, 0.99-1.02x without). */
 static void pin_for_evaluation(lucie_session *s, int n) {
     const lucie_config *c = &s->model->config;
     if (n > 1 && (double)(n < MAX_BATCH ? n : MAX_BATCH) * c->dim * c->hidden_dim >= 2.0 * MATMUL_MIN_WORK_PER_THREAD)

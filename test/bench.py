@@ -1397,9 +1397,11 @@ def cell(values, extra=None, digits=2):
 def summary_tables(rows, depth_rows, batch_rows, prefills, peaks, ttft):
     """The compact tables README.md's speed section copies (one line per format)."""
     out = []
+    # the prefill llama.cpp ran (--llama-prefill, 512 by default), else the first
+    vs_p = next((p for p in prefills if any(r.get("vs_pp%d" % p) for r in rows)), prefills[0])
     head = (["format", "decode tok/s (%s)" % roofline_heading(rows)]
             + ["pp%d tok/s (%% of peak)" % p for p in prefills]
-            + (["TTFT %d s" % ttft] if ttft else []) + ["vs llama.cpp: decode", "vs llama.cpp: pp%d" % prefills[0],
+            + (["TTFT %d s" % ttft] if ttft else []) + ["vs llama.cpp: decode", "vs llama.cpp: pp%d" % vs_p,
                                                         "load avg"])
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -1413,7 +1415,7 @@ def summary_tables(rows, depth_rows, batch_rows, prefills, peaks, ttft):
             cells.append(cell(s.get("pp%d" % p, []), fmt_num(med and percent_of_peak(med, r["macs"], peak), "%.0f%%")))
         if ttft:
             cells.append(fmt_rate(s["ttft"], 1))
-        cells += [fmt_num(r.get("vs_decode"), "%.2fx"), fmt_num(r.get("vs_pp%d" % prefills[0]), "%.2fx"),
+        cells += [fmt_num(r.get("vs_decode"), "%.2fx"), fmt_num(r.get("vs_pp%d" % vs_p), "%.2fx"),
                   fmt_loads(sum(s["load"].values(), []))]
         out.append("| " + " | ".join(cells) + " |")
     depths = sorted({d["depth"] for d in depth_rows})
